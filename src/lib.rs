@@ -1,2 +1,14 @@
 //! drover: a host agent that runs coding-agent workflows in systemd scopes and lets
 //! operators kill, restart and monitor them. See `docs/architecture.md` for the map.
+
+pub mod agent;
+pub mod api;
+pub mod cgroup;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod model;
+pub mod spec;
+pub mod store;
+pub mod systemd;
+pub mod worktree;

@@ -1,1 +1,3 @@
-fn main() {}
+fn main() -> std::process::ExitCode {
+    drover::cli::main(std::env::args_os())
+}

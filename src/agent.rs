@@ -1,0 +1,117 @@
+//! `drover agent`: wires the parts into the daemon. It connects to the bus, re-adopts the
+//! runs the last agent left, serves the D-Bus API, and then owns the bus name.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use zbus::fdo::{RequestNameFlags, RequestNameReply};
+
+use crate::api::{self, auth::Authorizer};
+use crate::config::{self, Bus, Config};
+use crate::engine::{Engine, EngineConfig};
+use crate::systemd::Systemd;
+
+pub struct AgentOptions {
+    pub bus: Bus,
+    pub config: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+}
+
+pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
+    init_logging();
+    let (config_path, required) = match &opts.config {
+        Some(path) => (path.clone(), true),
+        None => (config::default_path(opts.bus)?, false),
+    };
+    let config = Config::load(&config_path, required)?;
+    let state_dir = match opts.state_dir {
+        Some(dir) => dir,
+        None => config.state_dir(opts.bus)?,
+    };
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+
+    let conn = match opts.bus {
+        Bus::User => zbus::Connection::session().await,
+        Bus::System => zbus::Connection::system().await,
+    }
+    .with_context(|| format!("cannot connect to the {} bus", bus_name(opts.bus)))?;
+    let systemd = Systemd::new(&conn)
+        .await
+        .context("cannot reach systemd's manager on that bus")?;
+    let shim_exe =
+        std::env::current_exe().context("cannot find the drover binary for the step shims")?;
+    let engine = Engine::start(
+        EngineConfig {
+            state_dir: state_dir.clone(),
+            shim_exe,
+        },
+        systemd,
+    )?;
+    api::dbus::serve(&conn, engine, Arc::new(Authorizer::new(config.auth))).await?;
+
+    // Take the name last, so a client that sees it finds the agent ready.
+    let reply = conn
+        .request_name_with_flags(api::BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
+        .await
+        .with_context(|| format!("cannot own {}", api::BUS_NAME))?;
+    if reply != RequestNameReply::PrimaryOwner {
+        bail!(
+            "another agent already owns {} on the {} bus",
+            api::BUS_NAME,
+            bus_name(opts.bus)
+        );
+    }
+    tracing::info!(
+        drover_event = "agent-started",
+        "drover agent ready on the {} bus, state in {}",
+        bus_name(opts.bus),
+        state_dir.display()
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    // Runs keep going in their scopes; the next agent re-adopts them.
+    tracing::info!(
+        drover_event = "agent-stopped",
+        "drover agent stopping; running workflows continue"
+    );
+    Ok(())
+}
+
+fn bus_name(bus: Bus) -> &'static str {
+    match bus {
+        Bus::User => "session",
+        Bus::System => "system",
+    }
+}
+
+/// Logs to journald when it is reachable (with `DROVER_*` fields as journal fields), and
+/// to stderr unless stderr already is the journal.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let journald = tracing_journald::layer().ok().map(|layer| {
+        layer
+            .with_field_prefix(None)
+            .with_syslog_identifier("drover".into())
+    });
+    let stderr_is_journal = std::env::var_os("JOURNAL_STREAM").is_some() && journald.is_some();
+    let stderr = (!stderr_is_journal).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(journald)
+        .with(stderr)
+        .try_init();
+}

@@ -1,0 +1,235 @@
+//! Who may do what: roles (viewer < operator < admin), and the mapping from a caller's uid
+//! to a role through the `[auth]` table of the config file.
+
+use std::fmt;
+
+use nix::unistd::{Gid, Group, Uid, User};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+/// The `[auth]` table: users and groups per role. Root and the agent's own user are admin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The role of callers listed nowhere: "viewer" (the default) or "none".
+    #[serde(default = "default_role")]
+    pub default_role: DefaultRole,
+    #[serde(default)]
+    pub viewer: Principals,
+    #[serde(default)]
+    pub operator: Principals,
+    #[serde(default)]
+    pub admin: Principals,
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig {
+            default_role: default_role(),
+            viewer: Principals::default(),
+            operator: Principals::default(),
+            admin: Principals::default(),
+        }
+    }
+}
+
+fn default_role() -> DefaultRole {
+    DefaultRole::Viewer
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultRole {
+    Viewer,
+    None,
+}
+
+/// Users (names or numeric uids) and groups (names) holding a role.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Principals {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// A caller, as the bus identified it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub name: Option<String>,
+    pub channel: &'static str,
+}
+
+impl Caller {
+    pub fn new(uid: u32, channel: &'static str) -> Caller {
+        let name = User::from_uid(Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name);
+        Caller { uid, name, channel }
+    }
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "uid {} ({name}) via {}", self.uid, self.channel),
+            None => write!(f, "uid {} via {}", self.uid, self.channel),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{caller} may not {action}: it needs the {needed} role, and has {}", held.map_or("none".to_owned(), |r| r.to_string()))]
+pub struct Denied {
+    pub caller: String,
+    pub action: &'static str,
+    pub needed: Role,
+    pub held: Option<Role>,
+}
+
+pub struct Authorizer {
+    config: AuthConfig,
+    agent_uid: u32,
+}
+
+impl Authorizer {
+    pub fn new(config: AuthConfig) -> Authorizer {
+        Authorizer {
+            config,
+            agent_uid: Uid::effective().as_raw(),
+        }
+    }
+
+    /// The highest role `caller` holds, if any.
+    pub fn role_of(&self, caller: &Caller) -> Option<Role> {
+        if caller.uid == 0 || caller.uid == self.agent_uid {
+            return Some(Role::Admin);
+        }
+        let groups = group_names(caller);
+        let holds = |p: &Principals| {
+            p.users
+                .iter()
+                .any(|u| u == &caller.uid.to_string() || Some(u) == caller.name.as_ref())
+                || p.groups.iter().any(|g| groups.contains(g))
+        };
+        if holds(&self.config.admin) {
+            Some(Role::Admin)
+        } else if holds(&self.config.operator) {
+            Some(Role::Operator)
+        } else if holds(&self.config.viewer) || self.config.default_role == DefaultRole::Viewer {
+            Some(Role::Viewer)
+        } else {
+            None
+        }
+    }
+
+    /// Allows `action` when `caller` holds at least `needed`.
+    pub fn require(
+        &self,
+        caller: &Caller,
+        needed: Role,
+        action: &'static str,
+    ) -> Result<Role, Denied> {
+        let held = self.role_of(caller);
+        match held {
+            Some(role) if role >= needed => Ok(role),
+            _ => Err(Denied {
+                caller: caller.to_string(),
+                action,
+                needed,
+                held,
+            }),
+        }
+    }
+}
+
+/// The names of the groups `caller` belongs to (primary and supplementary).
+fn group_names(caller: &Caller) -> Vec<String> {
+    let Some(name) = &caller.name else {
+        return Vec::new();
+    };
+    let Ok(Some(user)) = User::from_name(name) else {
+        return Vec::new();
+    };
+    let Ok(cname) = std::ffi::CString::new(name.as_str()) else {
+        return Vec::new();
+    };
+    let gids = nix::unistd::getgrouplist(&cname, user.gid).unwrap_or_else(|_| vec![user.gid]);
+    gids.into_iter()
+        .filter_map(|gid: Gid| Group::from_gid(gid).ok().flatten().map(|g| g.name))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authorizer(toml_text: &str) -> Authorizer {
+        let config: AuthConfig = toml::from_str(toml_text).expect("auth config parses");
+        Authorizer {
+            config,
+            agent_uid: 4242,
+        }
+    }
+
+    #[test]
+    fn root_and_the_agent_user_are_admin() {
+        let auth = authorizer("");
+        assert_eq!(auth.role_of(&Caller::new(0, "test")), Some(Role::Admin));
+        assert_eq!(auth.role_of(&Caller::new(4242, "test")), Some(Role::Admin));
+    }
+
+    #[test]
+    fn listed_users_get_their_role_and_others_the_default() {
+        let auth = authorizer("[operator]\nusers = [\"65534\"]\n");
+        assert_eq!(
+            auth.role_of(&Caller::new(65534, "test")),
+            Some(Role::Operator)
+        );
+        assert_eq!(auth.role_of(&Caller::new(1234, "test")), Some(Role::Viewer));
+        let strict = authorizer("default_role = \"none\"\n");
+        assert_eq!(strict.role_of(&Caller::new(1234, "test")), None);
+    }
+
+    #[test]
+    fn groups_grant_roles() {
+        // Every system has root's group; uid 0 is admin anyway, so test via "nogroup"'s member.
+        let auth = authorizer("[admin]\ngroups = [\"nogroup\"]\n");
+        let nobody = Caller::new(65534, "test");
+        assert_eq!(
+            auth.role_of(&nobody),
+            Some(Role::Admin),
+            "nobody's primary group is nogroup"
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_the_role_needed() {
+        let auth = authorizer("");
+        let err = auth
+            .require(&Caller::new(1234, "dbus"), Role::Operator, "start a run")
+            .unwrap_err();
+        assert_eq!(err.needed, Role::Operator);
+        assert!(err.to_string().contains("needs the operator role"), "{err}");
+    }
+}

@@ -1,0 +1,30 @@
+//! The agent's interfaces to the outside: the D-Bus service `org.drover.Drover1` (and its
+//! client proxy, which the CLI uses), and authorisation by role. Only this module and the
+//! CLI know the wire formats.
+
+pub mod auth;
+pub mod dbus;
+
+use zbus::proxy;
+
+pub const BUS_NAME: &str = "org.drover.Drover1";
+pub const OBJECT_PATH: &str = "/org/drover/Drover1";
+pub const INTERFACE: &str = "org.drover.Drover1.Manager";
+
+/// The client side of `org.drover.Drover1.Manager`.
+#[proxy(
+    interface = "org.drover.Drover1.Manager",
+    default_service = "org.drover.Drover1",
+    default_path = "/org/drover/Drover1"
+)]
+pub trait Drover {
+    fn run(
+        &self,
+        workflow_path: &str,
+        params: std::collections::HashMap<&str, &str>,
+    ) -> zbus::Result<String>;
+    fn list(&self) -> zbus::Result<String>;
+    fn get(&self, run_id: &str) -> zbus::Result<String>;
+    #[zbus(signal)]
+    fn run_changed(&self, run_id: String, state: String) -> zbus::Result<()>;
+}

@@ -1,0 +1,186 @@
+//! The command line: argument definitions and dispatch. Every client command talks to the
+//! agent over D-Bus (`cli/<command>.rs` mirrors the API call of the same name).
+
+mod logs;
+mod ps;
+mod run;
+mod show;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::api::DroverProxy;
+use crate::config::Bus;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "drover",
+    version,
+    about = "Run coding-agent workflows under systemd: kill, restart, monitor"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    bus: BusArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct BusArgs {
+    /// Talk to the agent on the session bus (default for non-root users, or when
+    /// DBUS_SESSION_BUS_ADDRESS is set).
+    #[arg(long, global = true, conflicts_with = "system")]
+    user: bool,
+    /// Talk to the agent on the system bus (default for root without a session bus).
+    #[arg(long, global = true)]
+    system: bool,
+}
+
+impl BusArgs {
+    fn bus(&self) -> Bus {
+        match (self.user, self.system) {
+            (true, _) => Bus::User,
+            (_, true) => Bus::System,
+            _ => Bus::default_for_this_process(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent (the daemon that owns org.drover.Drover1).
+    Agent {
+        /// Configuration file (default: /etc/drover/drover.toml or $XDG_CONFIG_HOME/drover/drover.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// State directory (default: from the config, else /var/lib/drover or $XDG_STATE_HOME/drover).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Start a run of a workflow file; prints the run id.
+    Run {
+        file: PathBuf,
+        /// A parameter, given to the steps as $DROVER_PARAM_<KEY>.
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Wait for the run to end; exit 0 only if it succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List runs (unfinished ones unless --all).
+    Ps {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run and its steps.
+    Show {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a run's step output.
+    Logs {
+        run: String,
+        /// Only this step.
+        #[arg(long)]
+        step: Option<String>,
+        /// Keep printing new output until the run ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Internal: supervise one step inside its scope.
+    #[command(name = "__shim", hide = true)]
+    Shim { spec: PathBuf },
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))
+}
+
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = Cli::parse_from(args);
+    if let Command::Shim { spec } = &cli.command {
+        // The shim stays single-threaded and free of the async runtime.
+        return ExitCode::from(crate::engine::shim::main(spec).clamp(0, 255) as u8);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("drover: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("drover: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let bus = cli.bus.bus();
+    match cli.command {
+        Command::Agent { config, state_dir } => {
+            crate::agent::run(crate::agent::AgentOptions {
+                bus,
+                config,
+                state_dir,
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { file, params, wait } => {
+            run::run(&connect(bus).await?, &file, params, wait).await
+        }
+        Command::Ps { all, json } => ps::run(&connect(bus).await?, all, json).await,
+        Command::Show { run, json } => show::run(&connect(bus).await?, &run, json).await,
+        Command::Logs { run, step, follow } => {
+            logs::run(&connect(bus).await?, &run, step.as_deref(), follow).await
+        }
+        Command::Shim { .. } => unreachable!("handled before the runtime starts"),
+    }
+}
+
+async fn connect(bus: Bus) -> anyhow::Result<DroverProxy<'static>> {
+    let conn = match bus {
+        Bus::User => zbus::Connection::session()
+            .await
+            .context("cannot connect to the session bus"),
+        Bus::System => zbus::Connection::system()
+            .await
+            .context("cannot connect to the system bus"),
+    }?;
+    Ok(DroverProxy::new(&conn).await?)
+}
+
+/// Turns an error from the agent into the one line it carries.
+fn api_error(e: zbus::Error) -> anyhow::Error {
+    match e {
+        zbus::Error::MethodError(name, detail, _) => match name.as_str() {
+            "org.freedesktop.DBus.Error.ServiceUnknown"
+            | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
+                anyhow::anyhow!(
+                    "no drover agent is running on this bus (start one with `drover agent`)"
+                )
+            }
+            _ => anyhow::anyhow!("{}", detail.unwrap_or_else(|| name.to_string())),
+        },
+        other => anyhow::Error::new(other).context("D-Bus call to the agent failed"),
+    }
+}
+
+/// Fetches and decodes one run.
+async fn get_run(proxy: &DroverProxy<'_>, id: &str) -> anyhow::Result<crate::model::Run> {
+    let json = proxy.get(id).await.map_err(api_error)?;
+    serde_json::from_str(&json).context("the agent sent a run this client cannot read")
+}

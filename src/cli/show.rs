@@ -1,0 +1,52 @@
+//! `drover show RUN [--json]` — the client of `Manager.Get`.
+
+use std::process::ExitCode;
+
+use super::get_run;
+use crate::api::DroverProxy;
+
+pub async fn run(proxy: &DroverProxy<'_>, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let run = get_run(proxy, id).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&run)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let or_dash = |t: Option<String>| t.unwrap_or_else(|| "-".into());
+    println!("run:          {}", run.id);
+    println!("workflow:     {} ({})", run.workflow, run.workflow_file);
+    println!("state:        {}", run.state);
+    println!("requested by: {}", run.requested_by);
+    println!("created:      {}", run.created_at);
+    println!(
+        "started:      {}",
+        or_dash(run.started_at.map(|t| t.to_string()))
+    );
+    println!(
+        "ended:        {}",
+        or_dash(run.ended_at.map(|t| t.to_string()))
+    );
+    if let Some(worktree) = &run.worktree {
+        println!("worktree:     {worktree}");
+    }
+    if let Some(error) = &run.error {
+        println!("error:        {error}");
+    }
+    println!();
+    println!(
+        "{:<16} {:<8} {:<10} {:<10} {:<6} {:<6} UNIT",
+        "STEP", "ATTEMPT", "STATE", "RESULT", "EXIT", "SIGNAL"
+    );
+    for step in &run.steps {
+        println!(
+            "{:<16} {:<8} {:<10} {:<10} {:<6} {:<6} {}",
+            step.name,
+            step.attempt,
+            step.state,
+            or_dash(step.result.clone()),
+            or_dash(step.exit_code.map(|c| c.to_string())),
+            or_dash(step.signal.map(|s| s.to_string())),
+            or_dash(step.unit.clone())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,487 @@
+//! The run state machine and step execution. The engine owns run state: it decides the
+//! next action from what the state DB holds (so a restarted agent picks up where the last
+//! one stopped), records every transition before announcing it, and launches each step
+//! through its shim into a transient scope.
+
+pub mod shim;
+mod step;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use crate::model::{Run, RunState, StepState, Timestamp};
+use crate::spec::{self, Workflow};
+use crate::store::{NewRun, Store, StoreError};
+use crate::systemd::{Systemd, SystemdError};
+use crate::worktree::{self, WorktreeError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Spec(#[from] spec::SpecError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Systemd(#[from] SystemdError),
+    #[error(transparent)]
+    Worktree(#[from] WorktreeError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid parameter name {0:?}: use letters, digits and '_', not starting with a digit")]
+    InvalidParam(String),
+    #[error(
+        "the workflow path must be absolute (the agent does not share the caller's directory): {0}"
+    )]
+    RelativePath(String),
+    #[error("no run {0}")]
+    NoSuchRun(String),
+    #[error("run {run}: the stored workflow cannot be read: {reason}")]
+    CorruptRun { run: String, reason: String },
+}
+
+type Result<T> = std::result::Result<T, EngineError>;
+
+/// A run reached a new state; sent only after the state DB holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunEvent {
+    pub run: String,
+    pub state: RunState,
+}
+
+/// Where the engine keeps its files, and how it starts shims.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub state_dir: PathBuf,
+    /// The `drover` binary, re-executed as each step's shim.
+    pub shim_exe: PathBuf,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Mutex<Store>,
+    systemd: Systemd,
+    config: EngineConfig,
+    events: broadcast::Sender<RunEvent>,
+}
+
+/// What a run needs next, decided from its workflow and the attempts the DB holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    Start {
+        index: usize,
+        attempt: u32,
+    },
+    Await {
+        index: usize,
+        attempt: u32,
+    },
+    Finish {
+        state: RunState,
+        reason: Option<String>,
+    },
+}
+
+/// The result an attempt gets when its shim saw the start gate close unopened: the step
+/// never ran, so it is started again as a new attempt.
+const NEVER_STARTED: &str = "never-started";
+
+fn next_action(workflow: &Workflow, run: &Run) -> Action {
+    for (index, step) in workflow.steps.iter().enumerate() {
+        let Some(attempt) = run.steps.iter().find(|a| a.index as usize == index) else {
+            return Action::Start { index, attempt: 1 };
+        };
+        match attempt.state {
+            StepState::Succeeded => continue,
+            StepState::Failed if attempt.result.as_deref() == Some(NEVER_STARTED) => {
+                return Action::Start {
+                    index,
+                    attempt: attempt.attempt + 1,
+                };
+            }
+            StepState::Failed => {
+                let how = attempt.result.as_deref().unwrap_or("failed");
+                return Action::Finish {
+                    state: RunState::Failed,
+                    reason: Some(format!("step {} failed: {how}", step.name)),
+                };
+            }
+            StepState::Pending | StepState::Starting | StepState::Running => {
+                return Action::Await {
+                    index,
+                    attempt: attempt.attempt,
+                };
+            }
+        }
+    }
+    Action::Finish {
+        state: RunState::Succeeded,
+        reason: None,
+    }
+}
+
+impl Engine {
+    /// Opens the state DB and re-adopts every run that had not finished when the last
+    /// agent stopped: their steps kept running in their scopes.
+    pub fn start(config: EngineConfig, systemd: Systemd) -> Result<Engine> {
+        let runs_dir = config.state_dir.join("runs");
+        std::fs::create_dir_all(&runs_dir).map_err(|source| EngineError::Io {
+            path: runs_dir.clone(),
+            source,
+        })?;
+        let store = Store::open(&config.state_dir.join("state.db"))?;
+        let unfinished = store.unfinished_runs()?;
+        let (events, _) = broadcast::channel(1024);
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                store: Mutex::new(store),
+                systemd,
+                config,
+                events,
+            }),
+        };
+        for run in unfinished {
+            tracing::info!(drover_run = %run, drover_event = "adopt", "re-adopting run {run}");
+            engine.spawn_driver(run);
+        }
+        Ok(engine)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Validates and records a new run, then starts it. Bad input changes no state.
+    pub fn submit(
+        &self,
+        workflow_file: &str,
+        params: BTreeMap<String, String>,
+        who: &str,
+    ) -> Result<String> {
+        if !Path::new(workflow_file).is_absolute() {
+            return Err(EngineError::RelativePath(workflow_file.to_owned()));
+        }
+        let workflow = spec::load(Path::new(workflow_file))?;
+        if let Some(bad) = params.keys().find(|k| !is_param_name(k)) {
+            return Err(EngineError::InvalidParam(bad.clone()));
+        }
+        if let Some(workspace) = &workflow.workspace {
+            worktree::check_workspace(workspace)?;
+        }
+        let spec_json = serde_json::to_string(&workflow).map_err(|e| EngineError::CorruptRun {
+            run: "(new)".into(),
+            reason: e.to_string(),
+        })?;
+        let id = new_run_id();
+        self.inner.store().create_run(&NewRun {
+            id: &id,
+            workflow: &workflow.name,
+            workflow_file,
+            spec_json: &spec_json,
+            params: &params,
+            requested_by: who,
+        })?;
+        self.inner
+            .announce(&id, &workflow.name, RunState::Pending, who);
+        self.spawn_driver(id.clone());
+        Ok(id)
+    }
+
+    pub fn run(&self, id: &str) -> Result<Run> {
+        self.inner
+            .store()
+            .run(id)?
+            .map(|(run, spec_json)| with_pending_steps(run, &spec_json))
+            .ok_or_else(|| EngineError::NoSuchRun(id.to_owned()))
+    }
+
+    /// Every run, newest first.
+    pub fn runs(&self) -> Result<Vec<Run>> {
+        Ok(self.inner.store().runs()?)
+    }
+
+    fn spawn_driver(&self, run: String) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            if let Err(e) = inner.drive(&run).await {
+                tracing::error!(drover_run = %run, "run {run} failed: {e}");
+                if let Err(store_err) = inner
+                    .finish(&run, RunState::Failed, Some(&e.to_string()))
+                    .await
+                {
+                    tracing::error!(drover_run = %run, "cannot record the failure of run {run}: {store_err}");
+                }
+            }
+        });
+    }
+}
+
+impl Inner {
+    fn store(&self) -> MutexGuard<'_, Store> {
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn announce(&self, run: &str, workflow: &str, state: RunState, who: &str) {
+        tracing::info!(
+            drover_run = %run,
+            drover_workflow = %workflow,
+            drover_event = "state",
+            "run {run} ({workflow}) → {state} (by {who})"
+        );
+        let _ = self.events.send(RunEvent {
+            run: run.to_owned(),
+            state,
+        });
+    }
+
+    fn load(&self, id: &str) -> Result<(Run, Workflow)> {
+        let (run, spec_json) = self
+            .store()
+            .run(id)?
+            .ok_or_else(|| EngineError::NoSuchRun(id.to_owned()))?;
+        let workflow = serde_json::from_str(&spec_json).map_err(|e| EngineError::CorruptRun {
+            run: id.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok((run, workflow))
+    }
+
+    async fn finish(&self, id: &str, state: RunState, reason: Option<&str>) -> Result<()> {
+        let (run, _) = self.load(id)?;
+        if run.state.is_terminal() {
+            return Ok(());
+        }
+        self.store().set_run_state(id, state, "drover", reason)?;
+        self.announce(id, &run.workflow, state, "drover");
+        // The run's slice outlives its scopes; nothing of the run remains once it is stopped.
+        if let Err(e) = self.systemd.stop_unit(&format!("drover-{id}.slice")).await {
+            tracing::warn!(drover_run = %id, "cannot stop the slice of run {id}: {e}");
+        }
+        Ok(())
+    }
+
+    /// Takes a run from wherever the DB says it is to its end.
+    async fn drive(self: &Arc<Self>, id: &str) -> Result<()> {
+        let (run, workflow) = self.load(id)?;
+        if run.state == RunState::Pending {
+            if let Some(workspace) = &workflow.workspace {
+                let path = self.config.state_dir.join("worktrees").join(id);
+                worktree::create(workspace, &path)?;
+                self.store().set_worktree(id, &path.to_string_lossy())?;
+            }
+            self.store()
+                .set_run_state(id, RunState::Running, "drover", None)?;
+            self.announce(id, &workflow.name, RunState::Running, "drover");
+        }
+        loop {
+            let (run, _) = self.load(id)?;
+            match next_action(&workflow, &run) {
+                Action::Start { index, attempt } => {
+                    let Some(deadline_left) = time_left(&workflow, &run) else {
+                        let reason = "the workflow's time limit ran out";
+                        return self.finish(id, RunState::Failed, Some(reason)).await;
+                    };
+                    step::start(self, &run, &workflow, index, attempt, deadline_left).await?;
+                }
+                Action::Await { index, attempt } => {
+                    step::await_end(self, &run, &workflow, index, attempt).await?;
+                }
+                Action::Finish { state, reason } => {
+                    return self.finish(id, state, reason.as_deref()).await;
+                }
+            }
+        }
+    }
+}
+
+/// What remains of the workflow's time limit (`None` once it has run out); unlimited
+/// workflows get `Some(Duration::MAX)`.
+fn time_left(workflow: &Workflow, run: &Run) -> Option<Duration> {
+    let Some(limit) = workflow.limits.timeout else {
+        return Some(Duration::MAX);
+    };
+    let started = run.started_at.unwrap_or(run.created_at);
+    let elapsed = Duration::from_millis((Timestamp::now().0 - started.0).max(0) as u64);
+    limit.checked_sub(elapsed).filter(|left| !left.is_zero())
+}
+
+/// Lists the steps not started yet too, so a run shows its whole plan.
+fn with_pending_steps(mut run: Run, spec_json: &str) -> Run {
+    let Ok(workflow) = serde_json::from_str::<Workflow>(spec_json) else {
+        return run;
+    };
+    for (index, step) in workflow.steps.iter().enumerate() {
+        if !run.steps.iter().any(|a| a.index as usize == index) {
+            run.steps.push(crate::model::StepAttempt {
+                name: step.name.clone(),
+                index: index as u32,
+                attempt: 0,
+                state: StepState::Pending,
+                unit: None,
+                pid: None,
+                exit_code: None,
+                signal: None,
+                result: None,
+                log: None,
+                started_at: None,
+                ended_at: None,
+            });
+        }
+    }
+    run.steps.sort_by_key(|a| a.index);
+    run
+}
+
+fn is_param_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A short id of lowercase letters and digits (systemd reads dashes as slice nesting).
+fn new_run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::StepAttempt;
+
+    fn workflow(steps: &[&str]) -> Workflow {
+        let mut text = String::from("name = \"wf\"\n");
+        for s in steps {
+            text.push_str(&format!("[[step]]\nname = \"{s}\"\nrun = \"true\"\n"));
+        }
+        spec::parse(&text, Path::new("/w.toml")).expect("test workflow parses")
+    }
+
+    fn run_with(attempts: Vec<StepAttempt>) -> Run {
+        Run {
+            id: "r".into(),
+            workflow: "wf".into(),
+            workflow_file: "/w.toml".into(),
+            state: RunState::Running,
+            params: BTreeMap::new(),
+            worktree: None,
+            requested_by: "t".into(),
+            created_at: Timestamp(0),
+            started_at: None,
+            ended_at: None,
+            error: None,
+            steps: attempts,
+        }
+    }
+
+    fn attempt(index: u32, attempt: u32, state: StepState, result: Option<&str>) -> StepAttempt {
+        StepAttempt {
+            name: format!("s{index}"),
+            index,
+            attempt,
+            state,
+            unit: None,
+            pid: None,
+            exit_code: None,
+            signal: None,
+            result: result.map(str::to_owned),
+            log: None,
+            started_at: None,
+            ended_at: None,
+        }
+    }
+
+    #[test]
+    fn a_fresh_run_starts_its_first_step() {
+        let wf = workflow(&["a", "b"]);
+        assert_eq!(
+            next_action(&wf, &run_with(vec![])),
+            Action::Start {
+                index: 0,
+                attempt: 1
+            }
+        );
+    }
+
+    #[test]
+    fn after_a_success_the_next_step_starts_and_after_the_last_the_run_succeeds() {
+        let wf = workflow(&["a", "b"]);
+        let one = vec![attempt(0, 1, StepState::Succeeded, Some("success"))];
+        assert_eq!(
+            next_action(&wf, &run_with(one)),
+            Action::Start {
+                index: 1,
+                attempt: 1
+            }
+        );
+        let both = vec![
+            attempt(0, 1, StepState::Succeeded, Some("success")),
+            attempt(1, 1, StepState::Succeeded, Some("success")),
+        ];
+        assert_eq!(
+            next_action(&wf, &run_with(both)),
+            Action::Finish {
+                state: RunState::Succeeded,
+                reason: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_failed_step_fails_the_run_and_later_steps_do_not_start() {
+        let wf = workflow(&["a", "b"]);
+        let failed = vec![attempt(0, 1, StepState::Failed, Some("exit-code"))];
+        assert_eq!(
+            next_action(&wf, &run_with(failed)),
+            Action::Finish {
+                state: RunState::Failed,
+                reason: Some("step a failed: exit-code".into())
+            }
+        );
+    }
+
+    #[test]
+    fn an_adopted_step_is_awaited_and_a_never_started_one_is_started_again() {
+        let wf = workflow(&["a"]);
+        let running = vec![attempt(0, 2, StepState::Running, None)];
+        assert_eq!(
+            next_action(&wf, &run_with(running)),
+            Action::Await {
+                index: 0,
+                attempt: 2
+            }
+        );
+        let gate_closed = vec![attempt(0, 1, StepState::Failed, Some(NEVER_STARTED))];
+        assert_eq!(
+            next_action(&wf, &run_with(gate_closed)),
+            Action::Start {
+                index: 0,
+                attempt: 2
+            }
+        );
+    }
+
+    #[test]
+    fn run_ids_are_short_lowercase_alphanumerics() {
+        let id = new_run_id();
+        assert_eq!(id.len(), 10);
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
+    }
+}

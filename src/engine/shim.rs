@@ -1,0 +1,269 @@
+//! The per-step supervisor (`drover __shim SPEC`): the only process that owns a step's
+//! output. It is spawned by the agent, moved into the step's scope while it waits at the
+//! start gate (its stdin), then runs the step, copies each output line to the step's log
+//! file and to journald, and writes how the step ended to the exit file, atomically. It
+//! ignores SIGTERM (the scope-wide SIGTERM reaches the step itself) and does not depend on
+//! the agent staying alive.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use libsystemd::logging::{Priority, journal_send};
+use nix::sys::signal::{SigHandler, SigSet, Signal, signal};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup;
+
+/// What the agent tells the shim, through a JSON file beside the step's log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShimSpec {
+    pub argv: Vec<String>,
+    pub cwd: PathBuf,
+    /// Variables added to the agent's environment for the step.
+    pub env: BTreeMap<String, String>,
+    pub log: PathBuf,
+    pub exit_file: PathBuf,
+    /// Journald fields on every output line: `DROVER_RUN`, `DROVER_STEP`, ….
+    pub journal_fields: BTreeMap<String, String>,
+}
+
+/// How the step ended, as the shim saw it; the agent reads it from the exit file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepExit {
+    pub outcome: ShimOutcome,
+    pub pid: Option<u32>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// OOM kills counted in the scope's memory cgroup while the step ran.
+    pub oom_kills: u64,
+    /// Why the step could not start, or why its output did not reach journald.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShimOutcome {
+    /// The step ran and ended (by exit or by signal).
+    Exited,
+    /// The agent closed the start gate without opening it: the step never ran.
+    GateClosed,
+    /// The step's program could not be started.
+    SpawnFailed,
+}
+
+/// How long output is still copied after the step's main process ends, for children that
+/// inherited its stdout.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// Runs the shim; returns its own exit status.
+pub fn main(spec_path: &Path) -> i32 {
+    // The scope's SIGTERM is for the step; the shim must live to record how it ended.
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: installing SIG_IGN runs no handler code.
+        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+    }
+    let spec: ShimSpec = match fs::read(spec_path)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+    {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("drover shim: cannot read {}: {e}", spec_path.display());
+            return 125;
+        }
+    };
+    let exit = supervise(&spec);
+    match write_exit_file(&spec.exit_file, &exit) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!(
+                "drover shim: cannot write {}: {e}",
+                spec.exit_file.display()
+            );
+            125
+        }
+    }
+}
+
+fn supervise(spec: &ShimSpec) -> StepExit {
+    let mut gate = [0u8; 1];
+    if !matches!(io::stdin().read(&mut gate), Ok(1)) {
+        return StepExit::not_started(ShimOutcome::GateClosed, None);
+    }
+    let log = match OpenOptions::new().create(true).append(true).open(&spec.log) {
+        Ok(file) => Arc::new(Mutex::new(file)),
+        Err(e) => {
+            let error = format!("cannot open log {}: {e}", spec.log.display());
+            return StepExit::not_started(ShimOutcome::SpawnFailed, Some(error));
+        }
+    };
+    let oom_before = cgroup::own_oom_kills().unwrap_or(0);
+
+    let Some((program, args)) = spec.argv.split_first() else {
+        return StepExit::not_started(ShimOutcome::SpawnFailed, Some("empty command".into()));
+    };
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(&spec.cwd)
+        .envs(&spec.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe calls (signal dispositions, sigprocmask) between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            // Ignored signals stay ignored across exec: give the step the defaults back.
+            for sig in [
+                Signal::SIGTERM,
+                Signal::SIGINT,
+                Signal::SIGHUP,
+                Signal::SIGPIPE,
+            ] {
+                signal(sig, SigHandler::SigDfl).map_err(io::Error::from)?;
+            }
+            SigSet::empty().thread_set_mask().map_err(io::Error::from)
+        });
+    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let error = format!("cannot start {program:?}: {e}");
+            let _ = writeln!(lock(&log), "drover: {error}");
+            return StepExit::not_started(ShimOutcome::SpawnFailed, Some(error));
+        }
+    };
+    let pid = child.id();
+
+    let journal_error: Arc<Mutex<Option<String>>> = Arc::default();
+    let (done_tx, done_rx) = mpsc::channel();
+    let streams: [(Option<Box<dyn Read + Send>>, &str, Priority); 2] = [
+        (
+            child.stdout.take().map(|s| Box::new(s) as _),
+            "stdout",
+            Priority::Info,
+        ),
+        (
+            child.stderr.take().map(|s| Box::new(s) as _),
+            "stderr",
+            Priority::Warning,
+        ),
+    ];
+    for (stream, name, priority) in streams {
+        let Some(stream) = stream else { continue };
+        let mut fields = spec.journal_fields.clone();
+        fields.insert("DROVER_STREAM".into(), name.into());
+        let (log, journal_error, done_tx) = (log.clone(), journal_error.clone(), done_tx.clone());
+        std::thread::spawn(move || {
+            copy_lines(stream, &log, priority, &fields, &journal_error);
+            let _ = done_tx.send(());
+        });
+    }
+    drop(done_tx);
+
+    let status = child.wait();
+    // Children of the step may keep its stdout open; copy what comes soon, then move on.
+    let deadline = std::time::Instant::now() + DRAIN_AFTER_EXIT;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match done_rx.recv_timeout(left) {
+            Ok(()) => continue,
+            Err(_) => break,
+        }
+    }
+    let oom_kills = cgroup::own_oom_kills()
+        .unwrap_or(0)
+        .saturating_sub(oom_before);
+    let error = lock(&journal_error).clone();
+    match status {
+        Ok(status) => StepExit {
+            outcome: ShimOutcome::Exited,
+            pid: Some(pid),
+            exit_code: status.code(),
+            signal: status.signal(),
+            oom_kills,
+            error,
+        },
+        Err(e) => StepExit {
+            outcome: ShimOutcome::Exited,
+            pid: Some(pid),
+            exit_code: None,
+            signal: None,
+            oom_kills,
+            error: Some(format!("waiting for the step failed: {e}")),
+        },
+    }
+}
+
+impl StepExit {
+    fn not_started(outcome: ShimOutcome, error: Option<String>) -> StepExit {
+        StepExit {
+            outcome,
+            pid: None,
+            exit_code: None,
+            signal: None,
+            oom_kills: 0,
+            error,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Copies one output stream line by line to the log file and to journald.
+fn copy_lines(
+    stream: Box<dyn Read + Send>,
+    log: &Mutex<File>,
+    priority: Priority,
+    fields: &BTreeMap<String, String>,
+    journal_error: &Mutex<Option<String>>,
+) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if !line.ends_with(b"\n") {
+            line.push(b'\n');
+        }
+        let _ = lock(log).write_all(&line);
+        let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+        if let Err(e) = journal_send(priority, &text, fields.iter()) {
+            lock(journal_error).get_or_insert_with(|| format!("journald: {e}"));
+        }
+    }
+}
+
+/// Writes the exit file so that a reader sees either nothing or the whole record.
+fn write_exit_file(path: &Path, exit: &StepExit) -> io::Result<()> {
+    let partial = path.with_extension("partial");
+    let mut file = File::create(&partial)?;
+    file.write_all(&serde_json::to_vec(exit).map_err(io::Error::other)?)?;
+    file.sync_all()?;
+    fs::rename(&partial, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Reads an exit file the shim wrote; `None` while it does not exist yet.
+pub fn read_exit_file(path: &Path) -> io::Result<Option<StepExit>> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(io::Error::other),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}

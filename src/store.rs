@@ -1,0 +1,603 @@
+//! The state DB (SQLite in WAL mode): runs, step attempts and every transition with who
+//! asked and why. Only this module runs SQL; each unit of work is one transaction.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::model::{Run, RunState, StepAttempt, StepState, Timestamp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state DB {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state DB: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("state DB holds a malformed record for run {run}: {reason}")]
+    Corrupt { run: String, reason: String },
+    #[error("run {0} is not in the state DB")]
+    NoSuchRun(String),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE runs (
+    id            TEXT PRIMARY KEY,
+    workflow      TEXT NOT NULL,
+    workflow_file TEXT NOT NULL,
+    spec_json     TEXT NOT NULL,
+    params_json   TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    worktree      TEXT,
+    requested_by  TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    started_at    INTEGER,
+    ended_at      INTEGER,
+    error         TEXT
+);
+CREATE TABLE step_attempts (
+    run_id     TEXT NOT NULL REFERENCES runs(id),
+    idx        INTEGER NOT NULL,
+    name       TEXT NOT NULL,
+    attempt    INTEGER NOT NULL,
+    state      TEXT NOT NULL,
+    unit       TEXT NOT NULL,
+    pid        INTEGER,
+    exit_code  INTEGER,
+    signal     INTEGER,
+    result     TEXT,
+    log_path   TEXT NOT NULL,
+    started_at INTEGER,
+    ended_at   INTEGER,
+    PRIMARY KEY (run_id, idx, attempt)
+);
+CREATE TABLE transitions (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id     TEXT NOT NULL REFERENCES runs(id),
+    step       TEXT,
+    attempt    INTEGER,
+    from_state TEXT,
+    to_state   TEXT NOT NULL,
+    at         INTEGER NOT NULL,
+    who        TEXT NOT NULL,
+    reason     TEXT
+);
+CREATE INDEX transitions_by_run ON transitions(run_id, seq);
+"#];
+
+/// A new run, as the engine creates it.
+pub struct NewRun<'a> {
+    pub id: &'a str,
+    pub workflow: &'a str,
+    pub workflow_file: &'a str,
+    pub spec_json: &'a str,
+    pub params: &'a BTreeMap<String, String>,
+    pub requested_by: &'a str,
+}
+
+/// The start of a step attempt, as the engine records it before spawning anything.
+pub struct NewAttempt<'a> {
+    pub run: &'a str,
+    pub index: u32,
+    pub name: &'a str,
+    pub attempt: u32,
+    pub unit: &'a str,
+    pub log_path: &'a str,
+}
+
+/// How a step attempt ended.
+pub struct AttemptEnd<'a> {
+    pub state: StepState,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub result: &'a str,
+}
+
+/// One recorded transition, oldest first.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Transition {
+    pub seq: i64,
+    pub step: Option<String>,
+    pub attempt: Option<u32>,
+    pub from: Option<String>,
+    pub to: String,
+    pub at: Timestamp,
+    pub who: String,
+    pub reason: Option<String>,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        // FULL: a transition is on disk before it is announced, even across power loss.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        migrate(&mut conn).map_err(open_err)?;
+        Ok(Store { conn })
+    }
+
+    pub fn create_run(&mut self, run: &NewRun<'_>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let params_json = serde_json::to_string(run.params).unwrap_or_else(|_| "{}".into());
+        tx.execute(
+            "INSERT INTO runs (id, workflow, workflow_file, spec_json, params_json, state, requested_by, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                run.id,
+                run.workflow,
+                run.workflow_file,
+                run.spec_json,
+                params_json,
+                RunState::Pending.as_str(),
+                run.requested_by,
+                Timestamp::now().0
+            ],
+        )?;
+        record(
+            &tx,
+            run.id,
+            None,
+            None,
+            None,
+            RunState::Pending.as_str(),
+            run.requested_by,
+            Some("submitted"),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Moves a run to `to`, stamping start or end times, and records the transition.
+    pub fn set_run_state(
+        &mut self,
+        run: &str,
+        to: RunState,
+        who: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let from: String = tx
+            .query_row("SELECT state FROM runs WHERE id = ?1", [run], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::NoSuchRun(run.to_owned()))?;
+        let now = Timestamp::now().0;
+        tx.execute(
+            "UPDATE runs SET state = ?2,
+                 started_at = CASE WHEN ?2 = 'running' AND started_at IS NULL THEN ?3 ELSE started_at END,
+                 ended_at = CASE WHEN ?2 IN ('succeeded', 'failed') THEN ?3 ELSE ended_at END,
+                 error = CASE WHEN ?2 = 'failed' THEN ?4 ELSE error END
+             WHERE id = ?1",
+            params![run, to.as_str(), now, reason],
+        )?;
+        record(&tx, run, None, None, Some(&from), to.as_str(), who, reason)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn set_worktree(&mut self, run: &str, worktree: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET worktree = ?2 WHERE id = ?1",
+            params![run, worktree],
+        )?;
+        Ok(())
+    }
+
+    pub fn start_attempt(&mut self, attempt: &NewAttempt<'_>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO step_attempts (run_id, idx, name, attempt, state, unit, log_path)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                attempt.run,
+                attempt.index,
+                attempt.name,
+                attempt.attempt,
+                StepState::Starting.as_str(),
+                attempt.unit,
+                attempt.log_path
+            ],
+        )?;
+        record(
+            &tx,
+            attempt.run,
+            Some(attempt.name),
+            Some(attempt.attempt),
+            Some(StepState::Pending.as_str()),
+            StepState::Starting.as_str(),
+            "drover",
+            None,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The start gate is open: the step's process runs inside its scope.
+    pub fn attempt_running(&mut self, run: &str, index: u32, attempt: u32, pid: u32) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let name = attempt_name(&tx, run, index, attempt)?;
+        tx.execute(
+            "UPDATE step_attempts SET state = 'running', pid = ?4, started_at = ?5
+             WHERE run_id = ?1 AND idx = ?2 AND attempt = ?3",
+            params![run, index, attempt, pid, Timestamp::now().0],
+        )?;
+        record(
+            &tx,
+            run,
+            Some(&name),
+            Some(attempt),
+            Some("starting"),
+            "running",
+            "drover",
+            None,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn end_attempt(
+        &mut self,
+        run: &str,
+        index: u32,
+        attempt: u32,
+        end: &AttemptEnd<'_>,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let name = attempt_name(&tx, run, index, attempt)?;
+        let from: String = tx.query_row(
+            "SELECT state FROM step_attempts WHERE run_id = ?1 AND idx = ?2 AND attempt = ?3",
+            params![run, index, attempt],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "UPDATE step_attempts SET state = ?4, exit_code = ?5, signal = ?6, result = ?7, ended_at = ?8
+             WHERE run_id = ?1 AND idx = ?2 AND attempt = ?3",
+            params![run, index, attempt, end.state.as_str(), end.exit_code, end.signal, end.result, Timestamp::now().0],
+        )?;
+        record(
+            &tx,
+            run,
+            Some(&name),
+            Some(attempt),
+            Some(&from),
+            end.state.as_str(),
+            "drover",
+            Some(end.result),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The run with the latest attempt of each step it has started, or `None`.
+    pub fn run(&self, id: &str) -> Result<Option<(Run, String)>> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT id, workflow, workflow_file, spec_json, params_json, state, worktree,
+                        requested_by, created_at, started_at, ended_at, error
+                 FROM runs WHERE id = ?1",
+                [id],
+                run_row,
+            )
+            .optional()?;
+        let Some(row) = row else { return Ok(None) };
+        let (mut run, spec_json) = row.into_run()?;
+        run.steps = self.latest_attempts(id)?;
+        Ok(Some((run, spec_json)))
+    }
+
+    /// Every run, newest first.
+    pub fn runs(&self) -> Result<Vec<Run>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, workflow, workflow_file, spec_json, params_json, state, worktree,
+                    requested_by, created_at, started_at, ended_at, error
+             FROM runs ORDER BY created_at DESC, id",
+        )?;
+        let rows = stmt
+            .query_map([], run_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|row| {
+                let (mut run, _) = row.into_run()?;
+                run.steps = self.latest_attempts(&run.id)?;
+                Ok(run)
+            })
+            .collect()
+    }
+
+    /// Ids of the runs that have not reached a final state: the ones to re-adopt.
+    pub fn unfinished_runs(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id FROM runs WHERE state IN ('pending', 'running') ORDER BY created_at",
+        )?;
+        let ids = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(ids)
+    }
+
+    pub fn transitions(&self, run: &str) -> Result<Vec<Transition>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, step, attempt, from_state, to_state, at, who, reason
+             FROM transitions WHERE run_id = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt
+            .query_map([run], |r| {
+                Ok(Transition {
+                    seq: r.get(0)?,
+                    step: r.get(1)?,
+                    attempt: r.get(2)?,
+                    from: r.get(3)?,
+                    to: r.get(4)?,
+                    at: Timestamp(r.get(5)?),
+                    who: r.get(6)?,
+                    reason: r.get(7)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    fn latest_attempts(&self, run: &str) -> Result<Vec<StepAttempt>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, idx, attempt, state, unit, pid, exit_code, signal, result, log_path, started_at, ended_at
+             FROM step_attempts a
+             WHERE run_id = ?1 AND attempt = (SELECT MAX(attempt) FROM step_attempts b
+                                              WHERE b.run_id = a.run_id AND b.idx = a.idx)
+             ORDER BY idx",
+        )?;
+        let rows = stmt
+            .query_map([run], |r| {
+                Ok((
+                    StepAttempt {
+                        name: r.get(0)?,
+                        index: r.get(1)?,
+                        attempt: r.get(2)?,
+                        state: StepState::Pending,
+                        unit: r.get(4)?,
+                        pid: r.get(5)?,
+                        exit_code: r.get(6)?,
+                        signal: r.get(7)?,
+                        result: r.get(8)?,
+                        log: r.get(9)?,
+                        started_at: r.get::<_, Option<i64>>(10)?.map(Timestamp),
+                        ended_at: r.get::<_, Option<i64>>(11)?.map(Timestamp),
+                    },
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(mut step, state)| {
+                step.state = state.parse().map_err(|reason| StoreError::Corrupt {
+                    run: run.to_owned(),
+                    reason,
+                })?;
+                Ok(step)
+            })
+            .collect()
+    }
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let applied: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (version, sql) in (1u32..).zip(MIGRATIONS).skip(applied as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn attempt_name(tx: &Transaction<'_>, run: &str, index: u32, attempt: u32) -> Result<String> {
+    tx.query_row(
+        "SELECT name FROM step_attempts WHERE run_id = ?1 AND idx = ?2 AND attempt = ?3",
+        params![run, index, attempt],
+        |r| r.get(0),
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NoSuchRun(format!("{run} (step {index} attempt {attempt})")))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    tx: &Transaction<'_>,
+    run: &str,
+    step: Option<&str>,
+    attempt: Option<u32>,
+    from: Option<&str>,
+    to: &str,
+    who: &str,
+    reason: Option<&str>,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO transitions (run_id, step, attempt, from_state, to_state, at, who, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            run,
+            step,
+            attempt,
+            from,
+            to,
+            Timestamp::now().0,
+            who,
+            reason
+        ],
+    )?;
+    Ok(())
+}
+
+/// A `runs` row before its JSON columns are decoded.
+struct RunRow {
+    run: Run,
+    state: String,
+    spec_json: String,
+    params_json: String,
+}
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        run: Run {
+            id: r.get(0)?,
+            workflow: r.get(1)?,
+            workflow_file: r.get(2)?,
+            state: RunState::Pending,
+            params: BTreeMap::new(),
+            worktree: r.get(6)?,
+            requested_by: r.get(7)?,
+            created_at: Timestamp(r.get(8)?),
+            started_at: r.get::<_, Option<i64>>(9)?.map(Timestamp),
+            ended_at: r.get::<_, Option<i64>>(10)?.map(Timestamp),
+            error: r.get(11)?,
+            steps: Vec::new(),
+        },
+        spec_json: r.get(3)?,
+        params_json: r.get(4)?,
+        state: r.get(5)?,
+    })
+}
+
+impl RunRow {
+    fn into_run(self) -> Result<(Run, String)> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            run: self.run.id.clone(),
+            reason,
+        };
+        let mut run = self.run.clone();
+        run.state = self.state.parse().map_err(corrupt)?;
+        run.params = serde_json::from_str(&self.params_json).map_err(|e| corrupt(e.to_string()))?;
+        Ok((run, self.spec_json))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("state.db")).expect("open");
+        (dir, store)
+    }
+
+    #[test]
+    fn run_and_attempt_lifecycle_is_recorded_once_per_transition() {
+        let (_dir, mut store) = temp_store();
+        let params = BTreeMap::from([("k".to_owned(), "v".to_owned())]);
+        store
+            .create_run(&NewRun {
+                id: "abc",
+                workflow: "wf",
+                workflow_file: "/w.toml",
+                spec_json: "{}",
+                params: &params,
+                requested_by: "uid 0 (root)",
+            })
+            .unwrap();
+        store
+            .set_run_state("abc", RunState::Running, "drover", None)
+            .unwrap();
+        store
+            .start_attempt(&NewAttempt {
+                run: "abc",
+                index: 0,
+                name: "build",
+                attempt: 1,
+                unit: "drover-abc-build-1.scope",
+                log_path: "/l",
+            })
+            .unwrap();
+        store.attempt_running("abc", 0, 1, 42).unwrap();
+        store
+            .end_attempt(
+                "abc",
+                0,
+                1,
+                &AttemptEnd {
+                    state: StepState::Failed,
+                    exit_code: Some(3),
+                    signal: None,
+                    result: "exit-code",
+                },
+            )
+            .unwrap();
+        store
+            .set_run_state("abc", RunState::Failed, "drover", Some("step build failed"))
+            .unwrap();
+
+        let (run, spec) = store.run("abc").unwrap().unwrap();
+        assert_eq!(spec, "{}");
+        assert_eq!(run.state, RunState::Failed);
+        assert_eq!(run.params, params);
+        assert_eq!(run.error.as_deref(), Some("step build failed"));
+        assert!(run.started_at.is_some() && run.ended_at.is_some());
+        assert_eq!(run.steps.len(), 1);
+        assert_eq!(run.steps[0].exit_code, Some(3));
+        assert_eq!(run.steps[0].pid, Some(42));
+        assert_eq!(run.steps[0].state, StepState::Failed);
+
+        let moves: Vec<String> = store
+            .transitions("abc")
+            .unwrap()
+            .iter()
+            .map(|t| format!("{}:{}", t.step.as_deref().unwrap_or("run"), t.to))
+            .collect();
+        assert_eq!(
+            moves,
+            [
+                "run:pending",
+                "run:running",
+                "build:starting",
+                "build:running",
+                "build:failed",
+                "run:failed"
+            ]
+        );
+        assert!(store.unfinished_runs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn reopening_keeps_everything_and_does_not_remigrate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let mut store = Store::open(&path).unwrap();
+            store
+                .create_run(&NewRun {
+                    id: "r1",
+                    workflow: "wf",
+                    workflow_file: "/w.toml",
+                    spec_json: "{}",
+                    params: &BTreeMap::new(),
+                    requested_by: "t",
+                })
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.unfinished_runs().unwrap(), ["r1"]);
+        assert_eq!(store.runs().unwrap().len(), 1);
+        assert!(store.run("nope").unwrap().is_none());
+    }
+}

@@ -1,0 +1,305 @@
+//! The D-Bus client for systemd's manager: start a step's scope, stop or kill it, read its
+//! state and result. Nothing else in drover speaks to systemd.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use zbus::{Connection, OwnedObjectPath, Variant, proxy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemdError {
+    #[error("systemd D-Bus call {call} failed: {source}")]
+    Call {
+        call: &'static str,
+        #[source]
+        source: zbus::Error,
+    },
+    #[error("starting {unit} failed: systemd's job ended with result {result:?}")]
+    JobFailed { unit: String, result: String },
+    #[error(
+        "starting {unit}: systemd's job did not finish within {0:?}",
+        JOB_TIMEOUT
+    )]
+    JobTimeout { unit: String },
+}
+
+type Result<T> = std::result::Result<T, SystemdError>;
+
+fn call(call: &'static str) -> impl FnOnce(zbus::Error) -> SystemdError {
+    move |source| SystemdError::Call { call, source }
+}
+
+/// How long a start job may take before drover gives up on the step.
+const JOB_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+trait Manager {
+    fn subscribe(&self) -> zbus::Result<()>;
+
+    fn start_transient_unit(
+        &self,
+        name: &str,
+        mode: &str,
+        properties: &[(&str, Variant<'_>)],
+        aux: &[(&str, Vec<(&str, Variant<'_>)>)],
+    ) -> zbus::Result<OwnedObjectPath>;
+
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+
+    fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
+
+    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+
+    #[allow(clippy::type_complexity)]
+    fn list_units_by_patterns(
+        &self,
+        states: &[&str],
+        patterns: &[&str],
+    ) -> zbus::Result<
+        Vec<(
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            OwnedObjectPath,
+            u32,
+            String,
+            OwnedObjectPath,
+        )>,
+    >;
+
+    #[zbus(signal)]
+    fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String);
+}
+
+#[proxy(
+    interface = "org.freedesktop.systemd1.Unit",
+    default_service = "org.freedesktop.systemd1"
+)]
+trait Unit {
+    #[zbus(property)]
+    fn active_state(&self) -> zbus::Result<String>;
+}
+
+#[proxy(
+    interface = "org.freedesktop.systemd1.Scope",
+    default_service = "org.freedesktop.systemd1"
+)]
+trait Scope {
+    #[zbus(property)]
+    fn result(&self) -> zbus::Result<String>;
+}
+
+/// Resource limits and accounting for a new scope, in systemd's own units.
+#[derive(Debug, Clone, Default)]
+pub struct ScopeProperties {
+    pub description: String,
+    pub slice: String,
+    pub memory_max: Option<u64>,
+    pub tasks_max: Option<u64>,
+    pub cpu_quota_percent: Option<u32>,
+    pub runtime_max: Option<Duration>,
+    /// How long systemd waits after SIGTERM before SIGKILL when it stops the scope itself
+    /// (a `RuntimeMaxSec` timeout, `systemctl stop`).
+    pub stop_timeout: Duration,
+}
+
+/// One scope as systemd lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitSummary {
+    pub name: String,
+    pub active_state: String,
+}
+
+/// How a scope ended, as far as systemd knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitOutcome {
+    pub active_state: String,
+    /// systemd's `Result` of the scope: "success", "timeout", "oom-kill", "signal", …
+    pub result: String,
+}
+
+/// A connection to the systemd manager that drover's agent runs under.
+#[derive(Clone)]
+pub struct Systemd {
+    conn: Connection,
+    manager: ManagerProxy<'static>,
+}
+
+impl Systemd {
+    /// Connects through an existing bus connection (the session bus for a user agent, the
+    /// system bus for a system agent) and subscribes to the manager's signals.
+    pub async fn new(conn: &Connection) -> Result<Systemd> {
+        let manager = ManagerProxy::new(conn)
+            .await
+            .map_err(call("Manager proxy"))?;
+        manager.subscribe().await.map_err(call("Subscribe"))?;
+        Ok(Systemd {
+            conn: conn.clone(),
+            manager,
+        })
+    }
+
+    /// Starts a transient scope around `pids` and returns once systemd's start job has
+    /// finished, i.e. once the processes are inside the scope's cgroup.
+    pub async fn start_scope(
+        &self,
+        unit: &str,
+        pids: &[u32],
+        props: &ScopeProperties,
+    ) -> Result<()> {
+        let mut properties: Vec<(&str, Variant<'_>)> = vec![
+            ("Description", props.description.as_str().into()),
+            ("Slice", props.slice.as_str().into()),
+            ("PIDs", pids.to_vec().into()),
+            ("CPUAccounting", true.into()),
+            ("MemoryAccounting", true.into()),
+            ("TasksAccounting", true.into()),
+            ("TimeoutStopUSec", micros(props.stop_timeout).into()),
+        ];
+        if let Some(bytes) = props.memory_max {
+            properties.push(("MemoryMax", bytes.into()));
+        }
+        if let Some(tasks) = props.tasks_max {
+            properties.push(("TasksMax", tasks.into()));
+        }
+        if let Some(percent) = props.cpu_quota_percent {
+            // systemd's CPUQuota=P% is CPUQuotaPerSecUSec = P * 10 ms.
+            properties.push(("CPUQuotaPerSecUSec", (u64::from(percent) * 10_000).into()));
+        }
+        if let Some(limit) = props.runtime_max {
+            properties.push(("RuntimeMaxUSec", micros(limit).into()));
+        }
+
+        // Subscribe before the call: the job can end before the call returns.
+        let mut removed = self
+            .manager
+            .receive_job_removed()
+            .await
+            .map_err(call("JobRemoved match"))?;
+        let job = self
+            .manager
+            .start_transient_unit(unit, "fail", &properties, &[])
+            .await
+            .map_err(call("StartTransientUnit"))?;
+        let wait = async {
+            while let Some(signal) = removed.next().await {
+                let Ok(args) = signal.args() else { continue };
+                if args.job == job {
+                    return Some(args.result);
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(JOB_TIMEOUT, wait).await {
+            Ok(Some(result)) if result == "done" => Ok(()),
+            Ok(Some(result)) => Err(SystemdError::JobFailed {
+                unit: unit.to_owned(),
+                result,
+            }),
+            Ok(None) | Err(_) => Err(SystemdError::JobTimeout {
+                unit: unit.to_owned(),
+            }),
+        }
+    }
+
+    /// Drover's scopes that systemd still has loaded (running, or failed and not reset).
+    pub async fn list_scopes(&self, pattern: &str) -> Result<Vec<UnitSummary>> {
+        let units = self
+            .manager
+            .list_units_by_patterns(&[], &[pattern])
+            .await
+            .map_err(call("ListUnitsByPatterns"))?;
+        Ok(units
+            .into_iter()
+            .map(|u| UnitSummary {
+                name: u.0,
+                active_state: u.3,
+            })
+            .collect())
+    }
+
+    /// The scope's state and result, or `None` when systemd no longer has it loaded.
+    pub async fn scope_outcome(&self, unit: &str) -> Result<Option<UnitOutcome>> {
+        let path = match self.manager.get_unit(unit).await {
+            Ok(path) => path,
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+            {
+                return Ok(None);
+            }
+            Err(source) => {
+                return Err(SystemdError::Call {
+                    call: "GetUnit",
+                    source,
+                });
+            }
+        };
+        let unit_proxy = UnitProxy::builder(&self.conn)
+            .path(path.clone())
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(call("Unit proxy"))?;
+        let scope_proxy = ScopeProxy::builder(&self.conn)
+            .path(path)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(call("Scope proxy"))?;
+        let active_state = match unit_proxy.active_state().await {
+            Ok(state) => state,
+            // The unit was unloaded between GetUnit and this read.
+            Err(zbus::Error::MethodError(..)) => return Ok(None),
+            Err(source) => {
+                return Err(SystemdError::Call {
+                    call: "ActiveState",
+                    source,
+                });
+            }
+        };
+        let result = scope_proxy.result().await.unwrap_or_default();
+        Ok(Some(UnitOutcome {
+            active_state,
+            result,
+        }))
+    }
+
+    /// Stops a unit: for a scope, SIGTERM to every process in it and SIGKILL after its stop
+    /// timeout; for a slice, the same to everything below it.
+    pub async fn stop_unit(&self, unit: &str) -> Result<()> {
+        match self.manager.stop_unit(unit, "replace").await {
+            Ok(_) => Ok(()),
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+            {
+                Ok(())
+            }
+            Err(source) => Err(SystemdError::Call {
+                call: "StopUnit",
+                source,
+            }),
+        }
+    }
+
+    /// Forgets a failed scope so its name can be reused and it stops showing as failed.
+    pub async fn reset_failed(&self, unit: &str) -> Result<()> {
+        match self.manager.reset_failed_unit(unit).await {
+            Ok(()) | Err(zbus::Error::MethodError(..)) => Ok(()),
+            Err(source) => Err(SystemdError::Call {
+                call: "ResetFailedUnit",
+                source,
+            }),
+        }
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
