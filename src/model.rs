@@ -62,7 +62,7 @@ macro_rules! text_enum {
     ($ty:ty, $($variant:ident),+) => {
         impl fmt::Display for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
+                f.pad(self.as_str())
             }
         }
         impl FromStr for $ty {

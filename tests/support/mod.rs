@@ -1,0 +1,215 @@
+//! Shared helpers: a private systemd per test (`Sandbox`), a real agent inside it
+//! (`TestAgent`), and `wait_until` for conditions instead of sleeps.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use drover::model::{Run, RunState};
+use drover::sandbox::SandboxInfo;
+
+pub const DROVER: &str = env!("CARGO_BIN_EXE_drover");
+
+/// Polls `condition` until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A private systemd user manager, session bus and journald (`drover sandbox`), torn down
+/// on drop.
+pub struct Sandbox {
+    process: Child,
+    pub info: SandboxInfo,
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn start() -> Sandbox {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let info_file = dir.path().join("sandbox.json");
+        let mut process = Command::new(DROVER)
+            .arg("sandbox")
+            .arg("--info")
+            .arg(&info_file)
+            .args(["--", "sleep", "infinity"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("cannot spawn `drover sandbox`");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !info_file.exists() {
+            if let Ok(Some(status)) = process.try_wait() {
+                panic!(
+                    "`drover sandbox` exited with {status} before it was ready: this test needs root, \
+                     /usr/lib/systemd/systemd, systemd-journald and dbus-daemon (see its stderr above)"
+                );
+            }
+            assert!(Instant::now() < deadline, "`drover sandbox` was not ready within 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let info = SandboxInfo::load(&info_file).expect("sandbox info file");
+        Sandbox { process, info, dir }
+    }
+
+    /// A command that runs inside the sandbox (its mount namespace, cgroups and bus).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        self.info.command(program)
+    }
+
+    /// Runs a command inside the sandbox and returns its output, whatever its status.
+    pub fn output(&self, program: &str, args: &[&str]) -> Output {
+        self.command(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+    }
+
+    /// The journal lines of one run, as `journalctl -o json` objects.
+    pub fn journal(&self, run: &str) -> Vec<serde_json::Value> {
+        let out = self.output("journalctl", &["--no-pager", "-o", "json", &format!("DROVER_RUN={run}")]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // SIGTERM: the sandbox stops its command, then tears everything down.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.process.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.process.wait();
+    }
+}
+
+/// A real agent in its own sandbox with a temporary state directory.
+pub struct TestAgent {
+    pub sandbox: Sandbox,
+    pub state_dir: PathBuf,
+    agent: Option<Child>,
+}
+
+impl TestAgent {
+    pub fn start() -> TestAgent {
+        let sandbox = Sandbox::start();
+        let state_dir = sandbox.dir.path().join("state");
+        let mut agent = TestAgent {
+            sandbox,
+            state_dir,
+            agent: None,
+        };
+        agent.spawn_agent();
+        agent
+    }
+
+    fn spawn_agent(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.sandbox.dir.path().join("agent.log"))
+            .expect("agent log");
+        let child = self
+            .sandbox
+            .command(DROVER)
+            .args(["agent", "--state-dir"])
+            .arg(&self.state_dir)
+            .stdin(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot spawn the agent");
+        self.agent = Some(child);
+        wait_until(Duration::from_secs(20), "the agent to own org.drover.Drover1", || {
+            self.sandbox
+                .output("busctl", &["--user", "status", "org.drover.Drover1"])
+                .status
+                .success()
+        });
+    }
+
+    /// SIGKILLs the agent, as a crash would.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+    }
+
+    pub fn restart_agent(&mut self) {
+        self.kill_agent();
+        self.spawn_agent();
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.sandbox.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Writes a workflow file into the test's directory and returns its path.
+    pub fn workflow(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.sandbox.dir.path().join(name);
+        std::fs::write(&path, text).expect("write workflow");
+        path
+    }
+
+    /// `drover ARGS…` inside the sandbox.
+    pub fn drover(&self, args: &[&str]) -> Output {
+        let out = self
+            .sandbox
+            .command(DROVER)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run drover");
+        out
+    }
+
+    /// Starts a run of `workflow` with `drover run` and returns its id.
+    pub fn run(&self, workflow: &Path) -> String {
+        let out = self.drover(&["run", &workflow.to_string_lossy()]);
+        assert!(
+            out.status.success(),
+            "drover run failed: {}\nagent log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.agent_log()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    pub fn show(&self, run: &str) -> Run {
+        let out = self.drover(&["show", run, "--json"]);
+        assert!(out.status.success(), "drover show: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("show --json is a run")
+    }
+
+    /// Waits for the run to reach a final state and returns it.
+    pub fn wait_for_end(&self, run: &str, timeout: Duration) -> Run {
+        let mut last = None;
+        wait_until(timeout, &format!("run {run} to end"), || {
+            let run = self.show(run);
+            let done = run.state.is_terminal();
+            last = Some(run);
+            done
+        });
+        last.expect("at least one look at the run")
+    }
+
+    pub fn log_of(&self, run: &Run, step: &str) -> String {
+        let attempt = run.steps.iter().find(|s| s.name == step).expect("step exists");
+        std::fs::read_to_string(attempt.log.as_deref().expect("step has a log")).expect("read step log")
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.kill_agent();
+    }
+}
+
+pub fn assert_state(run: &Run, state: RunState) {
+    assert_eq!(run.state, state, "run {} is {}, expected {state}: {run:#?}", run.id, run.state);
+}

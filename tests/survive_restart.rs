@@ -1,0 +1,96 @@
+//! The agent can die at any moment: its steps live on in their scopes, and the next agent
+//! re-adopts them and finishes the run, with every transition recorded exactly once.
+
+use std::time::Duration;
+
+use drover::model::RunState;
+use drover::store::Store;
+
+use crate::support::{TestAgent, assert_state, wait_until};
+
+#[test]
+fn a_sigkilled_agent_is_restarted_and_the_run_completes_with_each_transition_once() {
+    let mut agent = TestAgent::start();
+    let marker = agent.sandbox.dir.path().join("step-started");
+    let wf = agent.workflow(
+        "long.toml",
+        &format!(
+            "name = \"long\"\n[[step]]\nname = \"sleeper\"\nrun = \"echo begin; touch {}; sleep 3; echo end\"\n[[step]]\nname = \"after\"\nrun = \"echo after\"\n",
+            marker.display()
+        ),
+    );
+    let id = agent.run(&wf);
+    wait_until(Duration::from_secs(20), "the first step to start", || {
+        marker.exists()
+    });
+    agent.kill_agent();
+
+    // The step keeps running in its scope without the agent.
+    let scope = format!("drover-{id}-sleeper-1.scope");
+    let active = agent
+        .sandbox
+        .output("systemctl", &["--user", "is-active", &scope]);
+    assert_eq!(
+        String::from_utf8_lossy(&active.stdout).trim(),
+        "active",
+        "the scope died with the agent"
+    );
+
+    agent.restart_agent();
+    let run = agent.wait_for_end(&id, Duration::from_secs(30));
+    assert_state(&run, RunState::Succeeded);
+    assert_eq!(
+        agent.log_of(&run, "sleeper"),
+        "begin\nend\n",
+        "output lost or doubled"
+    );
+    assert_eq!(agent.log_of(&run, "after"), "after\n");
+    assert!(
+        agent.agent_log().contains(&format!("re-adopting run {id}")),
+        "{}",
+        agent.agent_log()
+    );
+
+    let store = Store::open(&agent.state_dir.join("state.db")).expect("open the state DB");
+    let moves: Vec<String> = store
+        .transitions(&id)
+        .expect("transitions")
+        .iter()
+        .map(|t| format!("{}:{}", t.step.as_deref().unwrap_or("run"), t.to))
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            "run:pending",
+            "run:running",
+            "sleeper:starting",
+            "sleeper:running",
+            "sleeper:succeeded",
+            "after:starting",
+            "after:running",
+            "after:succeeded",
+            "run:succeeded"
+        ]
+    );
+}
+
+#[test]
+fn a_run_that_ended_while_no_agent_was_up_is_finished_by_the_next_agent() {
+    let mut agent = TestAgent::start();
+    let wf = agent.workflow(
+        "quick.toml",
+        "name = \"quick\"\n[[step]]\nname = \"short\"\nrun = \"sleep 1; exit 4\"\n",
+    );
+    let id = agent.run(&wf);
+    wait_until(Duration::from_secs(20), "the step to start", || {
+        agent.show(&id).steps[0].state == drover::model::StepState::Running
+    });
+    agent.kill_agent();
+    // Let the step end with no agent to see it: only its exit file tells how.
+    std::thread::sleep(Duration::from_secs(2));
+    agent.restart_agent();
+    let run = agent.wait_for_end(&id, Duration::from_secs(30));
+    assert_state(&run, RunState::Failed);
+    assert_eq!(run.steps[0].exit_code, Some(4));
+    assert_eq!(run.steps[0].result.as_deref(), Some("exit-code"));
+}

@@ -1,0 +1,11 @@
+//! The integration suite: every test runs against a real systemd user manager, a real
+//! D-Bus bus and a real journald in a private sandbox of its own (`drover sandbox`), with
+//! real git repositories and a real SQLite state DB.
+
+mod support;
+
+mod api;
+mod run;
+mod sandbox;
+mod survive_restart;
+mod workflow_errors;
