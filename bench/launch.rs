@@ -132,7 +132,6 @@ async fn measure_drover(
     launches: usize,
 ) -> Vec<f64> {
     let conn = zbus::connection::Builder::address(info.bus_address.as_str())
-        .expect("bus address")
         .build()
         .await
         .expect("connect to the sandbox's bus");

@@ -19,13 +19,12 @@ fn own_memory_cgroup() -> Option<(PathBuf, &'static str)> {
         let mount_point = left.split(' ').nth(4);
         let mut right = right.split(' ');
         match (right.next(), mount_point) {
-            (Some("cgroup"), Some(mp)) => {
+            (Some("cgroup"), Some(mp))
                 if right
                     .nth(1)
-                    .is_some_and(|opts| opts.split(',').any(|o| o == "memory"))
-                {
-                    v1_memory_mount = Some(PathBuf::from(mp));
-                }
+                    .is_some_and(|opts| opts.split(',').any(|o| o == "memory")) =>
+            {
+                v1_memory_mount = Some(PathBuf::from(mp));
             }
             (Some("cgroup2"), Some(mp)) => v2_mount = Some(PathBuf::from(mp)),
             _ => {}
@@ -35,15 +34,16 @@ fn own_memory_cgroup() -> Option<(PathBuf, &'static str)> {
         let mut parts = line.splitn(3, ':');
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
         let relative = path.trim_start_matches('/');
-        if controllers.split(',').any(|c| c == "memory") {
-            if let Some(mount) = &v1_memory_mount {
-                return Some((mount.join(relative), "memory.oom_control"));
-            }
+        if controllers.split(',').any(|c| c == "memory")
+            && let Some(mount) = &v1_memory_mount
+        {
+            return Some((mount.join(relative), "memory.oom_control"));
         }
-        if controllers.is_empty() && v1_memory_mount.is_none() {
-            if let Some(mount) = &v2_mount {
-                return Some((mount.join(relative), "memory.events"));
-            }
+        if controllers.is_empty()
+            && v1_memory_mount.is_none()
+            && let Some(mount) = &v2_mount
+        {
+            return Some((mount.join(relative), "memory.events"));
         }
     }
     None

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod model;
+pub mod sandbox;
 pub mod spec;
 pub mod store;
 pub mod systemd;

@@ -9,7 +9,6 @@ use anyhow::{Context, bail};
 
 use super::get_run;
 use crate::api::DroverProxy;
-use crate::model::Run;
 
 const POLL: Duration = Duration::from_millis(200);
 
@@ -20,51 +19,40 @@ pub async fn run(
     follow: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut run = get_run(proxy, id).await?;
-    if let Some(name) = step {
-        if !run.steps.iter().any(|s| s.name == name) {
-            let names: Vec<&str> = run.steps.iter().map(|s| s.name.as_str()).collect();
-            bail!(
-                "run {id} has no step {name:?} (its steps: {})",
-                names.join(", ")
-            );
-        }
+    if let Some(name) = step
+        && !run.steps.iter().any(|s| s.name == name)
+    {
+        let names: Vec<&str> = run.steps.iter().map(|s| s.name.as_str()).collect();
+        bail!(
+            "run {id} has no step {name:?} (its steps: {})",
+            names.join(", ")
+        );
     }
+    let wanted: Vec<usize> = (0..run.steps.len())
+        .filter(|&i| step.is_none_or(|name| run.steps[i].name == name))
+        .collect();
     let mut stdout = std::io::stdout().lock();
-    let mut index = 0;
-    let mut offset = 0u64;
-    loop {
-        let wanted: Vec<_> = run
-            .steps
-            .iter()
-            .filter(|s| step.is_none_or(|n| s.name == n))
-            .collect();
-        let Some(current) = wanted.get(index) else {
-            if !follow || run.state.is_terminal() {
-                return Ok(ExitCode::SUCCESS);
+    for i in wanted {
+        let mut log: Option<String> = None;
+        let mut offset = 0;
+        loop {
+            // Decide from the state read *before* copying, so the last copy gets everything.
+            let attempt = &run.steps[i];
+            let finished = attempt.state.is_terminal() || run.state.is_terminal();
+            if attempt.log != log {
+                (log, offset) = (attempt.log.clone(), 0);
             }
-            run = refresh(proxy, id, &run).await?;
-            continue;
-        };
-        if let Some(log) = &current.log {
-            offset += copy_from(log, offset, &mut stdout)?;
-        }
-        if current.state.is_terminal() || !follow {
-            // The shim has finished writing this log: move on to the next step.
-            if current.state.is_terminal() && current.log.is_some() {
-                let log = current.log.as_deref().unwrap_or_default();
-                copy_from(log, offset, &mut stdout)?;
+            if let Some(path) = &log {
+                offset += copy_from(path, offset, &mut stdout)?;
             }
-            index += 1;
-            offset = 0;
-            continue;
+            if finished || !follow {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+            run = get_run(proxy, id).await?;
         }
-        run = refresh(proxy, id, &run).await?;
     }
-}
-
-async fn refresh(proxy: &DroverProxy<'_>, id: &str, _previous: &Run) -> anyhow::Result<Run> {
-    tokio::time::sleep(POLL).await;
-    get_run(proxy, id).await
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Copies the log from `offset` to `out`; returns the bytes copied.

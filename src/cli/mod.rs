@@ -94,6 +94,16 @@ enum Command {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Run CMD inside a private systemd user manager, session bus and journald (for hosts
+    /// whose PID 1 is not systemd; needs root).
+    Sandbox {
+        /// Write the sandbox's SandboxInfo (JSON) here once it is ready.
+        #[arg(long, value_name = "FILE")]
+        info: Option<PathBuf>,
+        /// The command to run, and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<OsString>,
+    },
     /// Internal: supervise one step inside its scope.
     #[command(name = "__shim", hide = true)]
     Shim { spec: PathBuf },
@@ -107,9 +117,24 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
 
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let cli = Cli::parse_from(args);
-    if let Command::Shim { spec } = &cli.command {
+    match cli.command {
         // The shim stays single-threaded and free of the async runtime.
-        return ExitCode::from(crate::engine::shim::main(spec).clamp(0, 255) as u8);
+        Command::Shim { spec } => return exit_code(crate::engine::shim::main(&spec)),
+        // The sandbox unshares its mount namespace, which needs a single-threaded process.
+        Command::Sandbox { info, command } => {
+            let opts = crate::sandbox::SandboxOptions {
+                info_file: info,
+                command,
+            };
+            return match crate::sandbox::run(&opts) {
+                Ok(code) => exit_code(code),
+                Err(e) => {
+                    eprintln!("drover sandbox: {e}");
+                    exit_code(e.exit_code())
+                }
+            };
+        }
+        _ => {}
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -147,8 +172,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs { run, step, follow } => {
             logs::run(&connect(bus).await?, &run, step.as_deref(), follow).await
         }
-        Command::Shim { .. } => unreachable!("handled before the runtime starts"),
+        Command::Shim { .. } | Command::Sandbox { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
     }
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(code.clamp(0, 255) as u8)
 }
 
 async fn connect(bus: Bus) -> anyhow::Result<DroverProxy<'static>> {

@@ -57,6 +57,9 @@ pub enum ShimOutcome {
     SpawnFailed,
 }
 
+/// One of the step's output pipes.
+type OutputStream = Box<dyn Read + Send>;
+
 /// How long output is still copied after the step's main process ends, for children that
 /// inherited its stdout.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
@@ -143,7 +146,7 @@ fn supervise(spec: &ShimSpec) -> StepExit {
 
     let journal_error: Arc<Mutex<Option<String>>> = Arc::default();
     let (done_tx, done_rx) = mpsc::channel();
-    let streams: [(Option<Box<dyn Read + Send>>, &str, Priority); 2] = [
+    let streams: [(Option<OutputStream>, &str, Priority); 2] = [
         (
             child.stdout.take().map(|s| Box::new(s) as _),
             "stdout",
@@ -219,7 +222,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Copies one output stream line by line to the log file and to journald.
 fn copy_lines(
-    stream: Box<dyn Read + Send>,
+    stream: OutputStream,
     log: &Mutex<File>,
     priority: Priority,
     fields: &BTreeMap<String, String>,

@@ -14,7 +14,10 @@ pub const DROVER: &str = env!("CARGO_BIN_EXE_drover");
 pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -47,7 +50,10 @@ impl Sandbox {
                      /usr/lib/systemd/systemd, systemd-journald and dbus-daemon (see its stderr above)"
                 );
             }
-            assert!(Instant::now() < deadline, "`drover sandbox` was not ready within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "`drover sandbox` was not ready within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let info = SandboxInfo::load(&info_file).expect("sandbox info file");
@@ -69,7 +75,10 @@ impl Sandbox {
 
     /// The journal lines of one run, as `journalctl -o json` objects.
     pub fn journal(&self, run: &str) -> Vec<serde_json::Value> {
-        let out = self.output("journalctl", &["--no-pager", "-o", "json", &format!("DROVER_RUN={run}")]);
+        let out = self.output(
+            "journalctl",
+            &["--no-pager", "-o", "json", &format!("DROVER_RUN={run}")],
+        );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
@@ -124,12 +133,16 @@ impl TestAgent {
             .spawn()
             .expect("cannot spawn the agent");
         self.agent = Some(child);
-        wait_until(Duration::from_secs(20), "the agent to own org.drover.Drover1", || {
-            self.sandbox
-                .output("busctl", &["--user", "status", "org.drover.Drover1"])
-                .status
-                .success()
-        });
+        wait_until(
+            Duration::from_secs(20),
+            "the agent to own org.drover.Drover1",
+            || {
+                self.sandbox
+                    .output("busctl", &["--user", "status", "org.drover.Drover1"])
+                    .status
+                    .success()
+            },
+        );
     }
 
     /// SIGKILLs the agent, as a crash would.
@@ -158,14 +171,12 @@ impl TestAgent {
 
     /// `drover ARGS…` inside the sandbox.
     pub fn drover(&self, args: &[&str]) -> Output {
-        let out = self
-            .sandbox
+        self.sandbox
             .command(DROVER)
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .expect("run drover");
-        out
+            .expect("run drover")
     }
 
     /// Starts a run of `workflow` with `drover run` and returns its id.
@@ -182,7 +193,11 @@ impl TestAgent {
 
     pub fn show(&self, run: &str) -> Run {
         let out = self.drover(&["show", run, "--json"]);
-        assert!(out.status.success(), "drover show: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "drover show: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("show --json is a run")
     }
 
@@ -199,8 +214,13 @@ impl TestAgent {
     }
 
     pub fn log_of(&self, run: &Run, step: &str) -> String {
-        let attempt = run.steps.iter().find(|s| s.name == step).expect("step exists");
-        std::fs::read_to_string(attempt.log.as_deref().expect("step has a log")).expect("read step log")
+        let attempt = run
+            .steps
+            .iter()
+            .find(|s| s.name == step)
+            .expect("step exists");
+        std::fs::read_to_string(attempt.log.as_deref().expect("step has a log"))
+            .expect("read step log")
     }
 }
 
@@ -211,5 +231,9 @@ impl Drop for TestAgent {
 }
 
 pub fn assert_state(run: &Run, state: RunState) {
-    assert_eq!(run.state, state, "run {} is {}, expected {state}: {run:#?}", run.id, run.state);
+    assert_eq!(
+        run.state, state,
+        "run {} is {}, expected {state}: {run:#?}",
+        run.id, run.state
+    );
 }
