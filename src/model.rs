@@ -113,8 +113,18 @@ pub struct StepAttempt {
     /// vanished without reporting).
     pub result: Option<String>,
     pub log: Option<String>,
+    /// What the step has written so far (stdout and stderr).
+    pub output: StepOutput,
     pub started_at: Option<Timestamp>,
     pub ended_at: Option<Timestamp>,
+}
+
+/// How much a step wrote, and when it last wrote (to tell a busy step from a stuck one).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepOutput {
+    pub bytes: u64,
+    pub lines: u64,
+    pub last_output_at: Option<Timestamp>,
 }
 
 /// Milliseconds since the Unix epoch; RFC 3339 on the wire.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use crate::model::{Run, RunState, StepAttempt, StepState, Timestamp};
+use crate::model::{Run, RunState, StepAttempt, StepOutput, StepState, Timestamp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -55,6 +55,9 @@ CREATE TABLE step_attempts (
     signal     INTEGER,
     result     TEXT,
     log_path   TEXT NOT NULL,
+    output_bytes INTEGER NOT NULL DEFAULT 0,
+    output_lines INTEGER NOT NULL DEFAULT 0,
+    last_output_at INTEGER,
     started_at INTEGER,
     ended_at   INTEGER,
     PRIMARY KEY (run_id, idx, attempt)
@@ -99,6 +102,7 @@ pub struct AttemptEnd<'a> {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub result: &'a str,
+    pub output: &'a StepOutput,
 }
 
 /// One recorded transition, oldest first.
@@ -271,9 +275,22 @@ impl Store {
             |r| r.get(0),
         )?;
         tx.execute(
-            "UPDATE step_attempts SET state = ?4, exit_code = ?5, signal = ?6, result = ?7, ended_at = ?8
+            "UPDATE step_attempts SET state = ?4, exit_code = ?5, signal = ?6, result = ?7, ended_at = ?8,
+                 output_bytes = ?9, output_lines = ?10, last_output_at = ?11
              WHERE run_id = ?1 AND idx = ?2 AND attempt = ?3",
-            params![run, index, attempt, end.state.as_str(), end.exit_code, end.signal, end.result, Timestamp::now().0],
+            params![
+                run,
+                index,
+                attempt,
+                end.state.as_str(),
+                end.exit_code,
+                end.signal,
+                end.result,
+                Timestamp::now().0,
+                sql_count(end.output.bytes),
+                sql_count(end.output.lines),
+                end.output.last_output_at.map(|t| t.0)
+            ],
         )?;
         record(
             &tx,
@@ -361,7 +378,8 @@ impl Store {
 
     fn latest_attempts(&self, run: &str) -> Result<Vec<StepAttempt>> {
         let mut stmt = self.conn.prepare(
-            "SELECT name, idx, attempt, state, unit, pid, exit_code, signal, result, log_path, started_at, ended_at
+            "SELECT name, idx, attempt, state, unit, pid, exit_code, signal, result, log_path, started_at, ended_at,
+                    output_bytes, output_lines, last_output_at
              FROM step_attempts a
              WHERE run_id = ?1 AND attempt = (SELECT MAX(attempt) FROM step_attempts b
                                               WHERE b.run_id = a.run_id AND b.idx = a.idx)
@@ -381,6 +399,11 @@ impl Store {
                         signal: r.get(7)?,
                         result: r.get(8)?,
                         log: r.get(9)?,
+                        output: StepOutput {
+                            bytes: r.get::<_, i64>(12)?.max(0) as u64,
+                            lines: r.get::<_, i64>(13)?.max(0) as u64,
+                            last_output_at: r.get::<_, Option<i64>>(14)?.map(Timestamp),
+                        },
                         started_at: r.get::<_, Option<i64>>(10)?.map(Timestamp),
                         ended_at: r.get::<_, Option<i64>>(11)?.map(Timestamp),
                     },
@@ -398,6 +421,11 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// SQLite integers are signed; counts beyond `i64::MAX` saturate.
+fn sql_count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -540,6 +568,11 @@ mod tests {
                     exit_code: Some(3),
                     signal: None,
                     result: "exit-code",
+                    output: &StepOutput {
+                        bytes: 5,
+                        lines: 1,
+                        last_output_at: None,
+                    },
                 },
             )
             .unwrap();

@@ -75,9 +75,26 @@ run = ["sh", "-c", "echo second-out >&2; cat /proc/self/cgroup; echo param=$DROV
         );
     }
     assert!(agent.log_of(&run, "first").starts_with("first-out\n"));
+    for step in &run.steps {
+        let log = agent.log_of(&run, &step.name);
+        assert_eq!(
+            step.output.bytes,
+            log.len() as u64,
+            "bytes counted for {}",
+            step.name
+        );
+        assert_eq!(
+            step.output.lines,
+            log.lines().count() as u64,
+            "lines counted for {}",
+            step.name
+        );
+        assert!(step.output.last_output_at.is_some());
+    }
     let second = agent.log_of(&run, "second");
     assert!(
-        second.starts_with("second-out\n") && second.contains("param=blue\n"),
+        // stdout and stderr are separate pipes: only the order within each is kept.
+        second.contains("second-out\n") && second.ends_with("param=blue\n"),
         "{second}"
     );
 
@@ -252,5 +269,48 @@ fn a_workspace_run_works_in_its_own_worktree_and_leaves_the_users_checkout_alone
     assert_eq!(
         std::fs::read_to_string(repo.join("README")).unwrap(),
         "hello\n"
+    );
+}
+
+#[test]
+fn logs_follow_prints_output_as_it_comes_and_ends_with_the_run() {
+    let agent = TestAgent::start();
+    let gate = agent.sandbox.dir.path().join("gate");
+    let wf = agent.workflow(
+        "chatty.toml",
+        &format!(
+            "name = \"chatty\"\n[[step]]\nname = \"one\"\nrun = \"echo early; while [ ! -e {gate} ]; do sleep 0.1; done; echo late\"\n[[step]]\nname = \"two\"\nrun = \"echo second-step\"\n",
+            gate = gate.display()
+        ),
+    );
+    let id = agent.run(&wf);
+    let mut follow = agent
+        .sandbox
+        .command(crate::support::DROVER)
+        .args(["logs", &id, "-f"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("drover logs -f");
+    let mut stdout = std::io::BufReader::new(follow.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("first line");
+    assert_eq!(
+        line, "early\n",
+        "the first line arrives while the step still runs"
+    );
+    let running = agent.show(&id);
+    assert_eq!(running.steps[0].state, StepState::Running);
+    assert_eq!(
+        running.steps[0].output.lines, 1,
+        "live output count: {:?}",
+        running.steps[0].output
+    );
+    std::fs::write(&gate, "").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("rest");
+    assert_eq!(rest, "late\nsecond-step\n");
+    assert!(
+        follow.wait().expect("logs -f exits").success(),
+        "logs -f must end when the run ends"
     );
 }

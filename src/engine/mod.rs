@@ -3,17 +3,18 @@
 //! one stopped), records every transition before announcing it, and launches each step
 //! through its shim into a transient scope.
 
+mod follow;
 pub mod shim;
 mod step;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use crate::model::{Run, RunState, StepState, Timestamp};
+use crate::model::{Run, RunState, StepOutput, StepState, Timestamp};
 use crate::spec::{self, Workflow};
 use crate::store::{NewRun, Store, StoreError};
 use crate::systemd::{Systemd, SystemdError};
@@ -71,6 +72,8 @@ pub struct Engine {
 
 struct Inner {
     store: Mutex<Store>,
+    /// Output counters of the attempts running now, by unit; the DB has them once they end.
+    live_output: Mutex<HashMap<String, Arc<Mutex<StepOutput>>>>,
     systemd: Systemd,
     config: EngineConfig,
     events: broadcast::Sender<RunEvent>,
@@ -146,6 +149,7 @@ impl Engine {
         let engine = Engine {
             inner: Arc::new(Inner {
                 store: Mutex::new(store),
+                live_output: Mutex::default(),
                 systemd,
                 config,
                 events,
@@ -202,13 +206,20 @@ impl Engine {
         self.inner
             .store()
             .run(id)?
-            .map(|(run, spec_json)| with_pending_steps(run, &spec_json))
+            .map(|(run, spec_json)| {
+                self.inner
+                    .with_live_output(with_pending_steps(run, &spec_json))
+            })
             .ok_or_else(|| EngineError::NoSuchRun(id.to_owned()))
     }
 
     /// Every run, newest first.
     pub fn runs(&self) -> Result<Vec<Run>> {
-        Ok(self.inner.store().runs()?)
+        let runs = self.inner.store().runs()?;
+        Ok(runs
+            .into_iter()
+            .map(|run| self.inner.with_live_output(run))
+            .collect())
     }
 
     fn spawn_driver(&self, run: String) {
@@ -232,6 +243,23 @@ impl Inner {
         self.store
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn live_output(&self) -> MutexGuard<'_, HashMap<String, Arc<Mutex<StepOutput>>>> {
+        self.live_output
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Fills in the output counters of the attempts that are running now.
+    fn with_live_output(&self, mut run: Run) -> Run {
+        let live = self.live_output();
+        for step in &mut run.steps {
+            if let Some(output) = step.unit.as_ref().and_then(|unit| live.get(unit)) {
+                step.output = output.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            }
+        }
+        run
     }
 
     fn announce(&self, run: &str, workflow: &str, state: RunState, who: &str) {
@@ -336,6 +364,7 @@ fn with_pending_steps(mut run: Run, spec_json: &str) -> Run {
                 signal: None,
                 result: None,
                 log: None,
+                output: StepOutput::default(),
                 started_at: None,
                 ended_at: None,
             });
@@ -400,6 +429,7 @@ mod tests {
             signal: None,
             result: result.map(str::to_owned),
             log: None,
+            output: StepOutput::default(),
             started_at: None,
             ended_at: None,
         }

@@ -10,15 +10,18 @@ use std::time::Duration;
 use notify::Watcher;
 use tokio::io::AsyncWriteExt;
 
+use super::follow::Follower;
 use super::shim::{self, ShimOutcome, ShimSpec, StepExit};
 use super::{EngineError, Inner, NEVER_STARTED, Result};
-use crate::model::{Run, StepState};
+use crate::model::{Run, StepOutput, StepState};
 use crate::spec::Workflow;
 use crate::store::{AttemptEnd, NewAttempt};
 use crate::systemd::ScopeProperties;
 
 /// How long systemd waits between SIGTERM and SIGKILL when it stops a scope itself.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a step's scope is checked while the exit file has not appeared.
+const UNIT_CHECK: Duration = Duration::from_secs(1);
 /// How long the scope may linger once its step ended before drover stops it (children the
 /// step left behind keep it alive).
 const LINGER: Duration = Duration::from_secs(3);
@@ -168,6 +171,7 @@ pub(super) async fn start(
                 exit_code: None,
                 signal: None,
                 result: "start-failed",
+                output: &StepOutput::default(),
             },
         )?;
         return Err(e.into());
@@ -205,7 +209,18 @@ pub(super) async fn await_end(
     let files = AttemptFiles::new(&run_dir, &step.name, attempt);
     let unit = unit_name(&run.id, &step.name, attempt);
 
-    let exit = wait_for_exit_file(inner, &files.exit, &unit).await?;
+    let mut follower = Follower::new(files.log.clone());
+    inner
+        .live_output()
+        .insert(unit.clone(), follower.output.clone());
+    let exit = wait_for_exit_file(inner, &files, &unit, &mut follower).await;
+    inner.live_output().remove(&unit);
+    let exit = exit?;
+    let output = follower
+        .output
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let systemd_result = settle_scope(inner, &unit).await?;
     let (state, result) = match &exit {
         Some(exit) => classify(exit, systemd_result.as_deref()),
@@ -223,17 +238,27 @@ pub(super) async fn await_end(
             exit_code,
             signal,
             result,
+            output: &output,
         },
     )?;
-    let error = exit.as_ref().and_then(|e| e.error.as_deref()).unwrap_or("");
+    let how = match (exit_code, signal) {
+        (_, Some(signal)) => format!("signal {signal}"),
+        (Some(code), None) => format!("exit code {code}"),
+        (None, None) => "no exit status".to_owned(),
+    };
+    let error = exit
+        .as_ref()
+        .and_then(|e| e.error.as_deref())
+        .map_or(String::new(), |e| format!("; {e}"));
     tracing::info!(
         drover_run = %run.id,
         drover_step = %step.name,
         drover_workflow = %workflow.name,
         drover_event = "step-ended",
-        "run {}: step {} attempt {attempt} ended: {result} (exit code {exit_code:?}, signal {signal:?}) {error}",
+        "run {}: step {} attempt {attempt} ended: {result} ({how}, {} lines){error}",
         run.id,
-        step.name
+        step.name,
+        output.lines
     );
     Ok(())
 }
@@ -254,36 +279,52 @@ fn classify(exit: &StepExit, systemd_result: Option<&str>) -> (StepState, &'stat
     }
 }
 
-/// Waits until the shim writes the exit file. `None` if the scope is gone without one:
-/// the shim itself was killed.
+/// Waits until the shim writes the exit file, counting the step's output meanwhile.
+/// `None` if the scope is gone without one: the shim itself was killed.
 async fn wait_for_exit_file(
     inner: &Arc<Inner>,
-    exit_file: &Path,
+    files: &AttemptFiles,
     unit: &str,
+    follower: &mut Follower,
 ) -> Result<Option<StepExit>> {
-    let written = Arc::new(tokio::sync::Notify::new());
-    let notify_written = written.clone();
-    // inotify wakes the wait at once; the periodic check covers a missed event and a
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let wake_on_write = wake.clone();
+    let watched = [files.exit.clone(), files.log.clone()];
+    // inotify wakes the wait at once; the periodic unit check covers a missed event and a
     // scope that vanished without an exit file.
-    let mut watcher = notify::recommended_watcher(move |_event| notify_written.notify_one()).ok();
-    if let (Some(watcher), Some(dir)) = (watcher.as_mut(), exit_file.parent()) {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| e.paths.iter().any(|p| watched.contains(p))) {
+            wake_on_write.notify_one();
+        }
+    })
+    .ok();
+    if let (Some(watcher), Some(dir)) = (watcher.as_mut(), files.exit.parent()) {
         let _ = watcher.watch(dir, notify::RecursiveMode::NonRecursive);
     }
+    let exit_file = files.exit.as_path();
+    let mut next_unit_check = tokio::time::Instant::now();
     loop {
+        follower.catch_up();
         if let Some(exit) = shim::read_exit_file(exit_file).map_err(io_err(exit_file))? {
+            // The shim writes the exit file after the last output line.
+            follower.catch_up();
             return Ok(Some(exit));
         }
-        let alive = inner.systemd.scope_outcome(unit).await?.is_some_and(|o| {
-            matches!(
-                o.active_state.as_str(),
-                "active" | "activating" | "deactivating" | "reloading"
-            )
-        });
-        if !alive {
-            // The shim writes the exit file before it leaves the scope: look once more.
-            return shim::read_exit_file(exit_file).map_err(io_err(exit_file));
+        if tokio::time::Instant::now() >= next_unit_check {
+            let alive = inner.systemd.scope_outcome(unit).await?.is_some_and(|o| {
+                matches!(
+                    o.active_state.as_str(),
+                    "active" | "activating" | "deactivating" | "reloading"
+                )
+            });
+            if !alive {
+                // The shim writes the exit file before it leaves the scope: look once more.
+                follower.catch_up();
+                return shim::read_exit_file(exit_file).map_err(io_err(exit_file));
+            }
+            next_unit_check += UNIT_CHECK;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), written.notified()).await;
+        let _ = tokio::time::timeout_at(next_unit_check, wake.notified()).await;
     }
 }
 
