@@ -87,6 +87,29 @@ fn main() {
         },
         ".scope",
     );
+    // The same request as drover's: a new run slice each time, accounting on.
+    let mut n = 0;
+    let systemd_run_equivalent_ms = measure_command(
+        launches,
+        || {
+            n += 1;
+            let mut c = info.command("systemd-run");
+            c.args(["--user", "--scope", "--quiet", "--collect"])
+                .arg(format!("--slice=drover-bench{n}.slice"))
+                .args([
+                    "-p",
+                    "CPUAccounting=yes",
+                    "-p",
+                    "MemoryAccounting=yes",
+                    "-p",
+                    "TasksAccounting=yes",
+                ])
+                .arg(&probe)
+                .env(PROBE_ENV, "1");
+            c
+        },
+        ".scope",
+    );
     let fork_exec_ms = measure_command(
         launches,
         || {
@@ -115,6 +138,10 @@ fn main() {
     for (name, samples) in [
         ("drover `Run` (D-Bus) → step in its scope", &drover_ms),
         ("`systemd-run --user --scope` (baseline)", &systemd_run_ms),
+        (
+            "`systemd-run --user --scope` with drover's properties (new slice, accounting)",
+            &systemd_run_equivalent_ms,
+        ),
         ("plain fork/exec", &fork_exec_ms),
     ] {
         let (p50, p99) = (percentile(samples, 50.0), percentile(samples, 99.0));
@@ -164,7 +191,11 @@ async fn measure_drover(
     samples
 }
 
-fn measure_command(launches: usize, make: impl Fn() -> Command, cgroup_suffix: &str) -> Vec<f64> {
+fn measure_command(
+    launches: usize,
+    mut make: impl FnMut() -> Command,
+    cgroup_suffix: &str,
+) -> Vec<f64> {
     (0..launches)
         .map(|_| {
             let mut command = make();

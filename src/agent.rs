@@ -51,7 +51,8 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             shim_exe,
         },
         systemd,
-    )?;
+    )
+    .await?;
     api::dbus::serve(&conn, engine, Arc::new(Authorizer::new(config.auth))).await?;
 
     // Take the name last, so a client that sees it finds the agent ready.

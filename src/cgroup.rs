@@ -49,10 +49,14 @@ fn own_memory_cgroup() -> Option<(PathBuf, &'static str)> {
     None
 }
 
-/// How many processes the OOM killer has killed in this process's own memory cgroup, or
-/// `None` where the counter cannot be read (no memory controller).
-pub fn own_oom_kills() -> Option<u64> {
+/// How many processes the OOM killer has killed in this process's own memory cgroup, when
+/// that cgroup is `unit`'s own; `None` where the counter cannot be read or would be a shared
+/// ancestor's (systemd did not give the unit a memory cgroup).
+pub fn own_oom_kills(unit: &str) -> Option<u64> {
     let (dir, file) = own_memory_cgroup()?;
+    if dir.file_name()? != unit {
+        return None;
+    }
     let text = fs::read_to_string(dir.join(file)).ok()?;
     text.lines().find_map(|line| {
         line.strip_prefix("oom_kill ")

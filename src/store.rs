@@ -134,7 +134,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         // FULL: a transition is on disk before it is announced, even across power loss.
-        conn.pragma_update(None, "synchronous", "FULL")
+        conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;

@@ -45,10 +45,12 @@ fn a_sigkilled_agent_is_restarted_and_the_run_completes_with_each_transition_onc
         "output lost or doubled"
     );
     assert_eq!(agent.log_of(&run, "after"), "after\n");
+    let log = agent.agent_log();
     assert!(
-        agent.agent_log().contains(&format!("re-adopting run {id}")),
-        "{}",
-        agent.agent_log()
+        log.contains(&format!(
+            "scope {scope} (active) of run {id} is still there"
+        )) && log.contains(&format!("re-adopting run {id}")),
+        "{log}"
     );
 
     let store = Store::open(&agent.state_dir.join("state.db")).expect("open the state DB");

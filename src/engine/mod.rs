@@ -137,7 +137,7 @@ fn next_action(workflow: &Workflow, run: &Run) -> Action {
 impl Engine {
     /// Opens the state DB and re-adopts every run that had not finished when the last
     /// agent stopped: their steps kept running in their scopes.
-    pub fn start(config: EngineConfig, systemd: Systemd) -> Result<Engine> {
+    pub async fn start(config: EngineConfig, systemd: Systemd) -> Result<Engine> {
         let runs_dir = config.state_dir.join("runs");
         std::fs::create_dir_all(&runs_dir).map_err(|source| EngineError::Io {
             path: runs_dir.clone(),
@@ -145,6 +145,21 @@ impl Engine {
         })?;
         let store = Store::open(&config.state_dir.join("state.db"))?;
         let unfinished = store.unfinished_runs()?;
+        for scope in systemd.list_scopes("drover-*.scope").await? {
+            let run = scope.name.split('-').nth(1).unwrap_or_default();
+            if unfinished.iter().any(|id| id == run) {
+                tracing::info!(drover_run = %run, drover_event = "adopt", "scope {} ({}) of run {run} is still there", scope.name, scope.active_state);
+            } else {
+                tracing::warn!(
+                    drover_event = "orphan-scope",
+                    "scope {} ({}) belongs to no unfinished run in {}; left alone (`systemctl --user stop {}` ends it)",
+                    scope.name,
+                    scope.active_state,
+                    config.state_dir.display(),
+                    scope.name
+                );
+            }
+        }
         let (events, _) = broadcast::channel(1024);
         let engine = Engine {
             inner: Arc::new(Inner {

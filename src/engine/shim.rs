@@ -8,14 +8,14 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use libsystemd::logging::{Priority, journal_send};
-use nix::sys::signal::{SigHandler, SigSet, Signal, signal};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup;
@@ -23,6 +23,8 @@ use crate::cgroup;
 /// What the agent tells the shim, through a JSON file beside the step's log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShimSpec {
+    /// The step's scope, e.g. `drover-<run>-<step>-<n>.scope`.
+    pub unit: String,
     pub argv: Vec<String>,
     pub cwd: PathBuf,
     /// Variables added to the agent's environment for the step.
@@ -64,12 +66,21 @@ type OutputStream = Box<dyn Read + Send>;
 /// inherited its stdout.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
+extern "C" fn do_nothing(_: nix::libc::c_int) {}
+
 /// Runs the shim; returns its own exit status.
 pub fn main(spec_path: &Path) -> i32 {
-    // The scope's SIGTERM is for the step; the shim must live to record how it ended.
+    // The scope's SIGTERM is for the step; the shim must live to record how it ended. A
+    // handler that does nothing, not SIG_IGN: handlers reset to the default across exec,
+    // ignored signals would stay ignored in the step.
+    let ignore = SigAction::new(
+        SigHandler::Handler(do_nothing),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        // SAFETY: installing SIG_IGN runs no handler code.
-        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+        // SAFETY: the handler does nothing, so it is async-signal-safe.
+        let _ = unsafe { sigaction(sig, &ignore) };
     }
     let spec: ShimSpec = match fs::read(spec_path)
         .map_err(|e| e.to_string())
@@ -95,18 +106,19 @@ pub fn main(spec_path: &Path) -> i32 {
 }
 
 fn supervise(spec: &ShimSpec) -> StepExit {
+    // Everything that can be prepared is, before the gate: the step's start waits on it.
+    let log = OpenOptions::new().create(true).append(true).open(&spec.log);
     let mut gate = [0u8; 1];
     if !matches!(io::stdin().read(&mut gate), Ok(1)) {
         return StepExit::not_started(ShimOutcome::GateClosed, None);
     }
-    let log = match OpenOptions::new().create(true).append(true).open(&spec.log) {
+    let log = match log {
         Ok(file) => Arc::new(Mutex::new(file)),
         Err(e) => {
             let error = format!("cannot open log {}: {e}", spec.log.display());
             return StepExit::not_started(ShimOutcome::SpawnFailed, Some(error));
         }
     };
-    let oom_before = cgroup::own_oom_kills().unwrap_or(0);
 
     let Some((program, args)) = spec.argv.split_first() else {
         return StepExit::not_started(ShimOutcome::SpawnFailed, Some("empty command".into()));
@@ -119,21 +131,7 @@ fn supervise(spec: &ShimSpec) -> StepExit {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: only async-signal-safe calls (signal dispositions, sigprocmask) between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            // Ignored signals stay ignored across exec: give the step the defaults back.
-            for sig in [
-                Signal::SIGTERM,
-                Signal::SIGINT,
-                Signal::SIGHUP,
-                Signal::SIGPIPE,
-            ] {
-                signal(sig, SigHandler::SigDfl).map_err(io::Error::from)?;
-            }
-            SigSet::empty().thread_set_mask().map_err(io::Error::from)
-        });
-    }
+    // No pre_exec, so std can use posix_spawn; it also resets the signal mask and SIGPIPE.
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -179,9 +177,8 @@ fn supervise(spec: &ShimSpec) -> StepExit {
             Err(_) => break,
         }
     }
-    let oom_kills = cgroup::own_oom_kills()
-        .unwrap_or(0)
-        .saturating_sub(oom_before);
+    // The scope's memory cgroup is new, so its whole count belongs to this step.
+    let oom_kills = cgroup::own_oom_kills(&spec.unit).unwrap_or(0);
     let error = lock(&journal_error).clone();
     match status {
         Ok(status) => StepExit {

@@ -104,6 +104,7 @@ pub(super) async fn start(
             .map_or_else(|| PathBuf::from("/"), Path::to_owned),
     };
     let spec = ShimSpec {
+        unit: unit.clone(),
         argv: step.run.argv(),
         cwd,
         env,
@@ -121,16 +122,10 @@ pub(super) async fn start(
         .arg(&files.shim_spec)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    // SAFETY: setsid is async-signal-safe. A session of its own keeps the shim clear of
-    // signals aimed at the agent's terminal or process group.
-    unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(drop)
-                .map_err(std::io::Error::from)
-        });
-    }
+        .stderr(Stdio::inherit())
+        // A process group of its own keeps the shim clear of signals aimed at the agent's
+        // terminal or group (and, unlike a pre_exec setsid, lets std use posix_spawn).
+        .process_group(0);
     let mut shim = command.spawn().map_err(io_err(&inner.config.shim_exe))?;
     let (Some(pid), Some(mut gate)) = (shim.id(), shim.stdin.take()) else {
         return Err(io_err(&inner.config.shim_exe)(std::io::Error::other(
