@@ -1,12 +1,14 @@
 //! Step launch overhead: from the request to the step's process running inside its scope.
 //!
-//! Three ways of starting the same probe (this binary, re-executed: it prints the
-//! wall-clock time it started at and checks which cgroup it is in), measured in one run:
-//! drover's `Run` over D-Bus, `systemd-run --user --scope`, and a plain fork/exec.
-//! Needs root (it starts a private systemd with `drover sandbox`). Run with
-//! `cargo bench --bench launch` (`LAUNCHES=N` to change the count, default 200).
+//! Four ways of starting the same probe (this binary, re-executed: it prints the
+//! wall-clock time it started at and checks which cgroup it is in), interleaved launch by
+//! launch so that all see the same machine: drover's `Run` over D-Bus; `systemd-run --user
+//! --scope` (the baseline); `systemd-run` asking what drover asks (a new run slice each
+//! time, accounting on); and a plain fork/exec. Needs root (it starts a private systemd
+//! with `drover sandbox`). Run with `cargo bench --bench launch` (`LAUNCHES=N`, default 200).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -63,7 +65,6 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the agent");
-
     let workflow = dir.path().join("probe.toml");
     std::fs::write(
         &workflow,
@@ -75,50 +76,52 @@ fn main() {
     .expect("write workflow");
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let drover_ms = runtime.block_on(measure_drover(&info, &workflow, launches));
-    let systemd_run_ms = measure_command(
-        launches,
-        || {
-            let mut c = info.command("systemd-run");
-            c.args(["--user", "--scope", "--quiet", "--collect"])
-                .arg(&probe)
-                .env(PROBE_ENV, "1");
-            c
-        },
-        ".scope",
-    );
-    // The same request as drover's: a new run slice each time, accounting on.
-    let mut n = 0;
-    let systemd_run_equivalent_ms = measure_command(
-        launches,
-        || {
-            n += 1;
-            let mut c = info.command("systemd-run");
-            c.args(["--user", "--scope", "--quiet", "--collect"])
-                .arg(format!("--slice=drover-bench{n}.slice"))
-                .args([
-                    "-p",
-                    "CPUAccounting=yes",
-                    "-p",
-                    "MemoryAccounting=yes",
-                    "-p",
-                    "TasksAccounting=yes",
-                ])
-                .arg(&probe)
-                .env(PROBE_ENV, "1");
-            c
-        },
-        ".scope",
-    );
-    let fork_exec_ms = measure_command(
-        launches,
-        || {
-            let mut c = Command::new(&probe);
-            c.env(PROBE_ENV, "1");
-            c
-        },
-        "",
-    );
+    let client = runtime.block_on(DroverClient::connect(&info));
+    let mut samples: [Vec<f64>; 4] = Default::default();
+    // Untimed between launches: wait for a slice's stop job, so that no launch queues
+    // behind the cleanup of the one before it.
+    let stop = |slice: &str| {
+        let stopped = info
+            .command("systemctl")
+            .args(["--user", "stop", slice])
+            .status()
+            .expect("systemctl stop");
+        assert!(stopped.success(), "cannot stop {slice}");
+    };
+    for i in 0..launches {
+        let (ms, run) = runtime.block_on(client.launch(&workflow));
+        samples[0].push(ms);
+        stop(&format!("drover-{run}.slice"));
+
+        let mut plain = info.command("systemd-run");
+        plain.args(["--user", "--scope", "--quiet", "--collect"]);
+        samples[1].push(launch(plain.arg(&probe), ".scope"));
+
+        let mut equivalent = info.command("systemd-run");
+        equivalent
+            .args([
+                "--user",
+                "--scope",
+                "--quiet",
+                "--collect",
+                "--slice=drover-bench.slice",
+            ])
+            .args([
+                "-p",
+                "CPUAccounting=yes",
+                "-p",
+                "MemoryAccounting=yes",
+                "-p",
+                "TasksAccounting=yes",
+            ]);
+        samples[2].push(launch(equivalent.arg(&probe), ".scope"));
+        stop("drover-bench.slice");
+
+        samples[3].push(launch(&mut Command::new(&probe), ""));
+        if (i + 1) % 50 == 0 {
+            eprintln!("{} launches of each", i + 1);
+        }
+    }
 
     let _ = agent.kill();
     let _ = agent.wait();
@@ -128,84 +131,86 @@ fn main() {
     );
     let _ = sandbox.wait();
 
-    let base = percentile(&systemd_run_ms, 50.0);
-    let base99 = percentile(&systemd_run_ms, 99.0);
+    let base50 = percentile(&samples[1], 50.0);
+    let base99 = percentile(&samples[1], 99.0);
     println!(
-        "\nStep launch overhead, {launches} launches each (request → probe running in its cgroup)\n"
+        "\nStep launch overhead, {launches} launches each, interleaved (request → probe running in its cgroup)\n"
     );
     println!("| method | p50 (ms) | p99 (ms) | p50 / systemd-run | p99 / systemd-run |");
     println!("|---|---|---|---|---|");
-    for (name, samples) in [
-        ("drover `Run` (D-Bus) → step in its scope", &drover_ms),
-        ("`systemd-run --user --scope` (baseline)", &systemd_run_ms),
-        (
-            "`systemd-run --user --scope` with drover's properties (new slice, accounting)",
-            &systemd_run_equivalent_ms,
-        ),
-        ("plain fork/exec", &fork_exec_ms),
-    ] {
+    let names = [
+        "drover `Run` (D-Bus) → step in its scope",
+        "`systemd-run --user --scope` (baseline)",
+        "`systemd-run --user --scope` asking what drover asks (new slice, accounting)",
+        "plain fork/exec",
+    ];
+    for (name, samples) in names.iter().zip(&samples) {
         let (p50, p99) = (percentile(samples, 50.0), percentile(samples, 99.0));
         println!(
             "| {name} | {p50:.2} | {p99:.2} | {:.2}× | {:.2}× |",
-            p50 / base,
+            p50 / base50,
             p99 / base99
         );
     }
 }
 
-async fn measure_drover(
-    info: &SandboxInfo,
-    workflow: &std::path::Path,
-    launches: usize,
-) -> Vec<f64> {
-    let conn = zbus::connection::Builder::address(info.bus_address.as_str())
-        .build()
-        .await
-        .expect("connect to the sandbox's bus");
-    let proxy = DroverProxy::new(&conn).await.expect("proxy");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while proxy.list().await.is_err() {
-        assert!(Instant::now() < deadline, "the agent did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+struct DroverClient {
+    proxy: DroverProxy<'static>,
+    changes: tokio::sync::Mutex<drover::api::RunChangedStream>,
+}
+
+impl DroverClient {
+    async fn connect(info: &SandboxInfo) -> DroverClient {
+        let conn = zbus::connection::Builder::address(info.bus_address.as_str())
+            .build()
+            .await
+            .expect("connect to the sandbox's bus");
+        let proxy = DroverProxy::new(&conn).await.expect("proxy");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while proxy.list().await.is_err() {
+            assert!(Instant::now() < deadline, "the agent did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let changes =
+            tokio::sync::Mutex::new(proxy.receive_run_changed().await.expect("subscribe"));
+        DroverClient { proxy, changes }
     }
-    let mut changes = proxy.receive_run_changed().await.expect("subscribe");
-    let path = workflow.to_string_lossy();
-    let mut samples = Vec::with_capacity(launches);
-    for i in 0..launches {
+
+    /// One run of the probe workflow: milliseconds from `Run` to the probe's start, and
+    /// the run's id.
+    async fn launch(&self, workflow: &Path) -> (f64, String) {
         let t0 = now_ns();
-        let id = proxy.run(&path, HashMap::new()).await.expect("Run");
+        let id = self
+            .proxy
+            .run(&workflow.to_string_lossy(), HashMap::new())
+            .await
+            .expect("Run");
+        let mut changes = self.changes.lock().await;
         while let Some(signal) = changes.next().await {
             let args = signal.args().expect("RunChanged args");
             if args.run_id == id && (args.state == "succeeded" || args.state == "failed") {
                 break;
             }
         }
-        let run: Run = serde_json::from_str(&proxy.get(&id).await.expect("Get")).expect("run json");
+        let run: Run =
+            serde_json::from_str(&self.proxy.get(&id).await.expect("Get")).expect("run json");
         let log =
             std::fs::read_to_string(run.steps[0].log.as_deref().expect("log")).expect("read log");
-        samples.push(parse_probe(&log, t0, &format!("drover-{id}-probe-1.scope")));
-        if (i + 1) % 50 == 0 {
-            eprintln!("drover: {} launches", i + 1);
-        }
+        let ms = parse_probe(&log, t0, &format!("drover-{id}-probe-1.scope"));
+        (ms, id)
     }
-    samples
 }
 
-fn measure_command(
-    launches: usize,
-    mut make: impl FnMut() -> Command,
-    cgroup_suffix: &str,
-) -> Vec<f64> {
-    (0..launches)
-        .map(|_| {
-            let mut command = make();
-            command.stdout(Stdio::piped()).stderr(Stdio::null());
-            let t0 = now_ns();
-            let out = command.output().expect("spawn");
-            assert!(out.status.success(), "{command:?} failed");
-            parse_probe(&String::from_utf8_lossy(&out.stdout), t0, cgroup_suffix)
-        })
-        .collect()
+/// Milliseconds from spawning `command` to the probe's start.
+fn launch(command: &mut Command, cgroup_suffix: &str) -> f64 {
+    command
+        .env(PROBE_ENV, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let t0 = now_ns();
+    let out = command.output().expect("spawn");
+    assert!(out.status.success(), "{command:?} failed");
+    parse_probe(&String::from_utf8_lossy(&out.stdout), t0, cgroup_suffix)
 }
 
 /// Milliseconds from `t0` to the probe's start, after checking the probe's cgroup.
@@ -217,7 +222,7 @@ fn parse_probe(output: &str, t0: u128, cgroup_suffix: &str) -> f64 {
         "probe ran in {cgroup}, expected …{cgroup_suffix}"
     );
     let t: u128 = t.parse().expect("probe time");
-    (t.saturating_sub(t0)) as f64 / 1e6
+    t.saturating_sub(t0) as f64 / 1e6
 }
 
 fn percentile(samples: &[f64], p: f64) -> f64 {
