@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use nix::fcntl::{Flock, FlockArg};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
@@ -34,6 +35,17 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    // One agent per state directory: a second would drive the same runs twice. Held until
+    // exit (the file is close-on-exec, so the step shims never hold it).
+    let lock_path = state_dir.join("agent.lock");
+    let lock_file = std::fs::File::create(&lock_path)
+        .with_context(|| format!("cannot create {}", lock_path.display()))?;
+    let _lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        anyhow::anyhow!(
+            "another drover agent is using {} ({errno}); stop it first",
+            state_dir.display()
+        )
+    })?;
 
     let conn = match opts.bus {
         Bus::User => zbus::Connection::session().await,

@@ -40,7 +40,7 @@ pub const JOURNALD: &str = "/usr/lib/systemd/systemd-journald";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long `systemd --user` gets to stop its units before SIGKILL.
 const MANAGER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long journald and dbus-daemon get after SIGTERM.
+/// How long journald gets after SIGTERM.
 const DAEMON_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long CMD gets after a forwarded SIGINT/SIGTERM before it is killed.
 const COMMAND_STOP_TIMEOUT: Duration = Duration::from_secs(10);

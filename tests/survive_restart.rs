@@ -96,3 +96,20 @@ fn a_run_that_ended_while_no_agent_was_up_is_finished_by_the_next_agent() {
     assert_eq!(run.steps[0].exit_code, Some(4));
     assert_eq!(run.steps[0].result.as_deref(), Some("exit-code"));
 }
+
+#[test]
+fn a_second_agent_on_the_same_state_directory_is_refused() {
+    let agent = TestAgent::start();
+    let second = agent
+        .sandbox
+        .command(crate::support::DROVER)
+        .args(["agent", "--state-dir"])
+        .arg(&agent.state_dir)
+        .output()
+        .expect("run a second agent");
+    assert!(!second.status.success(), "a second agent started");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("another drover agent is using"), "{err}");
+    // The first one still serves.
+    assert!(agent.drover(&["ps"]).status.success());
+}
