@@ -133,7 +133,9 @@ impl Store {
             .map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
-        // FULL: a transition is on disk before it is announced, even across power loss.
+        // NORMAL in WAL mode: a committed transition survives the agent's crash (what
+        // re-adoption needs) without an fsync per transition; a power loss that could drop
+        // the last ones also ends the steps they describe.
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
