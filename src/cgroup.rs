@@ -63,3 +63,68 @@ pub fn own_oom_kills(unit: &str) -> Option<u64> {
             .and_then(|n| n.trim().parse().ok())
     })
 }
+
+/// The mount point of the hierarchy systemd tracks units in: the v2 tree (unified or
+/// hybrid), else the v1 `name=systemd` hierarchy.
+fn tracking_mount() -> Option<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut named_systemd = None;
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(mount_point) = left.split(' ').nth(4) else {
+            continue;
+        };
+        let mut right = right.split(' ');
+        match right.next() {
+            Some("cgroup2") => return Some(PathBuf::from(mount_point)),
+            Some("cgroup")
+                if right
+                    .nth(1)
+                    .is_some_and(|o| o.split(',').any(|o| o == "name=systemd")) =>
+            {
+                named_systemd = Some(PathBuf::from(mount_point));
+            }
+            _ => {}
+        }
+    }
+    named_systemd
+}
+
+/// The processes in the cgroup systemd reports as a unit's `ControlGroup` (and in the
+/// cgroups below it). An absent cgroup has none.
+pub fn procs(control_group: &str) -> std::io::Result<Vec<i32>> {
+    let Some(mount) = tracking_mount() else {
+        return Err(std::io::Error::other(
+            "no cgroup hierarchy tracks systemd's units here",
+        ));
+    };
+    let mut pids = Vec::new();
+    let mut dirs = vec![mount.join(control_group.trim_start_matches('/'))];
+    while let Some(dir) = dirs.pop() {
+        let text = match fs::read_to_string(dir.join("cgroup.procs")) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        if let Ok(entries) = fs::read_dir(&dir) {
+            dirs.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    Ok(pids)
+}
+
+/// The parent of a process, from `/proc/<pid>/stat`.
+pub fn parent_of(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid …": comm may hold spaces and parentheses; it ends at the last ')'.
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.split_whitespace().nth(1)?.parse().ok()
+}

@@ -4,9 +4,11 @@
 pub mod agent;
 pub mod api;
 pub mod cgroup;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod kill;
 pub mod model;
 pub mod sandbox;
 pub mod spec;

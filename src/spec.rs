@@ -28,7 +28,36 @@ pub struct Workflow {
     /// by the engine, not here, so a workflow can be validated anywhere.
     pub workspace: Option<PathBuf>,
     pub limits: Limits,
+    /// Killing a protected workflow needs an explicit confirmation.
+    #[serde(default)]
+    pub protected: bool,
+    #[serde(default)]
+    pub kill: KillPolicy,
     pub steps: Vec<Step>,
+}
+
+/// How a kill of this workflow's runs proceeds (`[kill]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KillPolicy {
+    /// From SIGTERM to SIGKILL.
+    #[serde(with = "duration")]
+    pub grace: Duration,
+    /// How long a critical section may hold the kill off.
+    #[serde(with = "duration")]
+    pub critical_max: Duration,
+    /// From the request to `killed`, all phases included.
+    #[serde(with = "duration")]
+    pub budget: Duration,
+}
+
+impl Default for KillPolicy {
+    fn default() -> KillPolicy {
+        KillPolicy {
+            grace: Duration::from_secs(5),
+            critical_max: Duration::from_secs(3),
+            budget: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Resource limits for the whole run (mapped onto systemd properties).
@@ -56,6 +85,9 @@ pub struct Step {
     pub critical: bool,
     pub checkpoint: bool,
     pub agent: Option<AgentKind>,
+    /// Shell commands run (outside the step's scope) after the step was killed.
+    #[serde(default)]
+    pub on_kill: Vec<String>,
 }
 
 /// What a step executes. Serialised untagged (array or string), mirroring the file.
@@ -223,12 +255,24 @@ mod opt_duration {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        match Option::<String>::deserialize(d)? {
-            Some(text) => humantime::parse_duration(&text)
-                .map(Some)
-                .map_err(serde::de::Error::custom),
-            None => Ok(None),
-        }
+        #[derive(Deserialize)]
+        struct Text(#[serde(with = "super::duration")] Duration);
+        Ok(Option::<Text>::deserialize(d)?.map(|Text(d)| d))
+    }
+}
+
+/// A duration as its humantime text ("1m 30s"), exact to the nanosecond.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        humantime::parse_duration(&String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -244,7 +288,17 @@ struct RawWorkflow {
     name: Option<Spanned<String>>,
     workspace: Option<Spanned<String>>,
     limits: Option<RawLimits>,
+    protected: Option<bool>,
+    kill: Option<RawKill>,
     step: Option<Spanned<Vec<Spanned<RawStep>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKill {
+    grace: Option<Spanned<String>>,
+    critical_max: Option<Spanned<String>>,
+    budget: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -266,6 +320,7 @@ struct RawStep {
     critical: Option<bool>,
     checkpoint: Option<bool>,
     agent: Option<Spanned<String>>,
+    on_kill: Option<Vec<Spanned<String>>>,
 }
 
 /// `run` is either an argv array or a shell string; a hand-written visitor gives
@@ -398,6 +453,7 @@ impl Ctx<'_> {
             let place = match key_path.as_deref() {
                 None => "at the top level".to_owned(),
                 Some("limits") => "in [limits]".to_owned(),
+                Some("kill") => "in [kill]".to_owned(),
                 Some("step") => "in [[step]]".to_owned(),
                 Some(other) => format!("in `{other}`"),
             };
@@ -442,6 +498,11 @@ impl Ctx<'_> {
             None => Limits::default(),
         };
 
+        let kill = match raw.kill {
+            Some(k) => self.validate_kill(k)?,
+            None => KillPolicy::default(),
+        };
+
         let Some(raw_steps) = raw.step else {
             return Err(self.err_at(
                 0,
@@ -466,8 +527,45 @@ impl Ctx<'_> {
             name,
             workspace,
             limits,
+            protected: raw.protected.unwrap_or(false),
+            kill,
             steps,
         })
+    }
+
+    fn validate_kill(&self, raw: RawKill) -> Result<KillPolicy, SpecError> {
+        let mut policy = KillPolicy::default();
+        for (value, key, slot) in [
+            (&raw.grace, "kill.grace", &mut policy.grace),
+            (
+                &raw.critical_max,
+                "kill.critical_max",
+                &mut policy.critical_max,
+            ),
+            (&raw.budget, "kill.budget", &mut policy.budget),
+        ] {
+            if let Some(v) = value {
+                *slot = self.positive_duration(v, key)?;
+            }
+        }
+        // The phases before SIGKILL must leave it time within the budget.
+        if policy.critical_max + policy.grace >= policy.budget {
+            let at = raw
+                .budget
+                .or(raw.grace)
+                .or(raw.critical_max)
+                .map_or(0, |v| v.span().start);
+            return Err(self.err_at(
+                at,
+                format!(
+                    "kill.critical_max ({}) + kill.grace ({}) must be less than kill.budget ({}), leaving time for SIGKILL",
+                    humantime::format_duration(policy.critical_max),
+                    humantime::format_duration(policy.grace),
+                    humantime::format_duration(policy.budget)
+                ),
+            ));
+        }
+        Ok(policy)
     }
 
     fn check_workflow_name(&self, n: &Spanned<String>) -> Result<(), SpecError> {
@@ -714,6 +812,17 @@ impl Ctx<'_> {
             }
         };
 
+        let mut on_kill = Vec::new();
+        for command in raw.on_kill.unwrap_or_default() {
+            if command.get_ref().trim().is_empty() {
+                return Err(self.err(
+                    &command.span(),
+                    format!("step {name:?}: `on_kill` commands must not be blank"),
+                ));
+            }
+            on_kill.push(command.into_inner());
+        }
+
         Ok(Step {
             name,
             run,
@@ -722,6 +831,7 @@ impl Ctx<'_> {
             critical: raw.critical.unwrap_or(false),
             checkpoint: raw.checkpoint.unwrap_or(false),
             agent,
+            on_kill,
         })
     }
 }
@@ -1373,5 +1483,50 @@ run = ["true"]
         );
         assert_eq!(ws.steps.len(), 2);
         assert_eq!(ws.limits.memory_max, Some(256 << 20));
+    }
+
+    #[test]
+    fn kill_policy_protection_and_on_kill() {
+        let w = ok(&format!(
+            "name = \"w\"\nprotected = true\n[kill]\ngrace = \"2s\"\ncritical_max = \"1s\"\nbudget = \"8s\"\n{STEP}on_kill = [\"rm -f x.lock\", \"echo bye\"]\n"
+        ));
+        assert!(w.protected);
+        assert_eq!(
+            w.kill,
+            KillPolicy {
+                grace: Duration::from_secs(2),
+                critical_max: Duration::from_secs(1),
+                budget: Duration::from_secs(8)
+            }
+        );
+        assert_eq!(w.steps[0].on_kill, ["rm -f x.lock", "echo bye"]);
+        let defaults = ok(&format!("name = \"w\"\n{STEP}"));
+        assert!(!defaults.protected);
+        assert_eq!(defaults.kill, KillPolicy::default());
+        assert!(defaults.steps[0].on_kill.is_empty());
+    }
+
+    #[test]
+    fn rejects_bad_kill_settings() {
+        assert_rejected(
+            &format!("name = \"w\"\n[kill]\ngrace = \"9s\"\n{STEP}"),
+            3,
+            &["kill.grace", "kill.budget", "SIGKILL"],
+        );
+        assert_rejected(
+            &format!("name = \"w\"\n[kill]\nsigterm = \"1s\"\n{STEP}"),
+            3,
+            &["unknown key `sigterm` in [kill]", "`grace`"],
+        );
+        assert_rejected(
+            &format!("name = \"w\"\n[kill]\ngrace = \"0s\"\n{STEP}"),
+            3,
+            &["kill.grace", "greater than 0"],
+        );
+        assert_rejected(
+            &format!("name = \"w\"\n{STEP}on_kill = [\"  \"]\n"),
+            5,
+            &["on_kill", "blank"],
+        );
     }
 }

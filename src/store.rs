@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use crate::model::{Run, RunState, StepAttempt, StepOutput, StepState, Timestamp};
+use crate::model::{KillRecord, Run, RunState, StepAttempt, StepOutput, StepState, Timestamp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -74,6 +74,23 @@ CREATE TABLE transitions (
     reason     TEXT
 );
 CREATE INDEX transitions_by_run ON transitions(run_id, seq);
+-- The kill audit trail; refusals may name runs that do not exist, hence no foreign key.
+CREATE TABLE kills (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id       TEXT NOT NULL,
+    result       TEXT NOT NULL,
+    requested_at INTEGER NOT NULL,
+    record_json  TEXT NOT NULL
+);
+CREATE INDEX kills_by_run ON kills(run_id, id);
+CREATE TABLE critical_spans (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id     TEXT NOT NULL REFERENCES runs(id),
+    label      TEXT NOT NULL,
+    who        TEXT NOT NULL,
+    entered_at INTEGER NOT NULL,
+    left_at    INTEGER
+);
 "#];
 
 /// A new run, as the engine creates it.
@@ -175,31 +192,20 @@ impl Store {
         Ok(())
     }
 
-    /// Moves a run to `to`, stamping start or end times, and records the transition.
+    /// Moves a run to `to` if it is in one of `from` (returns whether it moved), stamping
+    /// start or end times, and records the transition.
     pub fn set_run_state(
         &mut self,
         run: &str,
+        from: &[RunState],
         to: RunState,
         who: &str,
         reason: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let tx = self.conn.transaction()?;
-        let from: String = tx
-            .query_row("SELECT state FROM runs WHERE id = ?1", [run], |r| r.get(0))
-            .optional()?
-            .ok_or_else(|| StoreError::NoSuchRun(run.to_owned()))?;
-        let now = Timestamp::now().0;
-        tx.execute(
-            "UPDATE runs SET state = ?2,
-                 started_at = CASE WHEN ?2 = 'running' AND started_at IS NULL THEN ?3 ELSE started_at END,
-                 ended_at = CASE WHEN ?2 IN ('succeeded', 'failed') THEN ?3 ELSE ended_at END,
-                 error = CASE WHEN ?2 = 'failed' THEN ?4 ELSE error END
-             WHERE id = ?1",
-            params![run, to.as_str(), now, reason],
-        )?;
-        record(&tx, run, None, None, Some(&from), to.as_str(), who, reason)?;
+        let moved = move_run(&tx, run, from, to, who, reason)?;
         tx.commit()?;
-        Ok(())
+        Ok(moved)
     }
 
     pub fn set_worktree(&mut self, run: &str, worktree: &str) -> Result<()> {
@@ -308,6 +314,113 @@ impl Store {
         Ok(())
     }
 
+    /// Records a kill request and moves its run to `stopping` in one transaction; `None`
+    /// (and nothing written) when the run is not running or pending.
+    pub fn start_kill(&mut self, record: &KillRecord) -> Result<Option<i64>> {
+        let tx = self.conn.transaction()?;
+        let moved = move_run(
+            &tx,
+            &record.run,
+            &[RunState::Pending, RunState::Running],
+            RunState::Stopping,
+            &record.requested_by,
+            Some(&record.reason),
+        )?;
+        if !moved {
+            return Ok(None);
+        }
+        let id = insert_kill(&tx, record)?;
+        tx.commit()?;
+        Ok(Some(id))
+    }
+
+    /// Records a kill that needs no state change: a refusal, or one done outside drover.
+    pub fn record_kill(&mut self, record: &KillRecord) -> Result<i64> {
+        let tx = self.conn.transaction()?;
+        let id = insert_kill(&tx, record)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Stores the kill's progress or outcome, and moves its run to `to` if given.
+    pub fn update_kill(&mut self, record: &KillRecord, to: Option<RunState>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt {
+            run: record.run.clone(),
+            reason: e.to_string(),
+        })?;
+        tx.execute(
+            "UPDATE kills SET result = ?2, record_json = ?3 WHERE id = ?1",
+            params![record.id, record.result.as_str(), json],
+        )?;
+        if let Some(to) = to {
+            let from = [RunState::Stopping, RunState::Killing];
+            move_run(&tx, &record.run, &from, to, "drover", Some(&record.reason))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Kill records, oldest first: of one run, or all.
+    pub fn kills(&self, run: Option<&str>) -> Result<Vec<KillRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT run_id, record_json FROM kills WHERE ?1 IS NULL OR run_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([run], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(run, json)| {
+                serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+                    run,
+                    reason: format!("kill record: {e}"),
+                })
+            })
+            .collect()
+    }
+
+    /// Opens a critical span; refused (`false`) once a kill of the run has begun or ended.
+    pub fn enter_critical(&mut self, run: &str, label: &str, who: &str) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let state: Option<String> = tx
+            .query_row("SELECT state FROM runs WHERE id = ?1", [run], |r| r.get(0))
+            .optional()?;
+        let state = state.ok_or_else(|| StoreError::NoSuchRun(run.to_owned()))?;
+        if state != RunState::Running.as_str() {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO critical_spans (run_id, label, who, entered_at) VALUES (?1, ?2, ?3, ?4)",
+            params![run, label, who, Timestamp::now().0],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Closes the oldest open span of `run` with `label`; `false` if none was open.
+    pub fn leave_critical(&mut self, run: &str, label: &str) -> Result<bool> {
+        let closed = self.conn.execute(
+            "UPDATE critical_spans SET left_at = ?3
+             WHERE id = (SELECT MIN(id) FROM critical_spans
+                         WHERE run_id = ?1 AND label = ?2 AND left_at IS NULL)",
+            params![run, label, Timestamp::now().0],
+        )?;
+        Ok(closed > 0)
+    }
+
+    /// Labels of the run's open critical spans.
+    pub fn open_critical_spans(&self, run: &str) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT label FROM critical_spans WHERE run_id = ?1 AND left_at IS NULL ORDER BY id",
+        )?;
+        let labels = stmt
+            .query_map([run], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(labels)
+    }
+
     /// The run with the latest attempt of each step it has started, or `None`.
     pub fn run(&self, id: &str) -> Result<Option<(Run, String)>> {
         let row = self
@@ -323,6 +436,7 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         let (mut run, spec_json) = row.into_run()?;
         run.steps = self.latest_attempts(id)?;
+        run.kill = self.kills(Some(id))?.pop();
         Ok(Some((run, spec_json)))
     }
 
@@ -340,6 +454,7 @@ impl Store {
             .map(|row| {
                 let (mut run, _) = row.into_run()?;
                 run.steps = self.latest_attempts(&run.id)?;
+                run.kill = self.kills(Some(&run.id))?.pop();
                 Ok(run)
             })
             .collect()
@@ -425,6 +540,25 @@ impl Store {
     }
 }
 
+fn insert_kill(tx: &Transaction<'_>, record: &KillRecord) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO kills (run_id, result, requested_at, record_json) VALUES (?1, ?2, ?3, '{}')",
+        params![record.run, record.result.as_str(), record.requested_at.0],
+    )?;
+    let id = tx.last_insert_rowid();
+    let mut stored = record.clone();
+    stored.id = id;
+    let json = serde_json::to_string(&stored).map_err(|e| StoreError::Corrupt {
+        run: record.run.clone(),
+        reason: e.to_string(),
+    })?;
+    tx.execute(
+        "UPDATE kills SET record_json = ?2 WHERE id = ?1",
+        params![id, json],
+    )?;
+    Ok(id)
+}
+
 /// SQLite integers are signed; counts beyond `i64::MAX` saturate.
 fn sql_count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -439,6 +573,43 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+fn move_run(
+    tx: &Transaction<'_>,
+    run: &str,
+    from: &[RunState],
+    to: RunState,
+    who: &str,
+    reason: Option<&str>,
+) -> Result<bool> {
+    let current: String = tx
+        .query_row("SELECT state FROM runs WHERE id = ?1", [run], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::NoSuchRun(run.to_owned()))?;
+    if !from.iter().any(|s| s.as_str() == current) {
+        return Ok(false);
+    }
+    let now = Timestamp::now().0;
+    tx.execute(
+        "UPDATE runs SET state = ?2,
+             started_at = CASE WHEN ?2 = 'running' AND started_at IS NULL THEN ?3 ELSE started_at END,
+             ended_at = CASE WHEN ?2 IN ('succeeded', 'failed', 'killed') THEN ?3 ELSE ended_at END,
+             error = CASE WHEN ?2 IN ('failed', 'killed') THEN ?4 ELSE error END
+         WHERE id = ?1",
+        params![run, to.as_str(), now, reason],
+    )?;
+    record(
+        tx,
+        run,
+        None,
+        None,
+        Some(&current),
+        to.as_str(),
+        who,
+        reason,
+    )?;
+    Ok(true)
 }
 
 fn attempt_name(tx: &Transaction<'_>, run: &str, index: u32, attempt: u32) -> Result<String> {
@@ -493,6 +664,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
             id: r.get(0)?,
             workflow: r.get(1)?,
             workflow_file: r.get(2)?,
+            protected: false,
             state: RunState::Pending,
             params: BTreeMap::new(),
             worktree: r.get(6)?,
@@ -502,6 +674,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
             ended_at: r.get::<_, Option<i64>>(10)?.map(Timestamp),
             error: r.get(11)?,
             steps: Vec::new(),
+            kill: None,
         },
         spec_json: r.get(3)?,
         params_json: r.get(4)?,
@@ -547,7 +720,13 @@ mod tests {
             })
             .unwrap();
         store
-            .set_run_state("abc", RunState::Running, "drover", None)
+            .set_run_state(
+                "abc",
+                &[RunState::Pending],
+                RunState::Running,
+                "drover",
+                None,
+            )
             .unwrap();
         store
             .start_attempt(&NewAttempt {
@@ -579,8 +758,26 @@ mod tests {
             )
             .unwrap();
         store
-            .set_run_state("abc", RunState::Failed, "drover", Some("step build failed"))
+            .set_run_state(
+                "abc",
+                &[RunState::Running],
+                RunState::Failed,
+                "drover",
+                Some("step build failed"),
+            )
             .unwrap();
+        assert!(
+            !store
+                .set_run_state(
+                    "abc",
+                    &[RunState::Running],
+                    RunState::Succeeded,
+                    "drover",
+                    None
+                )
+                .unwrap(),
+            "a finished run does not move again"
+        );
 
         let (run, spec) = store.run("abc").unwrap().unwrap();
         assert_eq!(spec, "{}");

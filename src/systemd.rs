@@ -52,6 +52,8 @@ trait Manager {
 
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
 
+    fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
+
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
 
     #[allow(clippy::type_complexity)]
@@ -94,6 +96,8 @@ trait Unit {
 trait Scope {
     #[zbus(property)]
     fn result(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn control_group(&self) -> zbus::Result<String>;
 }
 
 /// Resource limits and accounting for a new scope, in systemd's own units.
@@ -286,6 +290,43 @@ impl Systemd {
                 source,
             }),
         }
+    }
+
+    /// Sends `signal` to every process of the unit; a unit already gone is not an error.
+    pub async fn kill_unit(&self, unit: &str, signal: i32) -> Result<()> {
+        match self.manager.kill_unit(unit, "all", signal).await {
+            Ok(()) => Ok(()),
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+            {
+                Ok(())
+            }
+            Err(source) => Err(SystemdError::Call {
+                call: "KillUnit",
+                source,
+            }),
+        }
+    }
+
+    /// The scope's cgroup, relative to the hierarchies' roots; `None` when it is gone.
+    pub async fn control_group(&self, unit: &str) -> Result<Option<String>> {
+        let path = match self.manager.get_unit(unit).await {
+            Ok(path) => path,
+            Err(zbus::Error::MethodError(..)) => return Ok(None),
+            Err(source) => {
+                return Err(SystemdError::Call {
+                    call: "GetUnit",
+                    source,
+                });
+            }
+        };
+        let scope = ScopeProxy::builder(&self.conn)
+            .path(path)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(call("Scope proxy"))?;
+        Ok(scope.control_group().await.ok().filter(|cg| !cg.is_empty()))
     }
 
     /// Forgets a failed scope so its name can be reused and it stops showing as failed.

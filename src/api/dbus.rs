@@ -3,15 +3,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use zbus::fdo::DBusProxy;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
-use zbus::{Connection, interface};
+use zbus::{Connection, OwnedVariant, Variant, interface};
 
 use super::OBJECT_PATH;
 use super::auth::{Authorizer, Caller, Role};
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, KillRequest};
 
 /// Errors callers see, named `org.drover.Drover1.Error.*`.
 #[derive(Debug, zbus::DBusError)]
@@ -24,6 +25,10 @@ pub enum ApiError {
     /// The request is malformed (bad workflow file, bad parameter); nothing was changed.
     InvalidArgument(String),
     NoSuchRun(String),
+    /// The run is not in a state that allows the call (finished, already being killed).
+    InvalidState(String),
+    /// A protected workflow's kill needs `confirm=true`.
+    ConfirmationRequired(String),
     Failed(String),
 }
 
@@ -35,6 +40,12 @@ impl From<EngineError> for ApiError {
             | EngineError::RelativePath(_)
             | EngineError::Worktree(_) => ApiError::InvalidArgument(e.to_string()),
             EngineError::NoSuchRun(_) => ApiError::NoSuchRun(e.to_string()),
+            EngineError::AlreadyEnded { .. }
+            | EngineError::KillInProgress(_)
+            | EngineError::NotRunning { .. }
+            | EngineError::NoCriticalSpan { .. } => ApiError::InvalidState(e.to_string()),
+            EngineError::Unconfirmed(_) => ApiError::ConfirmationRequired(e.to_string()),
+            EngineError::GraceTooLong { .. } => ApiError::InvalidArgument(e.to_string()),
             _ => ApiError::Failed(e.to_string()),
         }
     }
@@ -50,13 +61,7 @@ impl Manager {
         Manager { engine, auth }
     }
 
-    async fn authorise(
-        &self,
-        conn: &Connection,
-        hdr: &Header<'_>,
-        needed: Role,
-        action: &'static str,
-    ) -> Result<Caller, ApiError> {
+    async fn caller(&self, conn: &Connection, hdr: &Header<'_>) -> Result<Caller, ApiError> {
         let sender = hdr
             .sender()
             .ok_or_else(|| ApiError::PermissionDenied("the call has no sender".into()))?;
@@ -65,7 +70,17 @@ impl Manager {
             .get_connection_unix_user(sender.clone().into())
             .await
             .map_err(|e| ApiError::PermissionDenied(format!("cannot identify the caller: {e}")))?;
-        let caller = Caller::new(uid, "dbus");
+        Ok(Caller::new(uid, "dbus"))
+    }
+
+    async fn authorise(
+        &self,
+        conn: &Connection,
+        hdr: &Header<'_>,
+        needed: Role,
+        action: &'static str,
+    ) -> Result<Caller, ApiError> {
+        let caller = self.caller(conn, hdr).await?;
         match self.auth.require(&caller, needed, action) {
             Ok(_) => Ok(caller),
             Err(denied) => {
@@ -122,6 +137,86 @@ impl Manager {
         to_json(&self.engine.run(&run_id)?)
     }
 
+    /// Kills a run: critical-section wait, SIGTERM to its scope, grace, SIGKILL, verify
+    /// empty, cleanup, final snapshot. Returns the outcome (JSON) once the run is `killed`.
+    /// Options: `grace` (a duration string such as "2s", or milliseconds as an integer),
+    /// `confirm` (bool, needed for a protected workflow).
+    async fn kill(
+        &self,
+        run: String,
+        reason: String,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        let caller = self.caller(conn, &hdr).await?;
+        let (grace, confirm) = kill_options(&options)?;
+        let held = self.auth.role_of(&caller);
+        let request = KillRequest {
+            run,
+            reason: if reason.trim().is_empty() {
+                "no reason given".to_owned()
+            } else {
+                reason
+            },
+            requested_by: caller.to_string(),
+            uid: Some(caller.uid),
+            role: held.map(|r| r.to_string()),
+            channel: caller.channel.to_owned(),
+            grace,
+            confirm,
+        };
+        if let Err(denied) = self.auth.require(&caller, Role::Operator, "kill a run") {
+            self.engine.refuse_kill(&request, &denied.to_string())?;
+            return Err(ApiError::PermissionDenied(denied.to_string()));
+        }
+        to_json(&self.engine.kill(request).await?)
+    }
+
+    /// Opens a critical span in a running run (a kill waits for it, up to `critical_max`).
+    async fn enter_critical(
+        &self,
+        run: String,
+        label: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), ApiError> {
+        let caller = self
+            .authorise(conn, &hdr, Role::Operator, "open a critical section")
+            .await?;
+        Ok(self
+            .engine
+            .enter_critical(&run, &label, &caller.to_string())?)
+    }
+
+    async fn leave_critical(
+        &self,
+        run: String,
+        label: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), ApiError> {
+        self.authorise(conn, &hdr, Role::Operator, "close a critical section")
+            .await?;
+        Ok(self.engine.leave_critical(&run, &label)?)
+    }
+
+    /// The kill audit trail (JSON array, oldest first) of one run, or of all runs for "".
+    async fn audit(
+        &self,
+        run: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        self.authorise(conn, &hdr, Role::Viewer, "read the audit trail")
+            .await?;
+        to_json(
+            &self
+                .engine
+                .kills(Some(run.as_str()).filter(|r| !r.is_empty()))?,
+        )
+    }
+
     /// A run reached a new state (already recorded in the state DB).
     #[zbus(signal)]
     pub async fn run_changed(
@@ -129,6 +224,39 @@ impl Manager {
         run_id: &str,
         state: &str,
     ) -> zbus::Result<()>;
+}
+
+/// Reads `Kill`'s options; an unknown key or a wrong type is refused by name.
+fn kill_options(
+    options: &HashMap<String, OwnedVariant>,
+) -> Result<(Option<Duration>, bool), ApiError> {
+    let mut grace = None;
+    let mut confirm = false;
+    for (key, value) in options {
+        match (key.as_str(), &**value) {
+            ("grace", Variant::Str(text)) => {
+                grace = Some(
+                    crate::spec::parse_duration(text.as_str())
+                        .map_err(|e| ApiError::InvalidArgument(format!("option grace: {e}")))?,
+                );
+            }
+            ("grace", Variant::U64(ms)) => grace = Some(Duration::from_millis(*ms)),
+            ("grace", Variant::U32(ms)) => grace = Some(Duration::from_millis(u64::from(*ms))),
+            ("confirm", Variant::Bool(yes)) => confirm = *yes,
+            ("grace" | "confirm", other) => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "option {key} has the wrong type {}: grace is a string (\"2s\") or milliseconds (t), confirm is a boolean (b)",
+                    other.value_signature()
+                )));
+            }
+            _ => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "unknown option {key:?}: Kill knows grace and confirm"
+                )));
+            }
+        }
+    }
+    Ok((grace, confirm))
 }
 
 /// Serves the interface on `conn` and forwards the engine's run events as `RunChanged`.

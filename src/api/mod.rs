@@ -25,6 +25,15 @@ pub trait Drover {
     ) -> zbus::Result<String>;
     fn list(&self) -> zbus::Result<String>;
     fn get(&self, run_id: &str) -> zbus::Result<String>;
+    fn kill(
+        &self,
+        run: &str,
+        reason: &str,
+        options: std::collections::HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<String>;
+    fn enter_critical(&self, run: &str, label: &str) -> zbus::Result<()>;
+    fn leave_critical(&self, run: &str, label: &str) -> zbus::Result<()>;
+    fn audit(&self, run: &str) -> zbus::Result<String>;
     #[zbus(signal)]
     fn run_changed(&self, run_id: String, state: String) -> zbus::Result<()>;
 }

@@ -1,6 +1,9 @@
 //! The command line: argument definitions and dispatch. Every client command talks to the
 //! agent over D-Bus (`cli/<command>.rs` mirrors the API call of the same name).
 
+mod audit;
+mod critical;
+mod kill;
 mod logs;
 mod ps;
 mod run;
@@ -94,6 +97,36 @@ enum Command {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Kill a run: SIGTERM to its scope, a grace, SIGKILL; cleanup; final snapshot.
+    Kill {
+        run: String,
+        /// Why (kept in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Time between SIGTERM and SIGKILL (default: the workflow's `[kill] grace`).
+        #[arg(long, value_name = "DURATION")]
+        grace: Option<String>,
+        /// Confirm the kill of a protected workflow.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run CMD in a critical section of the current run: a kill waits for it.
+    Critical {
+        /// A name for the section (default: CMD's program).
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<OsString>,
+    },
+    /// The kill audit trail.
+    Audit {
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run CMD inside a private systemd user manager, session bus and journald (for hosts
     /// whose PID 1 is not systemd; needs root).
     Sandbox {
@@ -169,6 +202,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Ps { all, json } => ps::run(&connect(bus).await?, all, json).await,
         Command::Show { run, json } => show::run(&connect(bus).await?, &run, json).await,
+        Command::Kill {
+            run,
+            reason,
+            grace,
+            yes,
+            json,
+        } => kill::run(&connect(bus).await?, &run, reason, grace, yes, json).await,
+        Command::Critical { label, command } => {
+            critical::run(&connect(bus).await?, label, &command).await
+        }
+        Command::Audit { run, json } => {
+            audit::run(&connect(bus).await?, run.as_deref(), json).await
+        }
         Command::Logs { run, step, follow } => {
             logs::run(&connect(bus).await?, &run, step.as_deref(), follow).await
         }
@@ -180,6 +226,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// A child's status as this process's own: its code, or 128 + the signal that ended it.
+fn exit_status(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    exit_code(
+        status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+    )
 }
 
 async fn connect(bus: Bus) -> anyhow::Result<DroverProxy<'static>> {

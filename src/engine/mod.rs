@@ -4,8 +4,14 @@
 //! through its shim into a transient scope.
 
 mod follow;
+mod killing;
 pub mod shim;
 mod step;
+
+pub use killing::KillRequest;
+
+/// journald `MESSAGE_ID` of every kill record (`journalctl MESSAGE_ID=…`).
+pub const KILL_MESSAGE_ID: &str = "5f8c1d6e2a7b4c39b0e1d2c3a4b5c6d7";
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -44,6 +50,27 @@ pub enum EngineError {
     RelativePath(String),
     #[error("no run {0}")]
     NoSuchRun(String),
+    #[error("run {run} already ended ({state}): nothing to kill")]
+    AlreadyEnded { run: String, state: RunState },
+    #[error("run {0} is already being killed")]
+    KillInProgress(String),
+    #[error("{0}")]
+    Unconfirmed(String),
+    #[error(
+        "a grace of {} leaves no time for SIGKILL: critical_max ({}) + grace must be less than the kill budget ({})",
+        humantime::format_duration(*grace),
+        humantime::format_duration(*critical_max),
+        humantime::format_duration(*budget)
+    )]
+    GraceTooLong {
+        grace: Duration,
+        budget: Duration,
+        critical_max: Duration,
+    },
+    #[error("run {run} is {state}, not running: no critical section can open")]
+    NotRunning { run: String, state: RunState },
+    #[error("run {run} has no open critical section {label:?}")]
+    NoCriticalSpan { run: String, label: String },
     #[error("run {run}: the stored workflow cannot be read: {reason}")]
     CorruptRun { run: String, reason: String },
 }
@@ -72,6 +99,8 @@ pub struct Engine {
 
 struct Inner {
     store: Mutex<Store>,
+    /// The task driving each run, so that a kill can take the run over.
+    drivers: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     /// Output counters of the attempts running now, by unit; the DB has them once they end.
     live_output: Mutex<HashMap<String, Arc<Mutex<StepOutput>>>>,
     systemd: Systemd,
@@ -113,7 +142,7 @@ fn next_action(workflow: &Workflow, run: &Run) -> Action {
                     attempt: attempt.attempt + 1,
                 };
             }
-            StepState::Failed => {
+            StepState::Failed | StepState::Killed => {
                 let how = attempt.result.as_deref().unwrap_or("failed");
                 return Action::Finish {
                     state: RunState::Failed,
@@ -165,6 +194,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 store: Mutex::new(store),
                 live_output: Mutex::default(),
+                drivers: Mutex::default(),
                 systemd,
                 config,
                 events,
@@ -172,7 +202,7 @@ impl Engine {
         };
         for run in unfinished {
             tracing::info!(drover_run = %run, drover_event = "adopt", "re-adopting run {run}");
-            engine.spawn_driver(run);
+            engine.readopt(run)?;
         }
         Ok(engine)
     }
@@ -237,9 +267,46 @@ impl Engine {
             .collect())
     }
 
-    fn spawn_driver(&self, run: String) {
+    /// Picks up a run the last agent left: a kill it had begun is carried through; any
+    /// other run is driven on.
+    fn readopt(&self, run: String) -> Result<()> {
+        let (state, workflow) = {
+            let (record, workflow) = self.inner.load(&run)?;
+            (record.state, workflow)
+        };
+        if !state.is_being_killed() {
+            self.spawn_driver(run);
+            return Ok(());
+        }
+        let pending = self
+            .inner
+            .store()
+            .kills(Some(&run))?
+            .into_iter()
+            .rev()
+            .find(|k| k.result == crate::model::KillResult::Pending);
+        let record = pending.unwrap_or_else(|| {
+            crate::model::KillRecord::requested(
+                &run,
+                "drover",
+                "agent",
+                "resumed after an agent restart",
+            )
+        });
         let inner = self.inner.clone();
         tokio::spawn(async move {
+            let grace = workflow.kill.grace;
+            if let Err(e) = inner.execute_kill(record, &workflow, grace).await {
+                tracing::error!(drover_run = %run, "resuming the kill of run {run} failed: {e}");
+            }
+        });
+        Ok(())
+    }
+
+    fn spawn_driver(&self, run: String) {
+        let inner = self.inner.clone();
+        let id = run.clone();
+        let task = tokio::spawn(async move {
             if let Err(e) = inner.drive(&run).await {
                 tracing::error!(drover_run = %run, "run {run} failed: {e}");
                 if let Err(store_err) = inner
@@ -249,7 +316,9 @@ impl Engine {
                     tracing::error!(drover_run = %run, "cannot record the failure of run {run}: {store_err}");
                 }
             }
+            inner.drivers().remove(&run);
         });
+        self.inner.drivers().insert(id, task.abort_handle());
     }
 }
 
@@ -258,6 +327,27 @@ impl Inner {
         self.store
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn drivers(&self) -> MutexGuard<'_, HashMap<String, tokio::task::AbortHandle>> {
+        self.drivers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stops the task driving `run` (at an await point: no DB write is torn; what it was
+    /// doing is in the DB for whoever takes over).
+    fn abort_driver(&self, run: &str) {
+        if let Some(task) = self.drivers().remove(run) {
+            task.abort();
+        }
+    }
+
+    /// The run's slice outlives its scopes; nothing of the run remains once it is stopped.
+    async fn stop_slice(&self, run: &str) {
+        if let Err(e) = self.systemd.stop_unit(&format!("drover-{run}.slice")).await {
+            tracing::warn!(drover_run = %run, "cannot stop the slice of run {run}: {e}");
+        }
     }
 
     fn live_output(&self) -> MutexGuard<'_, HashMap<String, Arc<Mutex<StepOutput>>>> {
@@ -302,16 +392,16 @@ impl Inner {
         Ok((run, workflow))
     }
 
+    /// Ends a run that is still pending or running; a run a kill took over is left to it.
     async fn finish(&self, id: &str, state: RunState, reason: Option<&str>) -> Result<()> {
         let (run, _) = self.load(id)?;
-        if run.state.is_terminal() {
-            return Ok(());
-        }
-        self.store().set_run_state(id, state, "drover", reason)?;
-        self.announce(id, &run.workflow, state, "drover");
-        // The run's slice outlives its scopes; nothing of the run remains once it is stopped.
-        if let Err(e) = self.systemd.stop_unit(&format!("drover-{id}.slice")).await {
-            tracing::warn!(drover_run = %id, "cannot stop the slice of run {id}: {e}");
+        let from = [RunState::Pending, RunState::Running];
+        if self
+            .store()
+            .set_run_state(id, &from, state, "drover", reason)?
+        {
+            self.announce(id, &run.workflow, state, "drover");
+            self.stop_slice(id).await;
         }
         Ok(())
     }
@@ -325,8 +415,13 @@ impl Inner {
                 worktree::create(workspace, &path)?;
                 self.store().set_worktree(id, &path.to_string_lossy())?;
             }
-            self.store()
-                .set_run_state(id, RunState::Running, "drover", None)?;
+            let from = [RunState::Pending];
+            if !self
+                .store()
+                .set_run_state(id, &from, RunState::Running, "drover", None)?
+            {
+                return Ok(()); // a kill took the run over
+            }
             self.announce(id, &workflow.name, RunState::Running, "drover");
         }
         loop {
@@ -366,6 +461,7 @@ fn with_pending_steps(mut run: Run, spec_json: &str) -> Run {
     let Ok(workflow) = serde_json::from_str::<Workflow>(spec_json) else {
         return run;
     };
+    run.protected = workflow.protected;
     for (index, step) in workflow.steps.iter().enumerate() {
         if !run.steps.iter().any(|a| a.index as usize == index) {
             run.steps.push(crate::model::StepAttempt {
@@ -420,6 +516,7 @@ mod tests {
             id: "r".into(),
             workflow: "wf".into(),
             workflow_file: "/w.toml".into(),
+            protected: false,
             state: RunState::Running,
             params: BTreeMap::new(),
             worktree: None,
@@ -429,6 +526,7 @@ mod tests {
             ended_at: None,
             error: None,
             steps: attempts,
+            kill: None,
         }
     }
 

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use super::follow::Follower;
 use super::shim::{self, ShimOutcome, ShimSpec, StepExit};
 use super::{EngineError, Inner, NEVER_STARTED, Result};
-use crate::model::{Run, StepOutput, StepState};
+use crate::model::{KillRecord, Run, StepOutput, StepState};
 use crate::spec::Workflow;
 use crate::store::{AttemptEnd, NewAttempt};
 use crate::systemd::ScopeProperties;
@@ -26,14 +26,68 @@ const UNIT_CHECK: Duration = Duration::from_secs(1);
 /// step left behind keep it alive).
 const LINGER: Duration = Duration::from_secs(3);
 
+/// The journald fields of every line a step attempt writes.
+fn journal_fields(
+    run: &Run,
+    workflow: &Workflow,
+    step: &str,
+    attempt: u32,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("DROVER_RUN".to_owned(), run.id.clone()),
+        ("DROVER_STEP".to_owned(), step.to_owned()),
+        ("DROVER_WORKFLOW".to_owned(), workflow.name.clone()),
+        ("DROVER_ATTEMPT".to_owned(), attempt.to_string()),
+        ("SYSLOG_IDENTIFIER".to_owned(), "drover".to_owned()),
+    ])
+}
+
+/// The `DROVER_*` variables a step attempt (and its `on_kill` commands) see.
+pub(super) fn step_env(
+    run: &Run,
+    workflow: &Workflow,
+    step: &str,
+    attempt: u32,
+) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = journal_fields(run, workflow, step, attempt)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("DROVER_"))
+        .collect();
+    for (key, value) in &run.params {
+        env.insert(
+            format!("DROVER_PARAM_{}", key.to_ascii_uppercase()),
+            value.clone(),
+        );
+    }
+    env
+}
+
+/// Where a run's steps work: its worktree, or else the workflow file's directory.
+pub(super) fn step_cwd(run: &Run) -> PathBuf {
+    match &run.worktree {
+        Some(worktree) => PathBuf::from(worktree),
+        None => Path::new(&run.workflow_file)
+            .parent()
+            .map_or_else(|| PathBuf::from("/"), Path::to_owned),
+    }
+}
+
 /// The files of one attempt, in the run's directory.
-struct AttemptFiles {
-    log: PathBuf,
-    exit: PathBuf,
+pub(super) struct AttemptFiles {
+    pub(super) log: PathBuf,
+    pub(super) exit: PathBuf,
     shim_spec: PathBuf,
 }
 
 impl AttemptFiles {
+    pub(super) fn of(inner: &Inner, run: &str, step: &str, attempt: u32) -> AttemptFiles {
+        AttemptFiles::new(
+            &inner.config.state_dir.join("runs").join(run),
+            step,
+            attempt,
+        )
+    }
+
     fn new(run_dir: &Path, step: &str, attempt: u32) -> AttemptFiles {
         let file = |suffix: &str| run_dir.join(format!("{step}.{attempt}.{suffix}"));
         AttemptFiles {
@@ -44,7 +98,7 @@ impl AttemptFiles {
     }
 }
 
-fn unit_name(run: &str, step: &str, attempt: u32) -> String {
+pub(super) fn unit_name(run: &str, step: &str, attempt: u32) -> String {
     format!("drover-{run}-{step}-{attempt}.scope")
 }
 
@@ -78,31 +132,10 @@ pub(super) async fn start(
         log_path: &files.log.to_string_lossy(),
     })?;
 
-    let fields = BTreeMap::from([
-        ("DROVER_RUN".to_owned(), run.id.clone()),
-        ("DROVER_STEP".to_owned(), step.name.clone()),
-        ("DROVER_WORKFLOW".to_owned(), workflow.name.clone()),
-        ("DROVER_ATTEMPT".to_owned(), attempt.to_string()),
-        ("SYSLOG_IDENTIFIER".to_owned(), "drover".to_owned()),
-    ]);
-    let mut env: BTreeMap<String, String> = fields
-        .iter()
-        .filter(|(k, _)| k.starts_with("DROVER_"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    for (key, value) in &run.params {
-        env.insert(
-            format!("DROVER_PARAM_{}", key.to_ascii_uppercase()),
-            value.clone(),
-        );
-    }
+    let fields = journal_fields(run, workflow, &step.name, attempt);
+    let mut env = step_env(run, workflow, &step.name, attempt);
     env.extend(step.env.clone());
-    let cwd = match &run.worktree {
-        Some(worktree) => PathBuf::from(worktree),
-        None => Path::new(&run.workflow_file)
-            .parent()
-            .map_or_else(|| PathBuf::from("/"), Path::to_owned),
-    };
+    let cwd = step_cwd(run);
     let spec = ShimSpec {
         unit: unit.clone(),
         argv: step.run.argv(),
@@ -200,8 +233,7 @@ pub(super) async fn await_end(
     attempt: u32,
 ) -> Result<()> {
     let step = &workflow.steps[index];
-    let run_dir = inner.config.state_dir.join("runs").join(&run.id);
-    let files = AttemptFiles::new(&run_dir, &step.name, attempt);
+    let files = AttemptFiles::of(inner, &run.id, &step.name, attempt);
     let unit = unit_name(&run.id, &step.name, attempt);
 
     let mut follower = Follower::new(files.log.clone());
@@ -236,6 +268,27 @@ pub(super) async fn await_end(
             output: &output,
         },
     )?;
+    if let Some(cause) = external_kill(result, signal) {
+        let record = KillRecord::external(
+            &run.id,
+            &step.name,
+            &unit,
+            format!(
+                "{cause} (systemd result: {})",
+                systemd_result.as_deref().unwrap_or("gone")
+            ),
+        );
+        inner.store().record_kill(&record)?;
+        tracing::warn!(
+            drover_run = %run.id,
+            drover_step = %step.name,
+            drover_event = "kill",
+            message_id = super::KILL_MESSAGE_ID,
+            "run {}: step {} was killed outside drover: {cause}",
+            run.id,
+            step.name
+        );
+    }
     let how = match (exit_code, signal) {
         (_, Some(signal)) => format!("signal {signal}"),
         (Some(code), None) => format!("exit code {code}"),
@@ -258,8 +311,28 @@ pub(super) async fn await_end(
     Ok(())
 }
 
+/// Why an attempt that drover did not kill ended as if killed, if it did: a signal meant
+/// to end it (`systemctl kill/stop`), its timeout, the OOM killer, or its shim vanishing.
+fn external_kill(result: &str, signal: Option<i32>) -> Option<String> {
+    let ending = [
+        nix::libc::SIGTERM,
+        nix::libc::SIGKILL,
+        nix::libc::SIGINT,
+        nix::libc::SIGHUP,
+    ];
+    match result {
+        "timeout" => Some("stopped by systemd at its time limit".to_owned()),
+        "oom-kill" => Some("killed by the OOM killer".to_owned()),
+        "lost" => Some("its supervisor was killed (e.g. SIGKILL to the whole scope)".to_owned()),
+        "signal" => signal
+            .filter(|s| ending.contains(s))
+            .map(|s| format!("ended by signal {s} from outside drover")),
+        _ => None,
+    }
+}
+
 /// How an attempt ended, from the shim's record and systemd's `Result` of the scope.
-fn classify(exit: &StepExit, systemd_result: Option<&str>) -> (StepState, &'static str) {
+pub(super) fn classify(exit: &StepExit, systemd_result: Option<&str>) -> (StepState, &'static str) {
     let failed = |result| (StepState::Failed, result);
     match exit.outcome {
         ShimOutcome::GateClosed => failed(NEVER_STARTED),

@@ -1,0 +1,356 @@
+//! A kill as the engine drives it: the request (recorded with the run's move to
+//! `stopping` in one transaction), the critical-section wait, the termination (the `kill`
+//! part), the attempt's end, cleanup and the final snapshot, and the outcome in the audit
+//! trail. A kill that an agent restart interrupted is resumed by the next agent.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::follow::Follower;
+use super::step::{self, AttemptFiles};
+use super::{Engine, EngineError, Inner, Result};
+use crate::checkpoint;
+use crate::engine::shim;
+use crate::kill::{self, Clock, Target};
+use crate::model::{
+    KillPhase, KillRecord, KillResult, RunState, StepAttempt, StepState, Timestamp,
+};
+use crate::spec::Workflow;
+use crate::store::AttemptEnd;
+
+/// Of the kill budget, what SIGKILL leaves for cleanup and the snapshot.
+const CLEANUP_RESERVE: Duration = Duration::from_secs(1);
+
+/// Who asks for a kill, and how.
+#[derive(Debug, Clone)]
+pub struct KillRequest {
+    pub run: String,
+    pub reason: String,
+    pub requested_by: String,
+    pub uid: Option<u32>,
+    pub role: Option<String>,
+    pub channel: String,
+    /// Overrides the workflow's `[kill] grace`.
+    pub grace: Option<Duration>,
+    /// Needed for a `protected` workflow.
+    pub confirm: bool,
+}
+
+impl KillRequest {
+    fn record(&self) -> KillRecord {
+        let mut record =
+            KillRecord::requested(&self.run, &self.requested_by, &self.channel, &self.reason);
+        record.uid = self.uid;
+        record.role = self.role.clone();
+        record
+    }
+}
+
+impl Engine {
+    /// Kills a run and returns the outcome once the run is `killed` (or the kill failed).
+    pub async fn kill(&self, request: KillRequest) -> Result<KillRecord> {
+        let inner = &self.inner;
+        let (run, workflow) = inner.load(&request.run)?;
+        if run.state.is_terminal() {
+            return Err(EngineError::AlreadyEnded {
+                run: run.id,
+                state: run.state,
+            });
+        }
+        if run.state.is_being_killed() {
+            return Err(EngineError::KillInProgress(run.id));
+        }
+        if workflow.protected && !request.confirm {
+            let why = format!(
+                "run {} (workflow {}) is protected: confirm the kill (drover kill --yes, or the option confirm=true)",
+                run.id, workflow.name
+            );
+            self.refuse_kill(&request, &why)?;
+            return Err(EngineError::Unconfirmed(why));
+        }
+        let grace = request.grace.unwrap_or(workflow.kill.grace);
+        if workflow.kill.critical_max + grace >= workflow.kill.budget {
+            return Err(EngineError::GraceTooLong {
+                grace,
+                budget: workflow.kill.budget,
+                critical_max: workflow.kill.critical_max,
+            });
+        }
+        let mut record = request.record();
+        let Some(id) = inner.store().start_kill(&record)? else {
+            // The run moved on between the check and the transaction.
+            let (run, _) = inner.load(&request.run)?;
+            return Err(if run.state.is_terminal() {
+                EngineError::AlreadyEnded {
+                    run: run.id,
+                    state: run.state,
+                }
+            } else {
+                EngineError::KillInProgress(run.id)
+            });
+        };
+        record.id = id;
+        inner.announce(
+            &run.id,
+            &workflow.name,
+            RunState::Stopping,
+            &request.requested_by,
+        );
+        inner.abort_driver(&run.id);
+        inner.execute_kill(record, &workflow, grace).await
+    }
+
+    /// Records a refused kill (role, confirmation) in the audit trail; changes nothing else.
+    pub fn refuse_kill(&self, request: &KillRequest, why: &str) -> Result<()> {
+        let mut record = request.record();
+        record.result = KillResult::Refused;
+        record.error = Some(why.to_owned());
+        record.ended_at = Some(Timestamp::now());
+        self.inner.store().record_kill(&record)?;
+        tracing::warn!(
+            drover_run = %request.run,
+            drover_event = "kill",
+            message_id = super::KILL_MESSAGE_ID,
+            "kill of run {} refused: {why}",
+            request.run
+        );
+        Ok(())
+    }
+
+    /// The kill audit trail, oldest first: of one run, or of all.
+    pub fn kills(&self, run: Option<&str>) -> Result<Vec<KillRecord>> {
+        Ok(self.inner.store().kills(run)?)
+    }
+
+    /// Opens a critical span in a running run: a kill waits for it (up to `critical_max`).
+    pub fn enter_critical(&self, run: &str, label: &str, who: &str) -> Result<()> {
+        if self.inner.store().enter_critical(run, label, who)? {
+            return Ok(());
+        }
+        let (run, _) = self.inner.load(run)?;
+        Err(EngineError::NotRunning {
+            run: run.id,
+            state: run.state,
+        })
+    }
+
+    pub fn leave_critical(&self, run: &str, label: &str) -> Result<()> {
+        if self.inner.store().leave_critical(run, label)? {
+            return Ok(());
+        }
+        Err(EngineError::NoCriticalSpan {
+            run: run.to_owned(),
+            label: label.to_owned(),
+        })
+    }
+}
+
+impl Inner {
+    /// Carries a recorded kill request through to its outcome.
+    pub(super) async fn execute_kill(
+        self: &Arc<Self>,
+        mut record: KillRecord,
+        workflow: &Workflow,
+        grace: Duration,
+    ) -> Result<KillRecord> {
+        // Time counts from the request, also for a kill the last agent began.
+        let since_request =
+            Duration::from_millis((Timestamp::now().0 - record.requested_at.0).max(0) as u64);
+        let requested = Instant::now()
+            .checked_sub(since_request)
+            .unwrap_or_else(Instant::now);
+        let clock = Clock {
+            requested,
+            grace,
+            deadline: requested + workflow.kill.budget.saturating_sub(CLEANUP_RESERVE),
+        };
+        let (run, _) = self.load(&record.run)?;
+        let current: Option<StepAttempt> = run
+            .steps
+            .iter()
+            .find(|a| matches!(a.state, StepState::Starting | StepState::Running))
+            .cloned();
+
+        if let Some(attempt) = &current {
+            let step = &workflow.steps[attempt.index as usize];
+            let files = AttemptFiles::of(self, &run.id, &step.name, attempt.attempt);
+            record.step = Some(step.name.clone());
+            record.unit = attempt.unit.clone();
+            let started = Instant::now();
+            record.critical = kill::wait_critical(workflow.kill.critical_max, || {
+                let mut open = self
+                    .store()
+                    .open_critical_spans(&run.id)
+                    .unwrap_or_default();
+                if step.critical && !files.exit.exists() {
+                    open.insert(0, "step".to_owned());
+                }
+                open
+            })
+            .await;
+            if let Some(wait) = &record.critical {
+                record.phases.push(KillPhase {
+                    name: "critical-wait".to_owned(),
+                    started_ms: started
+                        .saturating_duration_since(clock.requested)
+                        .as_millis() as u64,
+                    duration_ms: wait.waited_ms,
+                    signalled: 0,
+                    note: Some(format!("{} ({})", wait.outcome, wait.labels.join(", "))),
+                });
+            }
+        }
+        if self.store().set_run_state(
+            &run.id,
+            &[RunState::Stopping],
+            RunState::Killing,
+            "drover",
+            Some(&record.reason),
+        )? {
+            self.announce(&run.id, &workflow.name, RunState::Killing, "drover");
+        }
+
+        let mut processes_left = 0;
+        if let Some(attempt) = &current {
+            let step = &workflow.steps[attempt.index as usize];
+            let unit = attempt
+                .unit
+                .clone()
+                .unwrap_or_else(|| step::unit_name(&run.id, &step.name, attempt.attempt));
+            let target = Target {
+                unit: &unit,
+                shim_pid: attempt.pid,
+                agent_step: step.agent.is_some(),
+            };
+            match kill::terminate(&self.systemd, &target, &clock).await {
+                Ok(done) => {
+                    record.phases.extend(done.phases);
+                    processes_left = done.processes_left;
+                }
+                Err(e) => {
+                    record.error = Some(e.to_string());
+                    processes_left = 1;
+                }
+            }
+            let signalled = record.phases.iter().any(|p| p.name.starts_with("sig"));
+            self.record_killed_attempt(&run.id, attempt, &step.name, signalled)?;
+
+            let started = Instant::now();
+            let left = workflow
+                .kill
+                .budget
+                .saturating_sub(clock.requested.elapsed());
+            let mut env: Vec<(String, String)> =
+                step::step_env(&run, workflow, &step.name, attempt.attempt)
+                    .into_iter()
+                    .collect();
+            env.extend(step.env.clone());
+            record.cleanup = kill::run_on_kill(
+                &step.on_kill,
+                &step::step_cwd(&run),
+                &env,
+                left.max(Duration::from_millis(500)),
+            )
+            .await;
+            record.phases.push(KillPhase {
+                name: "cleanup".to_owned(),
+                started_ms: started
+                    .saturating_duration_since(clock.requested)
+                    .as_millis() as u64,
+                duration_ms: started.elapsed().as_millis() as u64,
+                signalled: 0,
+                note: None,
+            });
+        }
+        if let Some(worktree) = &run.worktree {
+            let worktree = std::path::Path::new(worktree);
+            record
+                .cleanup
+                .extend(kill::remove_stale_git_locks(worktree));
+            let reference = format!("refs/drover/{}/killed-{}", run.id, record.id);
+            let message = format!("drover: run {} killed ({})", run.id, record.reason);
+            match checkpoint::snapshot(worktree, &reference, &message) {
+                Ok(commit) => record.snapshot = Some(format!("{reference} {commit}")),
+                Err(e) => record.cleanup.push(crate::model::CleanupAction {
+                    action: "final snapshot".to_owned(),
+                    ok: false,
+                    detail: e.to_string(),
+                }),
+            }
+        }
+
+        record.processes_left = Some(processes_left);
+        record.result = if processes_left == 0 && record.error.is_none() {
+            KillResult::Killed
+        } else {
+            KillResult::Failed
+        };
+        record.ended_at = Some(Timestamp::now());
+        record.total_ms = Some(clock.requested.elapsed().as_millis() as u64);
+        let end_state = if record.result == KillResult::Killed {
+            RunState::Killed
+        } else {
+            RunState::Failed
+        };
+        self.store().update_kill(&record, Some(end_state))?;
+        self.announce(&run.id, &workflow.name, end_state, &record.requested_by);
+        let phases: Vec<String> = record
+            .phases
+            .iter()
+            .map(|p| format!("{} {} ms", p.name, p.duration_ms))
+            .collect();
+        tracing::info!(
+            drover_run = %run.id,
+            drover_workflow = %workflow.name,
+            drover_event = "kill",
+            message_id = super::KILL_MESSAGE_ID,
+            "run {} {} by {} ({}) in {} ms: {}; {} processes left",
+            run.id,
+            record.result.as_str(),
+            record.requested_by,
+            record.reason,
+            record.total_ms.unwrap_or_default(),
+            phases.join(", "),
+            processes_left
+        );
+        self.stop_slice(&run.id).await;
+        Ok(record)
+    }
+
+    /// The attempt the kill ended: killed, unless it had ended by itself before any
+    /// signal (a critical step that finished in time), which is then recorded as such.
+    fn record_killed_attempt(
+        &self,
+        run: &str,
+        attempt: &StepAttempt,
+        step: &str,
+        signalled: bool,
+    ) -> Result<()> {
+        let files = AttemptFiles::of(self, run, step, attempt.attempt);
+        let exit = shim::read_exit_file(&files.exit).ok().flatten();
+        let (state, result) = match &exit {
+            Some(exit) if !signalled => step::classify(exit, None),
+            _ => (StepState::Killed, "killed"),
+        };
+        let mut follower = Follower::new(files.log.clone());
+        follower.catch_up();
+        let output = follower
+            .output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        self.store().end_attempt(
+            run,
+            attempt.index,
+            attempt.attempt,
+            &AttemptEnd {
+                state,
+                exit_code: exit.as_ref().and_then(|e| e.exit_code),
+                signal: exit.as_ref().and_then(|e| e.signal),
+                result,
+                output: &output,
+            },
+        )?;
+        Ok(())
+    }
+}
