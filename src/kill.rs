@@ -101,7 +101,9 @@ pub async fn terminate(
 ) -> Result<Termination, SystemdError> {
     let mut phases = Vec::new();
     let Some(control_group) = systemd.control_group(target.unit).await? else {
-        // The scope is already gone: nothing left to signal.
+        // The scope is already gone (the step ended by itself): nothing left to signal.
+        let note = Some("unit already gone; 0 processes left".to_owned());
+        phases.push(clock.phase("verify", Instant::now(), 0, note));
         return Ok(Termination {
             phases,
             processes_left: 0,

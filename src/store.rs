@@ -463,7 +463,7 @@ impl Store {
     /// Ids of the runs that have not reached a final state: the ones to re-adopt.
     pub fn unfinished_runs(&self) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id FROM runs WHERE state IN ('pending', 'running') ORDER BY created_at",
+            "SELECT id FROM runs WHERE state IN ('pending', 'running', 'stopping', 'killing') ORDER BY created_at",
         )?;
         let ids = stmt
             .query_map([], |r| r.get(0))?

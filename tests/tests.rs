@@ -5,6 +5,7 @@
 mod support;
 
 mod api;
+mod kill;
 mod run;
 mod sandbox;
 mod survive_restart;

@@ -203,14 +203,19 @@ impl TestAgent {
 
     /// Waits for the run to reach a final state and returns it.
     pub fn wait_for_end(&self, run: &str, timeout: Duration) -> Run {
-        let mut last = None;
-        wait_until(timeout, &format!("run {run} to end"), || {
-            let run = self.show(run);
-            let done = run.state.is_terminal();
-            last = Some(run);
-            done
-        });
-        last.expect("at least one look at the run")
+        let deadline = Instant::now() + timeout;
+        loop {
+            let shown = self.show(run);
+            if shown.state.is_terminal() {
+                return shown;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {run} did not end within {timeout:?}: {shown:#?}\nagent log:\n{}",
+                self.agent_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn log_of(&self, run: &Run, step: &str) -> String {
