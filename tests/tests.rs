@@ -5,6 +5,7 @@
 mod support;
 
 mod api;
+mod claude;
 mod kill;
 mod run;
 mod sandbox;

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use drover::model::{Run, RunState};
 use drover::sandbox::SandboxInfo;
 
+pub mod anthropic;
+
 pub const DROVER: &str = env!("CARGO_BIN_EXE_drover");
 
 /// Polls `condition` until it holds; panics naming `what` after `timeout`.
