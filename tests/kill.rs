@@ -536,3 +536,51 @@ fn kills_from_outside_drover_are_recorded_and_the_run_does_not_hang() {
         assert!(processes_of(&id).is_empty());
     }
 }
+
+#[test]
+fn a_claude_code_step_killed_mid_bash_leaves_no_process_and_an_intact_transcript() {
+    use crate::support::anthropic::{
+        ModelServer, Turn, claude_command, step_toml, transcript_path,
+    };
+    let agent = TestAgent::start();
+    let dir = agent.sandbox.dir.path();
+    let ready = dir.join("ready");
+    let server = ModelServer::start(vec![Turn::bash(&format!(
+        "touch {}; sleep 300",
+        ready.display()
+    ))]);
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let session = uuid::Uuid::new_v4().to_string();
+    let mut claude = claude_command(&server, &home, dir);
+    claude.args(["--session-id", &session, "run the long command"]);
+    let id = start(
+        &agent,
+        &format!(
+            "name = \"agent\"\n[kill]\ngrace = \"4s\"\n[[step]]\nname = \"claude\"\nagent = \"claude-code\"\n{}",
+            step_toml(&claude)
+        ),
+    );
+    let before = processes_of(&id);
+    assert!(
+        before.iter().any(|p| p.contains("sleep 300")),
+        "the Bash tool is not running: {before:?}"
+    );
+
+    let record = kill(&agent, &id, &[]);
+    assert_clean_kill(&agent, &id, &record);
+    let main = record
+        .phases
+        .iter()
+        .find(|p| p.name == "sigterm-main")
+        .expect("SIGTERM to claude first");
+    assert_eq!(main.signalled, 1, "{record:#?}");
+    // The transcript ends in a complete line: claude had time to finish writing it.
+    let transcript =
+        std::fs::read_to_string(transcript_path(&home, dir, &session)).expect("the transcript");
+    assert!(transcript.ends_with('\n'), "the transcript ends mid-line");
+    for line in transcript.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("a torn transcript line ({e}): {line}"));
+    }
+}

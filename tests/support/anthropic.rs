@@ -693,3 +693,21 @@ pub fn transcript_path(home: &Path, cwd: &Path, session_id: &str) -> PathBuf {
         .join(encoded)
         .join(format!("{session_id}.jsonl"))
 }
+
+/// The `run` and `env` lines of a workflow step that runs `command` (its program, args and
+/// the environment it sets; a JSON string is a valid TOML basic string).
+pub fn step_toml(command: &Command) -> String {
+    let quote =
+        |s: &std::ffi::OsStr| serde_json::to_string(&s.to_string_lossy()).expect("a string");
+    let mut argv = vec![quote(command.get_program())];
+    argv.extend(command.get_args().map(quote));
+    let env: Vec<String> = command
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{} = {}", k.to_string_lossy(), quote(v?))))
+        .collect();
+    format!(
+        "run = [{}]\nenv = {{ {} }}\n",
+        argv.join(", "),
+        env.join(", ")
+    )
+}
