@@ -7,15 +7,13 @@
 //! time, accounting on); and a plain fork/exec. Needs root (it starts a private systemd
 //! with `drover sandbox`). Run with `cargo bench --bench launch` (`LAUNCHES=N`, default 200).
 
-use std::collections::HashMap;
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use drover::api::DroverProxy;
-use drover::model::Run;
-use drover::sandbox::SandboxInfo;
-use futures_util::StreamExt;
+use common::{BenchEnv, DroverClient, percentile, stop_unit};
 
 const PROBE_ENV: &str = "DROVER_BENCH_PROBE";
 
@@ -35,61 +33,26 @@ fn main() {
         println!("{t} {unified}");
         return;
     }
-    let launches: usize = std::env::var("LAUNCHES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(200);
-    let drover = env!("CARGO_BIN_EXE_drover");
+    let launches = common::count("LAUNCHES", 200);
     let probe = std::env::current_exe().expect("own path");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let info_file = dir.path().join("sandbox.json");
-    let mut sandbox = Command::new(drover)
-        .args(["sandbox", "--info"])
-        .arg(&info_file)
-        .args(["--", "sleep", "infinity"])
-        .spawn()
-        .expect("start drover sandbox (needs root)");
-    while !info_file.exists() {
-        assert!(
-            sandbox.try_wait().expect("sandbox status").is_none(),
-            "drover sandbox failed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let info = SandboxInfo::load(&info_file).expect("sandbox info");
-    let mut agent = info
-        .command(drover)
-        .args(["agent", "--state-dir"])
-        .arg(dir.path().join("state"))
-        .env("DROVER_LOG", "warn")
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the agent");
-    let workflow = dir.path().join("probe.toml");
-    std::fs::write(
-        &workflow,
-        format!(
+    let env = BenchEnv::start();
+    let info = &env.info;
+    let workflow = env.workflow(
+        "probe.toml",
+        &format!(
             "name = \"probe\"\n[[step]]\nname = \"probe\"\nrun = [{:?}]\nenv = {{ {PROBE_ENV} = \"1\" }}\n",
             probe.to_string_lossy()
         ),
-    )
-    .expect("write workflow");
+    );
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let client = runtime.block_on(DroverClient::connect(&info));
+    let client = runtime.block_on(DroverClient::connect(info));
     let mut samples: [Vec<f64>; 4] = Default::default();
     // Untimed between launches: wait for a slice's stop job, so that no launch queues
     // behind the cleanup of the one before it.
-    let stop = |slice: &str| {
-        let stopped = info
-            .command("systemctl")
-            .args(["--user", "stop", slice])
-            .status()
-            .expect("systemctl stop");
-        assert!(stopped.success(), "cannot stop {slice}");
-    };
+    let stop = |slice: &str| stop_unit(info, slice);
     for i in 0..launches {
-        let (ms, run) = runtime.block_on(client.launch(&workflow));
+        let (ms, run) = runtime.block_on(launch_run(&client, &workflow));
         samples[0].push(ms);
         stop(&format!("drover-{run}.slice"));
 
@@ -123,13 +86,7 @@ fn main() {
         }
     }
 
-    let _ = agent.kill();
-    let _ = agent.wait();
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(sandbox.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = sandbox.wait();
+    drop(env);
 
     let base50 = percentile(&samples[1], 50.0);
     let base99 = percentile(&samples[1], 99.0);
@@ -154,51 +111,16 @@ fn main() {
     }
 }
 
-struct DroverClient {
-    proxy: DroverProxy<'static>,
-    changes: tokio::sync::Mutex<drover::api::RunChangedStream>,
-}
-
-impl DroverClient {
-    async fn connect(info: &SandboxInfo) -> DroverClient {
-        let conn = zbus::connection::Builder::address(info.bus_address.as_str())
-            .build()
-            .await
-            .expect("connect to the sandbox's bus");
-        let proxy = DroverProxy::new(&conn).await.expect("proxy");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while proxy.list().await.is_err() {
-            assert!(Instant::now() < deadline, "the agent did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let changes =
-            tokio::sync::Mutex::new(proxy.receive_run_changed().await.expect("subscribe"));
-        DroverClient { proxy, changes }
-    }
-
-    /// One run of the probe workflow: milliseconds from `Run` to the probe's start, and
-    /// the run's id.
-    async fn launch(&self, workflow: &Path) -> (f64, String) {
-        let t0 = now_ns();
-        let id = self
-            .proxy
-            .run(&workflow.to_string_lossy(), HashMap::new())
-            .await
-            .expect("Run");
-        let mut changes = self.changes.lock().await;
-        while let Some(signal) = changes.next().await {
-            let args = signal.args().expect("RunChanged args");
-            if args.run_id == id && (args.state == "succeeded" || args.state == "failed") {
-                break;
-            }
-        }
-        let run: Run =
-            serde_json::from_str(&self.proxy.get(&id).await.expect("Get")).expect("run json");
-        let log =
-            std::fs::read_to_string(run.steps[0].log.as_deref().expect("log")).expect("read log");
-        let ms = parse_probe(&log, t0, &format!("drover-{id}-probe-1.scope"));
-        (ms, id)
-    }
+/// One run of the probe workflow: milliseconds from `Run` to the probe's start, and the
+/// run's id.
+async fn launch_run(client: &DroverClient, workflow: &Path) -> (f64, String) {
+    let t0 = now_ns();
+    let id = client.run(workflow).await;
+    client.wait_for(&id, &["succeeded", "failed"]).await;
+    let run = client.get(&id).await;
+    let log = std::fs::read_to_string(run.steps[0].log.as_deref().expect("log")).expect("read log");
+    let ms = parse_probe(&log, t0, &format!("drover-{id}-probe-1.scope"));
+    (ms, id)
 }
 
 /// Milliseconds from spawning `command` to the probe's start.
@@ -223,11 +145,4 @@ fn parse_probe(output: &str, t0: u128, cgroup_suffix: &str) -> f64 {
     );
     let t: u128 = t.parse().expect("probe time");
     t.saturating_sub(t0) as f64 / 1e6
-}
-
-fn percentile(samples: &[f64], p: f64) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank]
 }

@@ -128,3 +128,24 @@ pub fn parent_of(pid: i32) -> Option<i32> {
     let after_comm = &stat[stat.rfind(')')? + 1..];
     after_comm.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// Live processes (zombies excluded: they are dead, only not yet reaped) whose cgroup, in
+/// any hierarchy, contains `name` — e.g. a unit's name. Read from every process's
+/// `/proc/<pid>/cgroup`: a check that does not trust any one hierarchy's `cgroup.procs`.
+pub fn live_processes_in(name: &str) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| Some(stat[stat.rfind(')')? + 1..].trim_start().starts_with('Z')));
+            zombie == Some(false)
+                && fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                    .is_ok_and(|cgroup| cgroup.lines().any(|l| l.contains(name)))
+        })
+        .collect()
+}

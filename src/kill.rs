@@ -163,7 +163,11 @@ pub async fn terminate(
     }
 
     let started = Instant::now();
-    let processes_left = procs().len() as u32;
+    // Both views must agree the scope is empty: its cgroup.procs, and every process's own
+    // /proc/<pid>/cgroup (whatever the hierarchy).
+    let processes_left = procs()
+        .len()
+        .max(cgroup::live_processes_in(target.unit).len()) as u32;
     // The unit itself: stop it (a no-op when systemd already collected it) and forget it.
     systemd.stop_unit(target.unit).await?;
     let unit_deadline = Instant::now() + Duration::from_secs(1);

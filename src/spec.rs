@@ -1529,4 +1529,21 @@ run = ["true"]
             &["on_kill", "blank"],
         );
     }
+
+    #[test]
+    fn the_readme_workflow_example_parses() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("## Workflow files")
+            .nth(1)
+            .expect("a Workflow files section");
+        let block = section
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a toml block");
+        let w = ok(block);
+        assert_eq!(w.name, "fix-bug");
+        assert_eq!(w.steps[0].on_kill, ["rm -f /tmp/build.lock"]);
+    }
 }

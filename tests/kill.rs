@@ -9,32 +9,16 @@ use drover::model::{KillRecord, KillResult, RunState, StepState};
 
 use crate::support::{DROVER, TestAgent, assert_state, wait_until};
 
-/// Live processes anywhere on the machine whose cgroup belongs to the run (zombies are
-/// dead, only not yet reaped by their parent).
+/// Live processes anywhere on the machine whose cgroup belongs to the run.
 fn processes_of(run: &str) -> Vec<String> {
-    let needle = format!("drover-{run}");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        let zombie = std::fs::read_to_string(entry.path().join("stat"))
-            .ok()
-            .and_then(|stat| {
-                stat.rsplit(')')
-                    .next()
-                    .map(|rest| rest.trim_start().starts_with('Z'))
-            });
-        if zombie != Some(true)
-            && let Ok(cgroup) = std::fs::read_to_string(entry.path().join("cgroup"))
-            && cgroup.contains(&needle)
-        {
-            let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
-            found.push(format!("{name}: {}", cmdline.replace('\0', " ")));
-        }
-    }
-    found
+    drover::cgroup::live_processes_in(&format!("drover-{run}"))
+        .into_iter()
+        .map(|pid| {
+            let cmdline =
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            format!("{pid}: {}", cmdline.replace('\0', " "))
+        })
+        .collect()
 }
 
 /// Starts `text` and waits until its first step runs and `ready` (a file the step
