@@ -61,6 +61,13 @@ fn main() {
         }
     }
 
+    if kills > 0 {
+        print_latency(kills, grace, &samples);
+    }
+    chaos_success_rate(&env, &runtime, &client, chaos_kills);
+}
+
+fn print_latency(kills: usize, grace: Duration, samples: &[[Vec<f64>; 3]; 2]) {
     println!(
         "\nKill latency, {kills} kills of each kind and method, grace {} ms (request → killed, scope verified empty)\n",
         grace.as_millis()
@@ -88,14 +95,21 @@ fn main() {
             );
         }
     }
+}
 
-    let chaos = chaos_workflows(&env);
+fn chaos_success_rate(
+    env: &BenchEnv,
+    runtime: &tokio::runtime::Runtime,
+    client: &DroverClient,
+    chaos_kills: usize,
+) {
+    let chaos = chaos_workflows(env);
     let mut clean = 0;
     let mut slowest: f64 = 0.0;
     let mut failures = Vec::new();
     for i in 0..chaos_kills {
         let (name, flow) = &chaos[i % chaos.len()];
-        let (ms, record) = runtime.block_on(drover_kill(&client, flow));
+        let (ms, record) = runtime.block_on(drover_kill(client, flow));
         slowest = slowest.max(ms);
         let survivors = drover::cgroup::live_processes_in(&format!("drover-{}", record.run));
         if record.result == KillResult::Killed

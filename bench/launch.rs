@@ -114,9 +114,10 @@ fn main() {
 /// One run of the probe workflow: milliseconds from `Run` to the probe's start, and the
 /// run's id.
 async fn launch_run(client: &DroverClient, workflow: &Path) -> (f64, String) {
+    let mut changes = client.subscribe().await;
     let t0 = now_ns();
     let id = client.run(workflow).await;
-    client.wait_for(&id, &["succeeded", "failed"]).await;
+    common::wait_for(&mut changes, &id, &["succeeded", "failed"]).await;
     let run = client.get(&id).await;
     let log = std::fs::read_to_string(run.steps[0].log.as_deref().expect("log")).expect("read log");
     let ms = parse_probe(&log, t0, &format!("drover-{id}-probe-1.scope"));

@@ -163,24 +163,28 @@ pub async fn terminate(
     }
 
     let started = Instant::now();
+    // The unit itself: stop it (a no-op when systemd already collected it) and wait until
+    // systemd has forgotten it; a failed unit stays loaded until reset.
+    systemd.stop_unit(target.unit).await?;
+    let unit_deadline = Instant::now() + Duration::from_secs(2);
+    let unit_gone = loop {
+        match systemd.scope_outcome(target.unit).await? {
+            None => break true,
+            Some(o) if matches!(o.active_state.as_str(), "inactive" | "failed") => {
+                systemd.reset_failed(target.unit).await?;
+            }
+            Some(_) => {}
+        }
+        if Instant::now() >= unit_deadline {
+            break false;
+        }
+        tokio::time::sleep(POLL).await;
+    };
     // Both views must agree the scope is empty: its cgroup.procs, and every process's own
     // /proc/<pid>/cgroup (whatever the hierarchy).
     let processes_left = procs()
         .len()
         .max(cgroup::live_processes_in(target.unit).len()) as u32;
-    // The unit itself: stop it (a no-op when systemd already collected it) and forget it.
-    systemd.stop_unit(target.unit).await?;
-    let unit_deadline = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < unit_deadline {
-        match systemd.scope_outcome(target.unit).await? {
-            Some(o) if !matches!(o.active_state.as_str(), "inactive" | "failed") => {
-                tokio::time::sleep(POLL).await;
-            }
-            _ => break,
-        }
-    }
-    systemd.reset_failed(target.unit).await?;
-    let unit_gone = systemd.scope_outcome(target.unit).await?.is_none();
     let note = format!(
         "{processes_left} processes left; unit {}",
         if unit_gone { "gone" } else { "still loaded" }

@@ -147,6 +147,9 @@ pub struct KillRecord {
     /// The step that was running, and its scope.
     pub step: Option<String>,
     pub unit: Option<String>,
+    /// From SIGTERM to SIGKILL, as asked or the workflow's.
+    #[serde(default)]
+    pub grace_ms: Option<u64>,
     pub critical: Option<CriticalWait>,
     pub phases: Vec<KillPhase>,
     /// Processes found in the scope after the last phase (0 for a clean kill).
@@ -190,6 +193,7 @@ impl KillRecord {
             result: KillResult::Pending,
             step: None,
             unit: None,
+            grace_ms: None,
             critical: None,
             phases: Vec::new(),
             processes_left: None,

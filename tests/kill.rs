@@ -195,9 +195,20 @@ fn a_fork_loop_bounded_by_tasks_max_is_emptied() {
         "name = \"forker\"\n[limits]\ntasks_max = 40\n[kill]\ngrace = \"500ms\"\n[[step]]\nname = \"s\"\nrun = \"touch ready; trap '' TERM; while true; do (trap '' TERM; sleep 300) & done\"\n",
     );
     std::thread::sleep(Duration::from_millis(300));
-    let record = kill(&agent, &id, &[]);
+    let record = kill(&agent, &id, &["--grace", "300ms"]);
     assert_clean_kill(&agent, &id, &record);
     assert!(signalled(&record, "sigkill") >= 2, "{record:#?}");
+    assert_eq!(
+        record.grace_ms,
+        Some(300),
+        "--grace overrides the workflow's"
+    );
+    let sigterm = record
+        .phases
+        .iter()
+        .find(|p| p.name == "sigterm")
+        .expect("a sigterm phase");
+    assert!((290..1_000).contains(&sigterm.duration_ms), "{record:#?}");
 }
 
 #[test]

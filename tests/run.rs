@@ -208,6 +208,14 @@ run = ["python3", "-c", "x = bytearray(256 * 1024 * 1024); print('survived', len
     assert_state(&run, RunState::Failed);
     let step = &run.steps[0];
     assert_eq!(step.result.as_deref(), Some("oom-kill"), "{step:#?}");
+    let kill = run
+        .kill
+        .as_ref()
+        .expect("the OOM kill is recorded as a kill from outside");
+    assert_eq!(
+        (kill.result, kill.requested_by.as_str()),
+        (drover::model::KillResult::External, "systemd")
+    );
     assert_eq!(step.signal, Some(9));
     assert!(!agent.log_of(&run, "allocates").contains("survived"));
 }

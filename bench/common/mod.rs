@@ -81,7 +81,6 @@ impl Drop for BenchEnv {
 /// A connected client of the agent in a `BenchEnv`.
 pub struct DroverClient {
     pub proxy: DroverProxy<'static>,
-    changes: tokio::sync::Mutex<RunChangedStream>,
 }
 
 impl DroverClient {
@@ -96,9 +95,7 @@ impl DroverClient {
             assert!(Instant::now() < deadline, "the agent did not come up");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let changes =
-            tokio::sync::Mutex::new(proxy.receive_run_changed().await.expect("subscribe"));
-        DroverClient { proxy, changes }
+        DroverClient { proxy }
     }
 
     pub async fn run(&self, workflow: &Path) -> String {
@@ -112,14 +109,19 @@ impl DroverClient {
         serde_json::from_str(&self.proxy.get(id).await.expect("Get")).expect("run json")
     }
 
-    /// Waits for `RunChanged(id, state)` with one of `states`.
-    pub async fn wait_for(&self, id: &str, states: &[&str]) {
-        let mut changes = self.changes.lock().await;
-        while let Some(signal) = changes.next().await {
-            let args = signal.args().expect("RunChanged args");
-            if args.run_id == id && states.contains(&args.state.as_str()) {
-                return;
-            }
+    /// A `RunChanged` subscription. Read it to the end of what it is for, then drop it: an
+    /// unread subscription fills its queue and stalls the whole connection.
+    pub async fn subscribe(&self) -> RunChangedStream {
+        self.proxy.receive_run_changed().await.expect("subscribe")
+    }
+}
+
+/// Waits on `changes` for `RunChanged(id, state)` with one of `states`.
+pub async fn wait_for(changes: &mut RunChangedStream, id: &str, states: &[&str]) {
+    while let Some(signal) = changes.next().await {
+        let args = signal.args().expect("RunChanged args");
+        if args.run_id == id && states.contains(&args.state.as_str()) {
+            return;
         }
     }
 }

@@ -77,6 +77,7 @@ impl Engine {
             });
         }
         let mut record = request.record();
+        record.grace_ms = Some(grace.as_millis() as u64);
         let Some(id) = inner.store().start_kill(&record)? else {
             // The run moved on between the check and the transaction.
             let (run, _) = inner.load(&request.run)?;

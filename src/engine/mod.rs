@@ -270,11 +270,8 @@ impl Engine {
     /// Picks up a run the last agent left: a kill it had begun is carried through; any
     /// other run is driven on.
     fn readopt(&self, run: String) -> Result<()> {
-        let (state, workflow) = {
-            let (record, workflow) = self.inner.load(&run)?;
-            (record.state, workflow)
-        };
-        if !state.is_being_killed() {
+        let (record, workflow) = self.inner.load(&run)?;
+        if !record.state.is_being_killed() {
             self.spawn_driver(run);
             return Ok(());
         }
@@ -285,18 +282,25 @@ impl Engine {
             .into_iter()
             .rev()
             .find(|k| k.result == crate::model::KillResult::Pending);
-        let record = pending.unwrap_or_else(|| {
-            crate::model::KillRecord::requested(
-                &run,
-                "drover",
-                "agent",
-                "resumed after an agent restart",
-            )
-        });
+        let kill = match pending {
+            Some(kill) => kill,
+            None => {
+                let mut kill = crate::model::KillRecord::requested(
+                    &run,
+                    "drover",
+                    "agent",
+                    "resumed after an agent restart",
+                );
+                kill.id = self.inner.store().record_kill(&kill)?;
+                kill
+            }
+        };
+        let grace = kill
+            .grace_ms
+            .map_or(workflow.kill.grace, Duration::from_millis);
         let inner = self.inner.clone();
         tokio::spawn(async move {
-            let grace = workflow.kill.grace;
-            if let Err(e) = inner.execute_kill(record, &workflow, grace).await {
+            if let Err(e) = inner.execute_kill(kill, &workflow, grace).await {
                 tracing::error!(drover_run = %run, "resuming the kill of run {run} failed: {e}");
             }
         });
