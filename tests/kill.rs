@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use drover::model::{KillRecord, KillResult, RunState, StepState};
 
-use crate::support::{DROVER, TestAgent, assert_state, wait_until};
+use crate::support::{DROVER, GitRepo, TestAgent, assert_state, wait_until};
 
 /// Live processes anywhere on the machine whose cgroup belongs to the run.
 fn processes_of(run: &str) -> Vec<String> {
@@ -229,34 +229,8 @@ fn a_shell_pipeline_is_killed_whole() {
 #[test]
 fn a_step_holding_the_git_index_lock_leaves_no_lock_and_a_final_snapshot() {
     let agent = TestAgent::start();
-    let repo = agent.sandbox.dir.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(args)
-            .output()
-            .expect("git");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    git(&["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("a.txt"), "one\n").unwrap();
-    git(&["add", "."]);
-    git(&[
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@t",
-        "commit",
-        "-qm",
-        "init",
-    ]);
+    let repo = GitRepo::init(agent.sandbox.dir.path().join("repo"));
+    let git = |args: &[&str]| repo.git(args);
     let head = git(&["rev-parse", "HEAD"]);
     let ready = agent.sandbox.dir.path().join("ready");
     let id = start(

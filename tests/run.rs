@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use drover::model::{RunState, StepState};
 
-use crate::support::{TestAgent, assert_state};
+use crate::support::{GitRepo, TestAgent, assert_state};
 
 #[test]
 fn a_multi_step_workflow_succeeds_with_each_step_in_its_scope() {
@@ -223,34 +223,8 @@ run = ["python3", "-c", "x = bytearray(256 * 1024 * 1024); print('survived', len
 #[test]
 fn a_workspace_run_works_in_its_own_worktree_and_leaves_the_users_checkout_alone() {
     let agent = TestAgent::start();
-    let repo = agent.sandbox.dir.path().join("repo");
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(args)
-            .output()
-            .expect("git");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("README"), "hello\n").unwrap();
-    git(&["add", "README"]);
-    git(&[
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@t",
-        "commit",
-        "-qm",
-        "init",
-    ]);
+    let repo = GitRepo::init(agent.sandbox.dir.path().join("repo"));
+    let git = |args: &[&str]| repo.git(args);
     let head_before = git(&["rev-parse", "HEAD"]);
 
     let wf = agent.workflow(
@@ -275,7 +249,7 @@ fn a_workspace_run_works_in_its_own_worktree_and_leaves_the_users_checkout_alone
     assert_eq!(git(&["symbolic-ref", "HEAD"]), "refs/heads/main");
     assert_eq!(git(&["status", "--porcelain"]), "");
     assert_eq!(
-        std::fs::read_to_string(repo.join("README")).unwrap(),
+        std::fs::read_to_string(repo.path.join("README")).unwrap(),
         "hello\n"
     );
 }

@@ -237,6 +237,47 @@ impl Drop for TestAgent {
     }
 }
 
+/// A real git repository with one commit on `main` (a `README` saying "hello").
+pub struct GitRepo {
+    pub path: PathBuf,
+}
+
+impl GitRepo {
+    pub fn init(path: PathBuf) -> GitRepo {
+        std::fs::create_dir_all(&path).expect("repo dir");
+        let repo = GitRepo { path };
+        repo.git(&["init", "-q", "-b", "main"]);
+        std::fs::write(repo.path.join("README"), "hello\n").expect("write README");
+        repo.git(&["add", "README"]);
+        repo.git(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "init",
+        ]);
+        repo
+    }
+
+    /// `git ARGS…` in the repository; its trimmed stdout, after checking it succeeded.
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&self.path)
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
 pub fn assert_state(run: &Run, state: RunState) {
     assert_eq!(
         run.state, state,
