@@ -363,9 +363,23 @@ impl Store {
 
     /// Kill records, oldest first: of one run, or all.
     pub fn kills(&self, run: Option<&str>) -> Result<Vec<KillRecord>> {
-        let mut stmt = self.conn.prepare(
+        self.query_kills(
             "SELECT run_id, record_json FROM kills WHERE ?1 IS NULL OR run_id = ?1 ORDER BY id",
+            run,
+        )
+    }
+
+    /// The run's latest kill record, if any.
+    fn latest_kill(&self, run: &str) -> Result<Option<KillRecord>> {
+        let latest = self.query_kills(
+            "SELECT run_id, record_json FROM kills WHERE run_id = ?1 ORDER BY id DESC LIMIT 1",
+            Some(run),
         )?;
+        Ok(latest.into_iter().next())
+    }
+
+    fn query_kills(&self, sql: &str, run: Option<&str>) -> Result<Vec<KillRecord>> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
         let rows = stmt
             .query_map([run], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
@@ -384,11 +398,7 @@ impl Store {
     /// Opens a critical span; refused (`false`) once a kill of the run has begun or ended.
     pub fn enter_critical(&mut self, run: &str, label: &str, who: &str) -> Result<bool> {
         let tx = self.conn.transaction()?;
-        let state: Option<String> = tx
-            .query_row("SELECT state FROM runs WHERE id = ?1", [run], |r| r.get(0))
-            .optional()?;
-        let state = state.ok_or_else(|| StoreError::NoSuchRun(run.to_owned()))?;
-        if state != RunState::Running.as_str() {
+        if run_state(&tx, run)? != RunState::Running.as_str() {
             return Ok(false);
         }
         tx.execute(
@@ -436,7 +446,7 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         let (mut run, spec_json) = row.into_run()?;
         run.steps = self.latest_attempts(id)?;
-        run.kill = self.kills(Some(id))?.pop();
+        run.kill = self.latest_kill(id)?;
         Ok(Some((run, spec_json)))
     }
 
@@ -454,7 +464,7 @@ impl Store {
             .map(|row| {
                 let (mut run, _) = row.into_run()?;
                 run.steps = self.latest_attempts(&run.id)?;
-                run.kill = self.kills(Some(&run.id))?.pop();
+                run.kill = self.latest_kill(&run.id)?;
                 Ok(run)
             })
             .collect()
@@ -575,6 +585,13 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The run's state as stored.
+fn run_state(tx: &Transaction<'_>, run: &str) -> Result<String> {
+    tx.query_row("SELECT state FROM runs WHERE id = ?1", [run], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::NoSuchRun(run.to_owned()))
+}
+
 fn move_run(
     tx: &Transaction<'_>,
     run: &str,
@@ -583,10 +600,7 @@ fn move_run(
     who: &str,
     reason: Option<&str>,
 ) -> Result<bool> {
-    let current: String = tx
-        .query_row("SELECT state FROM runs WHERE id = ?1", [run], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| StoreError::NoSuchRun(run.to_owned()))?;
+    let current = run_state(tx, run)?;
     if !from.iter().any(|s| s.as_str() == current) {
         return Ok(false);
     }
