@@ -7,6 +7,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::claude::StreamReport;
+use crate::restart::FailureClass;
+
 /// A run's place in its life: `pending → running → succeeded | failed`, and on a kill
 /// `→ stopping → killing → killed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,6 +21,8 @@ pub enum RunState {
     Stopping,
     /// The kill is signalling the step's processes.
     Killing,
+    /// An operator asked for a restart: the worktree is being restored from a checkpoint.
+    Restarting,
     Succeeded,
     Failed,
     Killed,
@@ -40,6 +45,7 @@ impl RunState {
             RunState::Running => "running",
             RunState::Stopping => "stopping",
             RunState::Killing => "killing",
+            RunState::Restarting => "restarting",
             RunState::Succeeded => "succeeded",
             RunState::Failed => "failed",
             RunState::Killed => "killed",
@@ -97,7 +103,7 @@ macro_rules! text_enum {
     };
 }
 text_enum!(
-    RunState, Pending, Running, Stopping, Killing, Succeeded, Failed, Killed
+    RunState, Pending, Running, Stopping, Killing, Restarting, Succeeded, Failed, Killed
 );
 text_enum!(
     StepState, Pending, Starting, Running, Succeeded, Failed, Killed
@@ -128,6 +134,99 @@ pub struct Run {
     /// The latest kill of this run (requested, refused or done), if any.
     #[serde(default)]
     pub kill: Option<KillRecord>,
+    /// When the scheduled automatic retry of a failed step starts.
+    #[serde(default)]
+    pub next_attempt_at: Option<Timestamp>,
+    /// Where the latest restart put the run: the steps before `next_step` count as done.
+    #[serde(default)]
+    pub restart: Option<RestartPoint>,
+    /// Why a failed run failed: its failed step's class, or `dependency` when a restart
+    /// was refused for unmet requirements.
+    #[serde(default)]
+    pub failure_class: Option<FailureClass>,
+}
+
+/// What a restart from a checkpoint restored: the steps before `next_step` are done (by
+/// the checkpoint), and for the others only attempts from `first_attempts[index]` on count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestartPoint {
+    /// The checkpoint restored, or `None` for a run without checkpoints, restarted at its
+    /// first unfinished step.
+    pub checkpoint: Option<u32>,
+    pub next_step: u32,
+    /// By step index: the first attempt number that belongs to this restart.
+    pub first_attempts: Vec<u32>,
+    /// By step index: the Claude Code session the step's first attempt resumes.
+    #[serde(default)]
+    pub sessions: BTreeMap<u32, String>,
+}
+
+impl RestartPoint {
+    /// Whether attempt `attempt` of step `index` belongs to the run as restarted.
+    pub fn counts(&self, index: u32, attempt: u32) -> bool {
+        index < self.next_step
+            || attempt
+                >= self
+                    .first_attempts
+                    .get(index as usize)
+                    .copied()
+                    .unwrap_or(1)
+    }
+}
+
+/// One checkpoint of a run: a commit on `refs/drover/<run>/<n>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    pub run: String,
+    pub n: u32,
+    pub label: String,
+    /// Why it was taken: "step" (after a `checkpoint = true` step), "kill", "manual",
+    /// "before-restart", "before-rollback".
+    pub reason: String,
+    /// The step last finished (or running) when it was taken.
+    pub step: Option<String>,
+    /// The step a restart from this checkpoint begins with.
+    pub next_step: u32,
+    pub created_at: Timestamp,
+    pub reference: String,
+    pub commit: String,
+    /// Files that differ from the previous checkpoint (or the worktree's base commit).
+    pub files_changed: u32,
+    pub took_ms: u64,
+}
+
+/// The run's state as a checkpoint stores it (`.drover-state/state.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub run: String,
+    pub workflow: String,
+    pub params: BTreeMap<String, String>,
+    /// The step a restart begins with: the first not done when the checkpoint was taken.
+    pub next_step: u32,
+    /// The latest attempt of each step then: results, outputs, attempt counters, session ids.
+    pub steps: Vec<StepAttempt>,
+}
+
+/// An operator's action on a run other than a kill (restart, rollback, checkpoint), as
+/// the audit trail keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    pub id: i64,
+    pub run: String,
+    /// "restart", "rollback" or "checkpoint".
+    pub action: String,
+    pub requested_by: String,
+    pub uid: Option<u32>,
+    pub role: Option<String>,
+    pub channel: String,
+    pub at: Timestamp,
+    /// "done", "refused" or "failed".
+    pub result: String,
+    /// The checkpoint restored or written.
+    pub checkpoint: Option<u32>,
+    /// What was done (files restored, transcripts repaired) or why it was refused.
+    pub detail: String,
+    pub took_ms: u64,
 }
 
 /// One kill: who asked and why, and what each phase did. Stored as the audit trail.
@@ -277,6 +376,47 @@ pub struct StepAttempt {
     pub output: StepOutput,
     pub started_at: Option<Timestamp>,
     pub ended_at: Option<Timestamp>,
+    /// Why a failed attempt failed, and the evidence for it.
+    #[serde(default)]
+    pub failure_class: Option<FailureClass>,
+    #[serde(default)]
+    pub failure_evidence: Option<String>,
+    /// An agent step's Claude Code session (the same for every attempt of the step).
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// What an agent step's stream-json output reported.
+    #[serde(default)]
+    pub agent: Option<StreamReport>,
+    /// What drover did before starting the attempt (a session resumed, a transcript
+    /// repaired, requirements checked).
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+impl StepAttempt {
+    /// A step not started yet (attempt 0).
+    pub fn planned(name: &str, index: u32) -> StepAttempt {
+        StepAttempt {
+            name: name.to_owned(),
+            index,
+            attempt: 0,
+            state: StepState::Pending,
+            unit: None,
+            pid: None,
+            exit_code: None,
+            signal: None,
+            result: None,
+            log: None,
+            output: StepOutput::default(),
+            started_at: None,
+            ended_at: None,
+            failure_class: None,
+            failure_evidence: None,
+            session_id: None,
+            agent: None,
+            note: None,
+        }
+    }
 }
 
 /// How much a step wrote, and when it last wrote (to tell a busy step from a stuck one).

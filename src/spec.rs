@@ -16,6 +16,8 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::restart::FailureClass;
+
 // ---------------------------------------------------------------------------
 // Public types
 // ---------------------------------------------------------------------------
@@ -33,6 +35,12 @@ pub struct Workflow {
     pub protected: bool,
     #[serde(default)]
     pub kill: KillPolicy,
+    /// The workflow's own `[retry]`; each step holds its effective policy.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Checked before the run starts.
+    #[serde(default)]
+    pub requires: Requirements,
     pub steps: Vec<Step>,
 }
 
@@ -88,6 +96,124 @@ pub struct Step {
     /// Shell commands run (outside the step's scope) after the step was killed.
     #[serde(default)]
     pub on_kill: Vec<String>,
+    /// The workflow's `[retry]` with this step's `[step.retry]` keys laid over it.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Checked before this step starts, in addition to the workflow's.
+    #[serde(default)]
+    pub requires: Requirements,
+    /// A running step with no output for this long counts as stalled.
+    #[serde(default, with = "opt_duration")]
+    pub stall_after: Option<Duration>,
+}
+
+/// When and how often a failed step is tried again (`[retry]`, `[step.retry]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts in total, the first included; 1 means no automatic retry.
+    pub max_attempts: u32,
+    /// The wait before the first retry.
+    #[serde(with = "duration")]
+    pub initial: Duration,
+    /// Multiplies the wait for each further retry.
+    pub factor: f64,
+    /// Cap on the wait, before jitter.
+    #[serde(with = "duration")]
+    pub max: Duration,
+    /// Up to this much random extra wait, so retries of many runs spread out.
+    #[serde(with = "duration")]
+    pub jitter: Duration,
+    /// Failure classes that are retried.
+    pub retry_on: Vec<FailureClass>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 1,
+            initial: Duration::from_secs(10),
+            factor: 2.0,
+            max: Duration::from_secs(5 * 60),
+            jitter: Duration::ZERO,
+            retry_on: vec![FailureClass::Transient, FailureClass::Stalled],
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (1 = the first retry):
+    /// `min(initial * factor^(retry-1), max) + jitter * jitter_fraction`, with the
+    /// fraction clamped to [0, 1]. Never panics, whatever the policy holds: it may
+    /// come from stored JSON rather than a validated file.
+    pub fn delay(&self, retry: u32, jitter_fraction: f64) -> Duration {
+        let exponent = f64::from(retry.saturating_sub(1));
+        // In nanoseconds so integer factors give exact results; an overflow to
+        // infinity (or NaN from a nonsense factor) falls back to `max`.
+        let nanos = self.initial.as_nanos() as f64 * self.factor.powf(exponent);
+        let base = if self.initial.is_zero() {
+            Duration::ZERO
+        } else if nanos < self.max.as_nanos() as f64 {
+            Duration::from_nanos(nanos.round() as u64).min(self.max)
+        } else {
+            self.max
+        };
+        let fraction = if jitter_fraction.is_nan() {
+            0.0
+        } else {
+            jitter_fraction.clamp(0.0, 1.0)
+        };
+        let extra = Duration::try_from_secs_f64(self.jitter.as_secs_f64() * fraction)
+            .unwrap_or(self.jitter);
+        base.saturating_add(extra)
+    }
+
+    /// Whether a failure of `class` is retried (attempts left aside).
+    pub fn retries(&self, class: FailureClass) -> bool {
+        self.retry_on.contains(&class)
+    }
+}
+
+/// What must hold before a run (`[requires]`) or a step (`[step.requires]`) starts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Requirements {
+    /// Names looked up on `PATH`, or absolute paths of executable files.
+    #[serde(default)]
+    pub commands: Vec<String>,
+    /// Files or directories; relative ones resolve against the run's working directory.
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// Variables that must be set and non-empty in the step's environment.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Workflows whose latest run on this host must have succeeded.
+    #[serde(default)]
+    pub runs: Vec<String>,
+    #[serde(default)]
+    pub git: Option<GitRequirement>,
+}
+
+impl Requirements {
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+            && self.files.is_empty()
+            && self.env.is_empty()
+            && self.runs.is_empty()
+            && self.git.is_none()
+    }
+}
+
+/// The state the workspace repository must be in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitRequirement {
+    /// No changed tracked files and no untracked, non-ignored ones.
+    #[serde(default)]
+    pub clean: bool,
+    /// HEAD is this branch.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// HEAD's commit id starts with this (lowercase) hex.
+    #[serde(default)]
+    pub commit: Option<String>,
 }
 
 /// What a step executes. Serialised untagged (array or string), mirroring the file.
@@ -290,7 +416,65 @@ struct RawWorkflow {
     limits: Option<RawLimits>,
     protected: Option<bool>,
     kill: Option<RawKill>,
+    retry: Option<RawRetry>,
+    requires: Option<RawRequires>,
     step: Option<Spanned<Vec<Spanned<RawStep>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    max_attempts: Option<Spanned<i64>>,
+    initial: Option<Spanned<String>>,
+    // serde's f64 also accepts TOML integers, so `factor = 2` works.
+    factor: Option<Spanned<f64>>,
+    max: Option<Spanned<String>>,
+    jitter: Option<Spanned<String>>,
+    retry_on: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequires {
+    commands: Option<Vec<Spanned<String>>>,
+    files: Option<Vec<Spanned<String>>>,
+    env: Option<Vec<Spanned<String>>>,
+    runs: Option<Vec<Spanned<String>>>,
+    git: Option<Spanned<RawGit>>,
+}
+
+/// `git = "clean"` or `git = { clean = true, branch = "main", commit = "abc123" }`.
+enum RawGit {
+    Word(String),
+    Table(RawGitTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGitTable {
+    clean: Option<bool>,
+    branch: Option<Spanned<String>>,
+    commit: Option<Spanned<String>>,
+}
+
+impl<'de> Deserialize<'de> for RawGit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawGit;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"clean\" or a table such as { clean = true, branch = \"main\" }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawGit, E> {
+                Ok(RawGit::Word(v.to_owned()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawGit, A::Error> {
+                RawGitTable::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawGit::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -321,6 +505,9 @@ struct RawStep {
     checkpoint: Option<bool>,
     agent: Option<Spanned<String>>,
     on_kill: Option<Vec<Spanned<String>>>,
+    retry: Option<RawRetry>,
+    requires: Option<RawRequires>,
+    stall_after: Option<Spanned<String>>,
 }
 
 /// `run` is either an argv array or a shell string; a hand-written visitor gives
@@ -454,6 +641,10 @@ impl Ctx<'_> {
                 None => "at the top level".to_owned(),
                 Some("limits") => "in [limits]".to_owned(),
                 Some("kill") => "in [kill]".to_owned(),
+                Some("retry") => "in [retry]".to_owned(),
+                Some("requires") => "in [requires]".to_owned(),
+                Some("step.retry") => "in [step.retry]".to_owned(),
+                Some("step.requires") => "in [step.requires]".to_owned(),
                 Some("step") => "in [[step]]".to_owned(),
                 Some(other) => format!("in `{other}`"),
             };
@@ -461,6 +652,7 @@ impl Ctx<'_> {
         } else {
             let message = message
                 .replace("expected i64", "expected an integer")
+                .replace("expected f64", "expected a number")
                 .replace("expected a sequence", "expected an array")
                 .replace("expected a map", "expected a table");
             let message = if message == "duplicate key" {
@@ -503,6 +695,16 @@ impl Ctx<'_> {
             None => KillPolicy::default(),
         };
 
+        let retry = match raw.retry {
+            Some(r) => self.validate_retry(&RetryPolicy::default(), r, "retry", "")?,
+            None => RetryPolicy::default(),
+        };
+
+        let requires = match raw.requires {
+            Some(r) => self.validate_requires(r, "requires", "")?,
+            None => Requirements::default(),
+        };
+
         let Some(raw_steps) = raw.step else {
             return Err(self.err_at(
                 0,
@@ -519,7 +721,7 @@ impl Ctx<'_> {
         // name -> span of its first definition, for the duplicate message.
         let mut seen: BTreeMap<String, Range<usize>> = BTreeMap::new();
         for (index, raw_step) in raw_steps.into_inner().into_iter().enumerate() {
-            let step = self.validate_step(index, raw_step, &mut seen)?;
+            let step = self.validate_step(index, raw_step, &retry, &mut seen)?;
             steps.push(step);
         }
 
@@ -529,8 +731,214 @@ impl Ctx<'_> {
             limits,
             protected: raw.protected.unwrap_or(false),
             kill,
+            retry,
+            requires,
             steps,
         })
+    }
+
+    /// Lays the keys of `raw` over `base`. `key` is the table's path for messages
+    /// (`retry`, `step.retry`) and `who` prefixes them (`step "s": `).
+    fn validate_retry(
+        &self,
+        base: &RetryPolicy,
+        raw: RawRetry,
+        key: &str,
+        who: &str,
+    ) -> Result<RetryPolicy, SpecError> {
+        let mut policy = base.clone();
+        if let Some(n) = &raw.max_attempts {
+            policy.max_attempts = match u32::try_from(*n.get_ref()) {
+                Ok(v) if v >= 1 => v,
+                _ => {
+                    return Err(self.err(
+                        &n.span(),
+                        format!(
+                            "{who}`{key}.max_attempts` must be between 1 and {}, got {}",
+                            u32::MAX,
+                            n.get_ref()
+                        ),
+                    ));
+                }
+            };
+        }
+        for (value, slot) in [
+            (&raw.initial, &mut policy.initial),
+            (&raw.max, &mut policy.max),
+            (&raw.jitter, &mut policy.jitter),
+        ] {
+            if let Some(v) = value {
+                *slot = parse_duration(v.get_ref()).map_err(|m| self.err(&v.span(), m))?;
+            }
+        }
+        if let Some(f) = &raw.factor {
+            let factor = *f.get_ref();
+            // `>=` is false for NaN, which TOML can spell.
+            if !(factor >= 1.0 && factor.is_finite()) {
+                return Err(self.err(
+                    &f.span(),
+                    format!(
+                        "{who}`{key}.factor` must be a finite number of at least 1.0, got {factor}"
+                    ),
+                ));
+            }
+            policy.factor = factor;
+        }
+        if let Some(names) = raw.retry_on {
+            policy.retry_on.clear();
+            for name in names {
+                let class: FailureClass = name
+                    .get_ref()
+                    .parse()
+                    .map_err(|e| self.err(&name.span(), format!("{who}`{key}.retry_on`: {e}")))?;
+                if !policy.retry_on.contains(&class) {
+                    policy.retry_on.push(class);
+                }
+            }
+        }
+        if policy.max < policy.initial {
+            // `base` was valid, so one of these two keys is set here.
+            let at = raw
+                .max
+                .as_ref()
+                .or(raw.initial.as_ref())
+                .map_or(0, |v| v.span().start);
+            let inherited = if who.is_empty() {
+                ""
+            } else {
+                " (keys the step does not set come from [retry] or the defaults)"
+            };
+            return Err(self.err_at(
+                at,
+                format!(
+                    "{who}`{key}.max` ({}) must be at least `{key}.initial` ({}){inherited}",
+                    humantime::format_duration(policy.max),
+                    humantime::format_duration(policy.initial),
+                ),
+            ));
+        }
+        Ok(policy)
+    }
+
+    /// `key` is the table's path for messages (`requires`, `step.requires`) and
+    /// `who` prefixes them (`step "s": `).
+    fn validate_requires(
+        &self,
+        raw: RawRequires,
+        key: &str,
+        who: &str,
+    ) -> Result<Requirements, SpecError> {
+        // Each list's entries, checked for blanks and then by `check`.
+        let list = |entries: Option<Vec<Spanned<String>>>,
+                    field: &str,
+                    check: &dyn Fn(&str) -> Option<String>|
+         -> Result<Vec<String>, SpecError> {
+            let mut out = Vec::new();
+            for entry in entries.unwrap_or_default() {
+                let problem = if entry.get_ref().trim().is_empty() {
+                    Some("entries must not be empty".to_owned())
+                } else {
+                    check(entry.get_ref())
+                };
+                if let Some(problem) = problem {
+                    return Err(self.err(&entry.span(), format!("{who}`{key}.{field}`: {problem}")));
+                }
+                out.push(entry.into_inner());
+            }
+            Ok(out)
+        };
+        let commands = list(raw.commands, "commands", &|c| {
+            // A relative path would depend on the directory the check runs in.
+            (c.contains('/') && !Path::new(c).is_absolute()).then(|| {
+                format!("{c:?} must be a command name (looked up on PATH) or an absolute path")
+            })
+        })?;
+        let files = list(raw.files, "files", &|_| None)?;
+        let env = list(raw.env, "env", &|e| {
+            (!valid_env_name(e)).then(|| {
+                format!("invalid environment variable name {e:?}: expected [A-Za-z_][A-Za-z0-9_]*")
+            })
+        })?;
+        let runs = list(raw.runs, "runs", &|r| {
+            (!valid_workflow_name(r)).then(|| {
+                format!("invalid workflow name {r:?}: use only letters, digits, '_', '-' and '.'")
+            })
+        })?;
+        let git = match raw.git {
+            None => None,
+            Some(g) => Some(self.validate_git(g, key, who)?),
+        };
+        Ok(Requirements {
+            commands,
+            files,
+            env,
+            runs,
+            git,
+        })
+    }
+
+    fn validate_git(
+        &self,
+        raw: Spanned<RawGit>,
+        key: &str,
+        who: &str,
+    ) -> Result<GitRequirement, SpecError> {
+        let span = raw.span();
+        match raw.into_inner() {
+            RawGit::Word(word) if word == "clean" => Ok(GitRequirement {
+                clean: true,
+                ..GitRequirement::default()
+            }),
+            RawGit::Word(word) => Err(self.err(
+                &span,
+                format!(
+                    "{who}`{key}.git` must be \"clean\" or a table such as {{ clean = true, branch = \"main\", commit = \"abc123\" }}, got {word:?}"
+                ),
+            )),
+            RawGit::Table(t) => {
+                let branch = match t.branch {
+                    Some(b) if b.get_ref().trim().is_empty() => {
+                        return Err(self.err(
+                            &b.span(),
+                            format!("{who}`{key}.git.branch` must not be empty"),
+                        ));
+                    }
+                    b => b.map(Spanned::into_inner),
+                };
+                let commit = match t.commit {
+                    None => None,
+                    Some(c) => {
+                        let hex = c.get_ref();
+                        if !(4..=40).contains(&hex.len())
+                            || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+                        {
+                            return Err(self.err(
+                                &c.span(),
+                                format!(
+                                    "{who}`{key}.git.commit` must be 4 to 40 hexadecimal digits, got {hex:?}"
+                                ),
+                            ));
+                        }
+                        // git prints ids in lowercase; comparing that way keeps `ABC1` working.
+                        Some(hex.to_ascii_lowercase())
+                    }
+                };
+                let clean = t.clean.unwrap_or(false);
+                if !clean && branch.is_none() && commit.is_none() {
+                    return Err(self.err(
+                        &span,
+                        format!(
+                            "{who}`{key}.git` requires nothing: set `clean = true`, `branch` or `commit`"
+                        ),
+                    ));
+                }
+                Ok(GitRequirement {
+                    clean,
+                    branch,
+                    commit,
+                })
+            }
+        }
     }
 
     fn validate_kill(&self, raw: RawKill) -> Result<KillPolicy, SpecError> {
@@ -573,11 +981,7 @@ impl Ctx<'_> {
         if value.is_empty() {
             return Err(self.err(&n.span(), "workflow `name` must not be empty"));
         }
-        let ok = value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        // "." and ".." would be dangerous if the name ever becomes a path component.
-        if !ok || value == "." || value == ".." {
+        if !valid_workflow_name(value) {
             return Err(self.err(
                 &n.span(),
                 format!(
@@ -702,6 +1106,7 @@ impl Ctx<'_> {
         &self,
         index: usize,
         raw: Spanned<RawStep>,
+        workflow_retry: &RetryPolicy,
         seen: &mut BTreeMap<String, Range<usize>>,
     ) -> Result<Step, SpecError> {
         // The step's own span is its `[[step]]` header: the best place to point
@@ -742,6 +1147,8 @@ impl Ctx<'_> {
             ));
         };
         let run_span = run.span();
+        // Where `run` passes a session option, rejected below for agent steps.
+        let session_option_at: Option<(Range<usize>, &str)>;
         let run = match run.into_inner() {
             RawRun::Shell(script) => {
                 if script.trim().is_empty() {
@@ -750,6 +1157,12 @@ impl Ctx<'_> {
                         format!("step {name:?}: `run` must not be a blank string"),
                     ));
                 }
+                // Words split at blanks, quotes and shell operators: enough to spot
+                // an option without a full shell parser.
+                session_option_at = script
+                    .split(|c: char| c.is_whitespace() || "'\"`;&|()<>".contains(c))
+                    .find_map(session_option)
+                    .map(|opt| (run_span.clone(), opt));
                 StepCommand::Shell(script)
             }
             RawRun::Argv(argv) => {
@@ -767,6 +1180,9 @@ impl Ctx<'_> {
                         ),
                     ));
                 }
+                session_option_at = argv
+                    .iter()
+                    .find_map(|arg| session_option(arg.get_ref()).map(|opt| (arg.span(), opt)));
                 StepCommand::Argv(argv.into_iter().map(Spanned::into_inner).collect())
             }
         };
@@ -812,6 +1228,30 @@ impl Ctx<'_> {
             }
         };
 
+        if let (Some(kind), Some((span, opt))) = (agent, session_option_at) {
+            return Err(self.err(
+                &span,
+                format!(
+                    "step {name:?}: `run` must not pass {opt}: drover gives {} steps --session-id or --resume itself",
+                    kind.as_str()
+                ),
+            ));
+        }
+
+        let who = format!("step {name:?}: ");
+        let retry = match raw.retry {
+            Some(r) => self.validate_retry(workflow_retry, r, "step.retry", &who)?,
+            None => workflow_retry.clone(),
+        };
+        let requires = match raw.requires {
+            Some(r) => self.validate_requires(r, "step.requires", &who)?,
+            None => Requirements::default(),
+        };
+        let stall_after = match raw.stall_after {
+            None => None,
+            Some(t) => Some(self.positive_duration(&t, "step.stall_after")?),
+        };
+
         let mut on_kill = Vec::new();
         for command in raw.on_kill.unwrap_or_default() {
             if command.get_ref().trim().is_empty() {
@@ -832,6 +1272,9 @@ impl Ctx<'_> {
             checkpoint: raw.checkpoint.unwrap_or(false),
             agent,
             on_kill,
+            retry,
+            requires,
+            stall_after,
         })
     }
 }
@@ -861,6 +1304,26 @@ fn valid_step_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn valid_workflow_name(name: &str) -> bool {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    // "." and ".." would be dangerous if the name ever becomes a path component.
+    ok && name != "." && name != ".."
+}
+
+/// Claude Code options that pick a session; drover passes its own, so a step's
+/// `run` may not. Returns the option `word` spells, also as `--opt=value`.
+fn session_option(word: &str) -> Option<&'static str> {
+    ["--session-id", "--resume", "--continue", "--fork-session"]
+        .into_iter()
+        .find(|opt| {
+            word.strip_prefix(opt)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
+        })
 }
 
 fn valid_env_name(name: &str) -> bool {
@@ -1483,6 +1946,15 @@ run = ["true"]
         );
         assert_eq!(ws.steps.len(), 2);
         assert_eq!(ws.limits.memory_max, Some(256 << 20));
+
+        let retry = load(&examples.join("retry.toml")).expect("retry.toml is valid");
+        assert_eq!(retry.retry.max_attempts, 3);
+        assert_eq!(retry.steps[0].retry, retry.retry);
+        assert_eq!(retry.steps[0].stall_after, Some(Duration::from_secs(30)));
+        assert_eq!(retry.steps[1].retry.max_attempts, 1);
+        assert_eq!(retry.steps[1].retry.initial, Duration::from_secs(2));
+        assert_eq!(retry.requires.files, ["hello.toml"]);
+        assert_eq!(retry.steps[1].requires.commands, ["/bin/sh"]);
     }
 
     #[test]
@@ -1545,5 +2017,518 @@ run = ["true"]
         let w = ok(block);
         assert_eq!(w.name, "fix-bug");
         assert_eq!(w.steps[0].on_kill, ["rm -f /tmp/build.lock"]);
+        // The [retry] shown is the default; the step's overrides one key.
+        assert_eq!(w.retry, RetryPolicy::default());
+        assert_eq!(
+            w.steps[0].retry,
+            RetryPolicy {
+                max_attempts: 3,
+                ..RetryPolicy::default()
+            }
+        );
+        assert_eq!(w.steps[0].requires.env, ["RUST_LOG"]);
+        assert_eq!(w.requires.git.as_ref().map(|g| g.clean), Some(true));
+    }
+
+    const WITH_RETRY: &str = r#"name = "r"
+
+[retry]
+max_attempts = 3
+initial = "1s"
+factor = 3
+max = "1m"
+jitter = "500ms"
+retry_on = ["exit", "agent-error", "exit"]
+
+[[step]]
+name = "inherits"
+run = "true"
+
+[[step]]
+name = "overrides"
+run = "true"
+stall_after = "10m"
+[step.retry]
+max_attempts = 5
+factor = 1.5
+retry_on = []
+"#;
+
+    #[test]
+    fn retry_defaults_and_step_keys_override_the_workflow_key_by_key() {
+        let defaults = ok(&format!("name = \"m\"\n{STEP}"));
+        let expected_default = RetryPolicy {
+            max_attempts: 1,
+            initial: Duration::from_secs(10),
+            factor: 2.0,
+            max: Duration::from_secs(300),
+            jitter: Duration::ZERO,
+            retry_on: vec![FailureClass::Transient, FailureClass::Stalled],
+        };
+        assert_eq!(RetryPolicy::default(), expected_default);
+        assert_eq!(defaults.retry, expected_default);
+        assert_eq!(defaults.steps[0].retry, expected_default);
+        assert_eq!(defaults.steps[0].stall_after, None);
+
+        let w = ok(WITH_RETRY);
+        let workflow = RetryPolicy {
+            max_attempts: 3,
+            initial: Duration::from_secs(1),
+            factor: 3.0,
+            max: Duration::from_secs(60),
+            jitter: Duration::from_millis(500),
+            // Duplicates are dropped, order kept.
+            retry_on: vec![FailureClass::Exit, FailureClass::AgentError],
+        };
+        assert_eq!(w.retry, workflow);
+        assert_eq!(w.steps[0].retry, workflow);
+        assert_eq!(
+            w.steps[1].retry,
+            RetryPolicy {
+                max_attempts: 5,
+                factor: 1.5,
+                retry_on: vec![],
+                ..workflow
+            }
+        );
+        assert_eq!(w.steps[1].stall_after, Some(Duration::from_secs(600)));
+
+        // A step's [step.retry] alone lays over the defaults; zero delays are fine.
+        let w = ok(&format!(
+            "name = \"m\"\n{STEP}[step.retry]\nmax_attempts = 2\ninitial = \"0s\"\nmax = \"0s\"\n"
+        ));
+        assert_eq!(w.retry, RetryPolicy::default());
+        assert_eq!(
+            w.steps[0].retry,
+            RetryPolicy {
+                max_attempts: 2,
+                initial: Duration::ZERO,
+                max: Duration::ZERO,
+                ..RetryPolicy::default()
+            }
+        );
+    }
+
+    #[test]
+    fn retry_delay_grows_caps_and_adds_jitter_without_panicking() {
+        let p = RetryPolicy {
+            initial: Duration::from_secs(10),
+            factor: 2.0,
+            max: Duration::from_secs(60),
+            jitter: Duration::from_secs(4),
+            ..RetryPolicy::default()
+        };
+        let secs = |d: Duration| d.as_secs_f64();
+        assert_eq!(p.delay(1, 0.0), Duration::from_secs(10));
+        assert_eq!(p.delay(2, 0.0), Duration::from_secs(20));
+        assert_eq!(p.delay(3, 0.0), Duration::from_secs(40));
+        assert_eq!(p.delay(4, 0.0), Duration::from_secs(60));
+        assert_eq!(p.delay(u32::MAX, 0.0), Duration::from_secs(60));
+        // Retry 0 is treated as the first.
+        assert_eq!(p.delay(0, 0.0), Duration::from_secs(10));
+        assert_eq!(p.delay(1, 0.5), Duration::from_secs(12));
+        assert_eq!(p.delay(4, 1.0), Duration::from_secs(64));
+        // The fraction is clamped; NaN adds nothing.
+        assert_eq!(p.delay(1, 7.0), Duration::from_secs(14));
+        assert_eq!(p.delay(1, -1.0), Duration::from_secs(10));
+        assert_eq!(p.delay(1, f64::NAN), Duration::from_secs(10));
+        assert_eq!(secs(p.delay(1, 0.25)), 11.0);
+
+        let exact = RetryPolicy {
+            initial: Duration::from_millis(100),
+            factor: 3.0,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(exact.delay(3, 0.0), Duration::from_millis(900));
+
+        // Policies from stored JSON are not validated: no panics on nonsense.
+        let zero = RetryPolicy {
+            initial: Duration::ZERO,
+            factor: f64::INFINITY,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(zero.delay(u32::MAX, 0.0), Duration::ZERO);
+        let huge = RetryPolicy {
+            initial: Duration::MAX,
+            factor: f64::NAN,
+            max: Duration::MAX,
+            jitter: Duration::MAX,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(huge.delay(9, 1.0), Duration::MAX);
+        let shrinking = RetryPolicy {
+            factor: -2.0,
+            ..RetryPolicy::default()
+        };
+        assert!(shrinking.delay(2, 0.0) <= shrinking.max);
+    }
+
+    #[test]
+    fn retries_selects_on_failure_class() {
+        let p = RetryPolicy::default();
+        assert!(p.retries(FailureClass::Transient));
+        assert!(p.retries(FailureClass::Stalled));
+        assert!(!p.retries(FailureClass::Exit));
+        assert!(!p.retries(FailureClass::Killed));
+    }
+
+    #[test]
+    fn rejects_bad_retry_settings() {
+        let retry = |body: &str| format!("name = \"m\"\n[retry]\n{body}\n{STEP}");
+        assert_rejected(
+            &retry("max_attempts = 0"),
+            3,
+            &[
+                "fix.toml:3:16:",
+                "`retry.max_attempts` must be between 1 and 4294967295, got 0",
+            ],
+        );
+        assert_rejected(
+            &retry("max_attempts = 5000000000"),
+            3,
+            &["`retry.max_attempts` must be between 1"],
+        );
+        assert_rejected(
+            &retry("factor = 0.5"),
+            3,
+            &[
+                "fix.toml:3:10:",
+                "`retry.factor` must be a finite number of at least 1.0, got 0.5",
+            ],
+        );
+        assert_rejected(&retry("factor = inf"), 3, &["`retry.factor`", "got inf"]);
+        assert_rejected(
+            &retry("factor = \"2\""),
+            3,
+            &["`retry.factor`", "expected a number"],
+        );
+        assert_rejected(
+            &retry("initial = \"soon\""),
+            3,
+            &["fix.toml:3:11:", "invalid duration \"soon\""],
+        );
+        assert_rejected(
+            &retry("jitter = 5"),
+            3,
+            &["`retry.jitter`", "expected a string"],
+        );
+        assert_rejected(
+            &retry("max = \"5s\""),
+            3,
+            &[
+                "fix.toml:3:7:",
+                "`retry.max` (5s) must be at least `retry.initial` (10s)",
+            ],
+        );
+        assert_rejected(
+            &retry("initial = \"10m\""),
+            3,
+            &[
+                "fix.toml:3:11:",
+                "`retry.max` (5m) must be at least `retry.initial` (10m)",
+            ],
+        );
+        assert_rejected(
+            &retry("retry_on = [\"transient\", \"flaky\"]"),
+            3,
+            &[
+                "fix.toml:3:26:",
+                "`retry.retry_on`: unknown failure class \"flaky\": expected one of exit, signal, oom, timeout, killed, dependency, agent-error, transient, stalled",
+            ],
+        );
+        assert_rejected(
+            &retry("tries = 3"),
+            3,
+            &[
+                "unknown key `tries` in [retry]",
+                "`max_attempts`",
+                "`retry_on`",
+            ],
+        );
+
+        // Step keys are checked against the merged policy and say so.
+        assert_rejected(
+            &format!(
+                "name = \"m\"\n[retry]\ninitial = \"1m\"\n{STEP}[step.retry]\nmax = \"30s\"\n"
+            ),
+            8,
+            &[
+                "fix.toml:8:7:",
+                "step \"s\": `step.retry.max` (30s) must be at least `step.retry.initial` (1m)",
+                "from [retry]",
+            ],
+        );
+        assert_rejected(
+            &format!("name = \"m\"\n{STEP}[step.retry]\nmax_attempts = -1\n"),
+            6,
+            &["step \"s\": `step.retry.max_attempts` must be between 1"],
+        );
+        assert_rejected(
+            &format!("name = \"m\"\n{STEP}[step.retry]\nretry_on = [\"Exit\"]\n"),
+            6,
+            &[
+                "fix.toml:6:13:",
+                "step \"s\": `step.retry.retry_on`: unknown failure class \"Exit\"",
+            ],
+        );
+        assert_rejected(
+            &format!("name = \"m\"\n{STEP}[step.retry]\nbackoff = 2\n"),
+            6,
+            &["unknown key `backoff` in [step.retry]"],
+        );
+    }
+
+    #[test]
+    fn rejects_bad_stall_after() {
+        assert_rejected(
+            &format!("name = \"m\"\n{STEP}stall_after = \"0s\"\n"),
+            5,
+            &[
+                "fix.toml:5:15:",
+                "`step.stall_after` must be greater than 0",
+            ],
+        );
+        assert_rejected(
+            &format!("name = \"m\"\n{STEP}stall_after = \"later\"\n"),
+            5,
+            &["invalid duration \"later\""],
+        );
+    }
+
+    const WITH_REQUIRES: &str = r#"name = "q"
+
+[requires]
+commands = ["git", "/usr/bin/jq"]
+files = ["Cargo.toml", "/etc/ssl/certs"]
+env = ["ANTHROPIC_API_KEY"]
+runs = ["build-image", "a.b_c"]
+git = "clean"
+
+[[step]]
+name = "s"
+run = "true"
+[step.requires]
+env = ["TOKEN"]
+git = { branch = "main", commit = "ABC123" }
+
+[[step]]
+name = "t"
+run = "true"
+[step.requires.git]
+clean = true
+commit = "abcd"
+"#;
+
+    #[test]
+    fn requires_parse_and_stay_separate() {
+        let w = ok(WITH_REQUIRES);
+        assert_eq!(
+            w.requires,
+            Requirements {
+                commands: vec!["git".into(), "/usr/bin/jq".into()],
+                files: vec!["Cargo.toml".into(), "/etc/ssl/certs".into()],
+                env: vec!["ANTHROPIC_API_KEY".into()],
+                runs: vec!["build-image".into(), "a.b_c".into()],
+                git: Some(GitRequirement {
+                    clean: true,
+                    branch: None,
+                    commit: None
+                }),
+            }
+        );
+        assert_eq!(
+            w.steps[0].requires,
+            Requirements {
+                env: vec!["TOKEN".into()],
+                git: Some(GitRequirement {
+                    clean: false,
+                    branch: Some("main".into()),
+                    // Lowercased, as git prints ids.
+                    commit: Some("abc123".into()),
+                }),
+                ..Requirements::default()
+            }
+        );
+        assert_eq!(
+            w.steps[1].requires.git,
+            Some(GitRequirement {
+                clean: true,
+                branch: None,
+                commit: Some("abcd".into())
+            })
+        );
+        assert!(!w.requires.is_empty());
+
+        let defaults = ok(&format!("name = \"m\"\n{STEP}"));
+        assert!(defaults.requires.is_empty());
+        assert!(defaults.steps[0].requires.is_empty());
+        assert_eq!(defaults.requires, Requirements::default());
+    }
+
+    #[test]
+    fn rejects_bad_requirements() {
+        let req = |body: &str| format!("name = \"m\"\n[requires]\n{body}\n{STEP}");
+        assert_rejected(
+            &req("commands = [\"git\", \"\"]"),
+            3,
+            &[
+                "fix.toml:3:20:",
+                "`requires.commands`: entries must not be empty",
+            ],
+        );
+        assert_rejected(
+            &req("commands = [\"bin/tool\"]"),
+            3,
+            &[
+                "fix.toml:3:13:",
+                "`requires.commands`: \"bin/tool\" must be a command name (looked up on PATH) or an absolute path",
+            ],
+        );
+        assert_rejected(
+            &req("files = [\" \"]"),
+            3,
+            &["`requires.files`: entries must not be empty"],
+        );
+        assert_rejected(
+            &req("env = [\"OK\", \"1BAD\"]"),
+            3,
+            &[
+                "fix.toml:3:14:",
+                "`requires.env`: invalid environment variable name \"1BAD\"",
+            ],
+        );
+        assert_rejected(
+            &req("runs = [\"build image\"]"),
+            3,
+            &[
+                "fix.toml:3:9:",
+                "`requires.runs`: invalid workflow name \"build image\"",
+            ],
+        );
+        assert_rejected(
+            &req("runs = [\"..\"]"),
+            3,
+            &["invalid workflow name \"..\""],
+        );
+        assert_rejected(
+            &req("git = \"dirty\""),
+            3,
+            &[
+                "fix.toml:3:7:",
+                "`requires.git` must be \"clean\" or a table",
+                "got \"dirty\"",
+            ],
+        );
+        assert_rejected(
+            &req("git = 5"),
+            3,
+            &["`requires.git`", "\"clean\" or a table"],
+        );
+        assert_rejected(
+            &req("git = { commit = \"xyz1\" }"),
+            3,
+            &[
+                "fix.toml:3:18:",
+                "`requires.git.commit` must be 4 to 40 hexadecimal digits, got \"xyz1\"",
+            ],
+        );
+        assert_rejected(
+            &req("git = { commit = \"abc\" }"),
+            3,
+            &["4 to 40 hexadecimal digits"],
+        );
+        assert_rejected(
+            &req(&format!("git = {{ commit = \"{}\" }}", "a".repeat(41))),
+            3,
+            &["4 to 40 hexadecimal digits"],
+        );
+        assert_rejected(
+            &req("git = { branch = \"\" }"),
+            3,
+            &["fix.toml:3:18:", "`requires.git.branch` must not be empty"],
+        );
+        assert_rejected(
+            &req("git = { clean = false }"),
+            3,
+            &["fix.toml:3:7:", "`requires.git` requires nothing"],
+        );
+        assert_rejected(
+            &req("git = { clean = true, dirty = 1 }"),
+            3,
+            &["unknown key `dirty` in `requires.git`", "`branch`"],
+        );
+        assert_rejected(
+            &req("binaries = [\"x\"]"),
+            3,
+            &[
+                "unknown key `binaries` in [requires]",
+                "`commands`",
+                "`git`",
+            ],
+        );
+        assert_rejected(
+            &format!("name = \"m\"\n{STEP}[step.requires]\nenv = [\"A-B\"]\n"),
+            6,
+            &["step \"s\": `step.requires.env`: invalid environment variable name \"A-B\""],
+        );
+        assert_rejected(
+            &format!("name = \"m\"\n{STEP}[step.requires]\nenvs = []\n"),
+            6,
+            &["unknown key `envs` in [step.requires]"],
+        );
+    }
+
+    #[test]
+    fn agent_steps_must_not_pick_their_own_session() {
+        let agent = |run: &str| {
+            format!("name = \"m\"\n[[step]]\nname = \"a\"\nagent = \"claude-code\"\nrun = {run}\n")
+        };
+        for (run, col, opt) in [
+            (
+                r#"["claude", "-p", "x", "--resume", "abc"]"#,
+                29,
+                "--resume",
+            ),
+            (r#"["claude", "--session-id=1234"]"#, 18, "--session-id"),
+            (r#""claude -p hi --continue""#, 7, "--continue"),
+            (r#""cd x && claude --fork-session""#, 7, "--fork-session"),
+            (r#""claude '--resume' x""#, 7, "--resume"),
+        ] {
+            let (line, msg) = rejected(&agent(run));
+            assert_eq!(line, 5, "{msg}");
+            assert!(msg.starts_with(&format!("fix.toml:5:{col}: ")), "{msg}");
+            assert!(
+                msg.ends_with(&format!(
+                    "step \"a\": `run` must not pass {opt}: drover gives claude-code steps --session-id or --resume itself"
+                )),
+                "{msg}"
+            );
+        }
+        // Look-alikes, and the options on steps that are not agent steps, are fine.
+        ok(&agent(r#""claude -p 'do not --resumeX' --model x""#));
+        ok(&agent(r#"["claude", "-p", "--continued"]"#));
+        ok("name = \"m\"\n[[step]]\nname = \"a\"\nrun = \"claude --resume x\"\n");
+    }
+
+    #[test]
+    fn stored_json_without_the_new_keys_still_loads() {
+        let old = r#"{"name":"w","workspace":null,"limits":{"memory_max":null,"cpu_quota_percent":null,"tasks_max":null},"steps":[{"name":"s","run":"true","env":{},"critical":false,"checkpoint":false,"agent":null}]}"#;
+        let w: Workflow = serde_json::from_str(old).expect("old JSON loads");
+        assert_eq!(w.retry, RetryPolicy::default());
+        assert!(w.requires.is_empty());
+        assert_eq!(w.steps[0].retry, RetryPolicy::default());
+        assert!(w.steps[0].requires.is_empty());
+        assert_eq!(w.steps[0].stall_after, None);
+
+        let new = ok(WITH_REQUIRES);
+        let json = serde_json::to_string(&new).expect("serialise");
+        assert_eq!(serde_json::from_str::<Workflow>(&json).expect("load"), new);
+        let w = ok(WITH_RETRY);
+        let json = serde_json::to_string(&w).expect("serialise");
+        let value: serde_json::Value = serde_json::from_str(&json).expect("json");
+        assert_eq!(value["retry"]["retry_on"][1], "agent-error");
+        assert_eq!(value["retry"]["jitter"], "500ms");
+        assert_eq!(value["steps"][1]["stall_after"], "10m");
+        assert_eq!(serde_json::from_str::<Workflow>(&json).expect("load"), w);
     }
 }

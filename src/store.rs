@@ -7,7 +7,12 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use crate::model::{KillRecord, Run, RunState, StepAttempt, StepOutput, StepState, Timestamp};
+use crate::claude::StreamReport;
+use crate::model::{
+    ActionRecord, CheckpointRecord, KillRecord, RestartPoint, Run, RunState, StepAttempt,
+    StepOutput, StepState, Timestamp,
+};
+use crate::restart::{Failure, FailureClass};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -28,7 +33,8 @@ pub enum StoreError {
 type Result<T> = std::result::Result<T, StoreError>;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     id            TEXT PRIMARY KEY,
     workflow      TEXT NOT NULL,
@@ -91,7 +97,42 @@ CREATE TABLE critical_spans (
     entered_at INTEGER NOT NULL,
     left_at    INTEGER
 );
-"#];
+"#,
+    r#"
+ALTER TABLE runs ADD COLUMN next_attempt_at INTEGER;
+ALTER TABLE runs ADD COLUMN restart_json TEXT;
+ALTER TABLE runs ADD COLUMN failure_class TEXT;
+ALTER TABLE step_attempts ADD COLUMN failure_class TEXT;
+ALTER TABLE step_attempts ADD COLUMN failure_evidence TEXT;
+ALTER TABLE step_attempts ADD COLUMN session_id TEXT;
+ALTER TABLE step_attempts ADD COLUMN agent_json TEXT;
+ALTER TABLE step_attempts ADD COLUMN note TEXT;
+CREATE TABLE checkpoints (
+    run_id        TEXT NOT NULL REFERENCES runs(id),
+    n             INTEGER NOT NULL,
+    label         TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    step          TEXT,
+    next_step     INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    reference     TEXT NOT NULL,
+    commit_id     TEXT NOT NULL,
+    files_changed INTEGER NOT NULL,
+    took_ms       INTEGER NOT NULL,
+    PRIMARY KEY (run_id, n)
+);
+-- Restarts, rollbacks and checkpoints asked for by operators; refusals included.
+CREATE TABLE actions (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id      TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    result      TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    record_json TEXT NOT NULL
+);
+CREATE INDEX actions_by_run ON actions(run_id, id);
+"#,
+];
 
 /// A new run, as the engine creates it.
 pub struct NewRun<'a> {
@@ -111,6 +152,10 @@ pub struct NewAttempt<'a> {
     pub attempt: u32,
     pub unit: &'a str,
     pub log_path: &'a str,
+    /// An agent step's Claude Code session.
+    pub session_id: Option<&'a str>,
+    /// What drover did before the start (a session resumed, a transcript repaired).
+    pub note: Option<&'a str>,
 }
 
 /// How a step attempt ended.
@@ -120,6 +165,8 @@ pub struct AttemptEnd<'a> {
     pub signal: Option<i32>,
     pub result: &'a str,
     pub output: &'a StepOutput,
+    pub failure: Option<&'a Failure>,
+    pub agent: Option<&'a StreamReport>,
 }
 
 /// One recorded transition, oldest first.
@@ -219,8 +266,8 @@ impl Store {
     pub fn start_attempt(&mut self, attempt: &NewAttempt<'_>) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT INTO step_attempts (run_id, idx, name, attempt, state, unit, log_path)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO step_attempts (run_id, idx, name, attempt, state, unit, log_path, session_id, note)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 attempt.run,
                 attempt.index,
@@ -228,8 +275,15 @@ impl Store {
                 attempt.attempt,
                 StepState::Starting.as_str(),
                 attempt.unit,
-                attempt.log_path
+                attempt.log_path,
+                attempt.session_id,
+                attempt.note
             ],
+        )?;
+        // A scheduled retry is due once its attempt starts.
+        tx.execute(
+            "UPDATE runs SET next_attempt_at = NULL WHERE id = ?1",
+            [attempt.run],
         )?;
         record(
             &tx,
@@ -239,7 +293,7 @@ impl Store {
             Some(StepState::Pending.as_str()),
             StepState::Starting.as_str(),
             "drover",
-            None,
+            attempt.note,
         )?;
         tx.commit()?;
         Ok(())
@@ -284,7 +338,8 @@ impl Store {
         )?;
         tx.execute(
             "UPDATE step_attempts SET state = ?4, exit_code = ?5, signal = ?6, result = ?7, ended_at = ?8,
-                 output_bytes = ?9, output_lines = ?10, last_output_at = ?11
+                 output_bytes = ?9, output_lines = ?10, last_output_at = ?11,
+                 failure_class = ?12, failure_evidence = ?13, agent_json = ?14
              WHERE run_id = ?1 AND idx = ?2 AND attempt = ?3",
             params![
                 run,
@@ -297,7 +352,10 @@ impl Store {
                 Timestamp::now().0,
                 sql_count(end.output.bytes),
                 sql_count(end.output.lines),
-                end.output.last_output_at.map(|t| t.0)
+                end.output.last_output_at.map(|t| t.0),
+                end.failure.map(|f| f.class.as_str()),
+                end.failure.map(|f| f.evidence.as_str()),
+                end.agent.and_then(|a| serde_json::to_string(a).ok())
             ],
         )?;
         record(
@@ -431,13 +489,247 @@ impl Store {
         Ok(labels)
     }
 
+    /// Schedules the automatic retry of a failed attempt: the run's `next_attempt_at`, and
+    /// the decision as a transition of that attempt.
+    pub fn schedule_retry(
+        &mut self,
+        run: &str,
+        step: &str,
+        attempt: u32,
+        at: Timestamp,
+        reason: &str,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE runs SET next_attempt_at = ?2 WHERE id = ?1",
+            params![run, at.0],
+        )?;
+        record(
+            &tx,
+            run,
+            Some(step),
+            Some(attempt),
+            Some(StepState::Failed.as_str()),
+            "retry-scheduled",
+            "drover",
+            Some(reason),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Ends a pending or running run as failed, with the class of its failure.
+    pub fn fail_run(
+        &mut self,
+        run: &str,
+        class: Option<FailureClass>,
+        reason: &str,
+    ) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let from = [RunState::Pending, RunState::Running];
+        let moved = move_run(&tx, run, &from, RunState::Failed, "drover", Some(reason))?;
+        if moved {
+            tx.execute(
+                "UPDATE runs SET failure_class = ?2 WHERE id = ?1",
+                params![run, class.map(FailureClass::as_str)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(moved)
+    }
+
+    /// Marks an ended run as failed for `class` (a refused restart's `dependency`) without
+    /// restarting it, and records why.
+    pub fn mark_failure(
+        &mut self,
+        run: &str,
+        class: FailureClass,
+        who: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let current = run_state(&tx, run)?;
+        tx.execute(
+            "UPDATE runs SET failure_class = ?2, error = ?3 WHERE id = ?1",
+            params![run, class.as_str(), reason],
+        )?;
+        record(
+            &tx,
+            run,
+            None,
+            None,
+            Some(&current),
+            &current,
+            who,
+            Some(reason),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Moves an ended run to `restarting`; `false` (nothing written) if it has not ended.
+    pub fn begin_restart(&mut self, run: &str, who: &str, reason: &str) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let from = [RunState::Succeeded, RunState::Failed, RunState::Killed];
+        let moved = move_run(&tx, run, &from, RunState::Restarting, who, Some(reason))?;
+        tx.commit()?;
+        Ok(moved)
+    }
+
+    /// The restore is done: the run goes on from `point`, its old end cleared, and the
+    /// operator's action is in the audit trail — one transaction.
+    pub fn complete_restart(
+        &mut self,
+        run: &str,
+        point: &RestartPoint,
+        action: &ActionRecord,
+    ) -> Result<i64> {
+        let tx = self.conn.transaction()?;
+        let json = to_json(run, point)?;
+        let from = [RunState::Restarting];
+        if !move_run(
+            &tx,
+            run,
+            &from,
+            RunState::Running,
+            &action.requested_by,
+            Some(&action.detail),
+        )? {
+            return Err(StoreError::Corrupt {
+                run: run.to_owned(),
+                reason: "a restart completed for a run that was not restarting".into(),
+            });
+        }
+        tx.execute(
+            "UPDATE runs SET restart_json = ?2, ended_at = NULL, error = NULL,
+                 failure_class = NULL, next_attempt_at = NULL
+             WHERE id = ?1",
+            params![run, json],
+        )?;
+        let id = insert_action(&tx, action)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// By step index, the highest attempt number the run has used.
+    pub fn attempt_counts(&self, run: &str) -> Result<BTreeMap<u32, u32>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT idx, MAX(attempt) FROM step_attempts WHERE run_id = ?1 GROUP BY idx",
+        )?;
+        let counts = stmt
+            .query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(counts)
+    }
+
+    /// The number the run's next checkpoint gets.
+    pub fn next_checkpoint_number(&self, run: &str) -> Result<u32> {
+        let max: Option<u32> = self.conn.query_row(
+            "SELECT MAX(n) FROM checkpoints WHERE run_id = ?1",
+            [run],
+            |r| r.get(0),
+        )?;
+        Ok(max.unwrap_or(0) + 1)
+    }
+
+    pub fn add_checkpoint(&mut self, c: &CheckpointRecord) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO checkpoints (run_id, n, label, reason, step, next_step, created_at,
+                                      reference, commit_id, files_changed, took_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                c.run,
+                c.n,
+                c.label,
+                c.reason,
+                c.step,
+                c.next_step,
+                c.created_at.0,
+                c.reference,
+                c.commit,
+                c.files_changed,
+                sql_count(c.took_ms)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The run's checkpoints, oldest first.
+    pub fn checkpoints(&self, run: &str) -> Result<Vec<CheckpointRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT run_id, n, label, reason, step, next_step, created_at, reference, commit_id,
+                    files_changed, took_ms
+             FROM checkpoints WHERE run_id = ?1 ORDER BY n",
+        )?;
+        let rows = stmt
+            .query_map([run], |r| {
+                Ok(CheckpointRecord {
+                    run: r.get(0)?,
+                    n: r.get(1)?,
+                    label: r.get(2)?,
+                    reason: r.get(3)?,
+                    step: r.get(4)?,
+                    next_step: r.get(5)?,
+                    created_at: Timestamp(r.get(6)?),
+                    reference: r.get(7)?,
+                    commit: r.get(8)?,
+                    files_changed: r.get(9)?,
+                    took_ms: r.get::<_, i64>(10)?.max(0) as u64,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Records an operator's action (or its refusal) in the audit trail.
+    pub fn record_action(&mut self, action: &ActionRecord) -> Result<i64> {
+        let tx = self.conn.transaction()?;
+        let id = insert_action(&tx, action)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Restarts, rollbacks and checkpoints asked for, oldest first: of one run, or all.
+    pub fn actions(&self, run: Option<&str>) -> Result<Vec<ActionRecord>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT run_id, record_json FROM actions WHERE ?1 IS NULL OR run_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([run], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(run, json)| {
+                serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+                    run,
+                    reason: format!("action record: {e}"),
+                })
+            })
+            .collect()
+    }
+
+    /// The latest run of `workflow` other than `except`: its id and state.
+    pub fn latest_run_of(&self, workflow: &str, except: &str) -> Result<Option<(String, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, state FROM runs WHERE workflow = ?1 AND id != ?2
+                 ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                params![workflow, except],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
     /// The run with the latest attempt of each step it has started, or `None`.
     pub fn run(&self, id: &str) -> Result<Option<(Run, String)>> {
         let row = self
             .conn
             .query_row(
                 "SELECT id, workflow, workflow_file, spec_json, params_json, state, worktree,
-                        requested_by, created_at, started_at, ended_at, error
+                        requested_by, created_at, started_at, ended_at, error,
+                        next_attempt_at, restart_json, failure_class
                  FROM runs WHERE id = ?1",
                 [id],
                 run_row,
@@ -454,7 +746,8 @@ impl Store {
     pub fn runs(&self) -> Result<Vec<Run>> {
         let mut stmt = self.conn.prepare(
             "SELECT id, workflow, workflow_file, spec_json, params_json, state, worktree,
-                    requested_by, created_at, started_at, ended_at, error
+                    requested_by, created_at, started_at, ended_at, error,
+                    next_attempt_at, restart_json, failure_class
              FROM runs ORDER BY created_at DESC, id",
         )?;
         let rows = stmt
@@ -473,7 +766,7 @@ impl Store {
     /// Ids of the runs that have not reached a final state: the ones to re-adopt.
     pub fn unfinished_runs(&self) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id FROM runs WHERE state IN ('pending', 'running', 'stopping', 'killing') ORDER BY created_at",
+            "SELECT id FROM runs WHERE state IN ('pending', 'running', 'stopping', 'killing', 'restarting') ORDER BY created_at",
         )?;
         let ids = stmt
             .query_map([], |r| r.get(0))?
@@ -506,7 +799,8 @@ impl Store {
     fn latest_attempts(&self, run: &str) -> Result<Vec<StepAttempt>> {
         let mut stmt = self.conn.prepare(
             "SELECT name, idx, attempt, state, unit, pid, exit_code, signal, result, log_path, started_at, ended_at,
-                    output_bytes, output_lines, last_output_at
+                    output_bytes, output_lines, last_output_at,
+                    failure_class, failure_evidence, session_id, agent_json, note
              FROM step_attempts a
              WHERE run_id = ?1 AND attempt = (SELECT MAX(attempt) FROM step_attempts b
                                               WHERE b.run_id = a.run_id AND b.idx = a.idx)
@@ -533,17 +827,33 @@ impl Store {
                         },
                         started_at: r.get::<_, Option<i64>>(10)?.map(Timestamp),
                         ended_at: r.get::<_, Option<i64>>(11)?.map(Timestamp),
+                        failure_class: None,
+                        failure_evidence: r.get(16)?,
+                        session_id: r.get(17)?,
+                        agent: None,
+                        note: r.get(19)?,
                     },
                     r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(15)?,
+                    r.get::<_, Option<String>>(18)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            run: run.to_owned(),
+            reason,
+        };
         rows.into_iter()
-            .map(|(mut step, state)| {
-                step.state = state.parse().map_err(|reason| StoreError::Corrupt {
-                    run: run.to_owned(),
-                    reason,
-                })?;
+            .map(|(mut step, state, class, agent)| {
+                step.state = state.parse().map_err(corrupt)?;
+                step.failure_class = class
+                    .map(|c| c.parse::<FailureClass>())
+                    .transpose()
+                    .map_err(|e| corrupt(e.to_string()))?;
+                step.agent = agent
+                    .map(|json| serde_json::from_str(&json))
+                    .transpose()
+                    .map_err(|e| corrupt(format!("agent report: {e}")))?;
                 Ok(step)
             })
             .collect()
@@ -567,6 +877,28 @@ fn insert_kill(tx: &Transaction<'_>, record: &KillRecord) -> Result<i64> {
         params![id, json],
     )?;
     Ok(id)
+}
+
+fn insert_action(tx: &Transaction<'_>, action: &ActionRecord) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO actions (run_id, action, result, at, record_json) VALUES (?1, ?2, ?3, ?4, '{}')",
+        params![action.run, action.action, action.result, action.at.0],
+    )?;
+    let id = tx.last_insert_rowid();
+    let mut stored = action.clone();
+    stored.id = id;
+    tx.execute(
+        "UPDATE actions SET record_json = ?2 WHERE id = ?1",
+        params![id, to_json(&action.run, &stored)?],
+    )?;
+    Ok(id)
+}
+
+fn to_json(run: &str, value: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
+        run: run.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// SQLite integers are signed; counts beyond `i64::MAX` saturate.
@@ -609,7 +941,9 @@ fn move_run(
         "UPDATE runs SET state = ?2,
              started_at = CASE WHEN ?2 = 'running' AND started_at IS NULL THEN ?3 ELSE started_at END,
              ended_at = CASE WHEN ?2 IN ('succeeded', 'failed', 'killed') THEN ?3 ELSE ended_at END,
-             error = CASE WHEN ?2 IN ('failed', 'killed') THEN ?4 ELSE error END
+             error = CASE WHEN ?2 IN ('failed', 'killed') THEN ?4 ELSE error END,
+             next_attempt_at = CASE WHEN ?2 IN ('succeeded', 'failed', 'killed') THEN NULL
+                                    ELSE next_attempt_at END
          WHERE id = ?1",
         params![run, to.as_str(), now, reason],
     )?;
@@ -670,6 +1004,8 @@ struct RunRow {
     state: String,
     spec_json: String,
     params_json: String,
+    restart_json: Option<String>,
+    failure_class: Option<String>,
 }
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
@@ -689,10 +1025,15 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
             error: r.get(11)?,
             steps: Vec::new(),
             kill: None,
+            next_attempt_at: r.get::<_, Option<i64>>(12)?.map(Timestamp),
+            restart: None,
+            failure_class: None,
         },
         spec_json: r.get(3)?,
         params_json: r.get(4)?,
         state: r.get(5)?,
+        restart_json: r.get(13)?,
+        failure_class: r.get(14)?,
     })
 }
 
@@ -705,6 +1046,16 @@ impl RunRow {
         let mut run = self.run.clone();
         run.state = self.state.parse().map_err(corrupt)?;
         run.params = serde_json::from_str(&self.params_json).map_err(|e| corrupt(e.to_string()))?;
+        if let Some(json) = &self.restart_json {
+            run.restart = Some(serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))?);
+        }
+        if let Some(class) = &self.failure_class {
+            run.failure_class = Some(
+                class
+                    .parse::<FailureClass>()
+                    .map_err(|e| corrupt(e.to_string()))?,
+            );
+        }
         Ok((run, self.spec_json))
     }
 }
@@ -750,6 +1101,8 @@ mod tests {
                 attempt: 1,
                 unit: "drover-abc-build-1.scope",
                 log_path: "/l",
+                session_id: None,
+                note: None,
             })
             .unwrap();
         store.attempt_running("abc", 0, 1, 42).unwrap();
@@ -768,6 +1121,8 @@ mod tests {
                         lines: 1,
                         last_output_at: None,
                     },
+                    failure: None,
+                    agent: None,
                 },
             )
             .unwrap();

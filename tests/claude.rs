@@ -523,3 +523,286 @@ fn a_hanging_stream_keeps_claude_waiting_without_a_result() {
     );
     kill_tree(&mut child);
 }
+
+/// Runs session `session` twice in `cwd`: a first exchange ("First prompt": a `Bash`
+/// `echo one`, then "First done."), then a resumed one ("Sleep a while") whose `Bash` tool
+/// runs `sleep 300`, during which claude is SIGKILLed before its children (as a kill of the
+/// whole scope would, near enough: killing the leaves first lets claude record the tool's
+/// failure and answer, which no real kill does). The server's script must start with
+/// [`killed_mid_tool_script`]. Returns the transcript's path.
+fn killed_mid_tool(
+    server: &ModelServer,
+    home: &Path,
+    cwd: &Path,
+    session: &str,
+) -> std::path::PathBuf {
+    let mut first = claude_command(server, home, cwd);
+    first.args(["--session-id", session, "First prompt"]);
+    let run = run_claude(first, RUN_TIMEOUT);
+    assert!(run.status.success(), "{run:#?}");
+
+    let mut second = claude_command(server, home, cwd);
+    second
+        .args(["--resume", session, "Sleep a while"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = second.spawn().expect("spawn claude");
+    let claude = child.id() as i32;
+    wait_until(
+        Duration::from_secs(30),
+        "the Bash tool's `sleep 300`",
+        || {
+            descendants(claude)
+                .into_iter()
+                .any(|pid| cmdline(pid) == ["sleep", "300"])
+        },
+    );
+    let tree = descendants(claude);
+    kill(Pid::from_raw(claude), Signal::SIGKILL).expect("SIGKILL claude");
+    child.wait().expect("reap claude");
+    for pid in &tree {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    wait_until(Duration::from_secs(20), "claude's children to die", || {
+        tree.iter().all(|pid| !alive(*pid))
+    });
+    drover::claude::transcript_path(home, cwd, session)
+}
+
+fn killed_mid_tool_script() -> Vec<Turn> {
+    vec![
+        Turn::bash("echo one"),
+        Turn::text("First done."),
+        Turn::bash("sleep 300"),
+    ]
+}
+
+/// The transcript's lines, each parsed (`None`: not JSON).
+fn transcript_lines(path: &Path) -> Vec<(String, Option<Value>)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| (l.to_owned(), serde_json::from_str(l).ok()))
+        .collect()
+}
+
+/// Cuts the transcript's last line in the middle, as a torn write would.
+fn cut_last_line(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    let last_start = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let keep = last_start + (body.len() - last_start) / 2;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(keep as u64)
+        .unwrap();
+    (bytes.len() - keep) as u64
+}
+
+#[test]
+fn a_killed_session_is_repaired_and_resumed() {
+    let (home, cwd) = dirs();
+    let session = uuid::Uuid::new_v4().to_string();
+    let mut script = killed_mid_tool_script();
+    script.push(Turn::text("Resumed answer."));
+    let server = ModelServer::start(script);
+    let transcript = killed_mid_tool(&server, home.path(), cwd.path(), &session);
+
+    // The kill left the tool call without its result as the transcript's last entry.
+    let lines = transcript_lines(&transcript);
+    let (_, last) = lines.last().expect("a transcript");
+    let last = last.as_ref().expect("complete lines");
+    assert_eq!(last["type"], "assistant", "{last}");
+    assert_eq!(
+        last["message"]["content"][0]["input"]["command"],
+        "sleep 300"
+    );
+    let tool_id = last["message"]["content"][0]["id"].as_str().unwrap();
+    assert_eq!(
+        drover::claude::inspect_transcript(&transcript).unwrap(),
+        drover::claude::Repair::Truncated {
+            removed_lines: 1,
+            removed_bytes: lines.last().unwrap().0.len() as u64 + 1,
+            reason: format!("tool_use {tool_id} (Bash) has no tool_result"),
+        }
+    );
+
+    let cut = cut_last_line(&transcript);
+    let before = std::fs::read(&transcript).unwrap();
+    let repair = drover::claude::repair_transcript(&transcript).unwrap();
+    let drover::claude::Repair::Truncated {
+        removed_lines,
+        removed_bytes,
+        reason,
+    } = repair
+    else {
+        panic!("{repair:?}")
+    };
+    assert_eq!(removed_lines, 1);
+    assert_eq!(
+        removed_bytes,
+        lines.last().unwrap().0.len() as u64 + 1 - cut
+    );
+    assert_eq!(reason, "the last line is not complete JSON");
+    let mut broken = transcript.clone().into_os_string();
+    broken.push(drover::claude::BROKEN_SUFFIX);
+    assert_eq!(std::fs::read(&broken).unwrap(), before);
+    let repaired = transcript_lines(&transcript);
+    assert!(repaired.iter().all(|(_, v)| v.is_some()));
+    let (_, last) = repaired
+        .iter()
+        .rev()
+        .find(|(_, v)| v.as_ref().unwrap()["type"] == "user")
+        .unwrap();
+    assert_eq!(
+        last.as_ref().unwrap()["message"]["content"],
+        "Sleep a while"
+    );
+
+    let mut resumed = claude_command(&server, home.path(), cwd.path());
+    resumed.args(["--resume", &session, "Resume prompt"]);
+    let run = run_claude(resumed, RUN_TIMEOUT);
+    assert!(run.status.success(), "{run:#?}");
+    let result = run.result();
+    assert_eq!(result["is_error"], false, "{result}");
+    assert_eq!(result["result"], "Resumed answer.");
+
+    let requests = server.main_requests();
+    assert_eq!(
+        requests.len(),
+        4,
+        "first exchange (2), the killed turn, the resume"
+    );
+    let replayed = texts(&requests[3]);
+    let position = |text: &str| {
+        replayed
+            .iter()
+            .position(|t| t == text)
+            .unwrap_or_else(|| panic!("{text:?} not in the resumed request: {replayed:#?}"))
+    };
+    assert!(position("First prompt") < position("First done."));
+    assert!(position("First done.") < position("Sleep a while"));
+    assert!(position("Sleep a while") < position("Resume prompt"));
+    // The first turn's tool call and result are replayed too.
+    let messages = requests[3]["messages"].to_string();
+    assert!(messages.contains(r#""command":"echo one""#), "{messages}");
+    assert!(messages.contains(r#""content":"one""#), "{messages}");
+    assert!(!messages.contains("sleep 300"), "{messages}");
+    // Claude Code appended cleanly: every line of the transcript is still JSON.
+    let after = transcript_lines(&transcript);
+    assert!(after.iter().all(|(_, v)| v.is_some()), "{after:#?}");
+    assert!(after.iter().any(|(l, _)| l.contains("Resumed answer.")));
+}
+
+/// What 2.1.197 does with a killed session's transcript left as it is: it resumes (exit 0,
+/// no error), but it appends without checking that the file ends in a newline, so the
+/// first entry the resumed run writes is glued onto the cut line and the two are one
+/// unparseable line from then on (here the glued entry is a `queue-operation`; whatever it
+/// is, it is lost).
+#[test]
+fn resuming_an_unrepaired_cut_transcript_glues_onto_the_cut_line() {
+    let (home, cwd) = dirs();
+    let session = uuid::Uuid::new_v4().to_string();
+    let mut script = killed_mid_tool_script();
+    script.push(Turn::text("Resumed anyway."));
+    let server = ModelServer::start(script);
+    let transcript = killed_mid_tool(&server, home.path(), cwd.path(), &session);
+    cut_last_line(&transcript);
+    let cut_line = transcript_lines(&transcript).pop().unwrap().0;
+
+    let mut resumed = claude_command(&server, home.path(), cwd.path());
+    resumed.args(["--resume", &session, "Resume prompt"]);
+    let run = run_claude(resumed, RUN_TIMEOUT);
+    assert!(run.status.success(), "{run:#?}");
+    assert_eq!(run.result()["result"], "Resumed anyway.");
+    assert!(texts(&server.main_requests()[3]).contains(&"First done.".to_owned()));
+
+    let broken: Vec<String> = transcript_lines(&transcript)
+        .into_iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(l, _)| l)
+        .collect();
+    assert_eq!(broken.len(), 1, "{broken:#?}");
+    assert!(broken[0].starts_with(&cut_line), "{broken:#?}");
+    assert!(
+        broken[0].len() > cut_line.len(),
+        "an entry was glued on: {broken:#?}"
+    );
+}
+
+/// What 2.1.197 does with an unanswered `tool_use` at the end of a transcript: it resumes,
+/// drops that assistant entry from the history it sends, and puts a synthetic assistant
+/// answer, "No response requested.", after the user's last prompt; the model never learns
+/// the tool call happened. [`drover::claude::repair_transcript`] removes the entry itself,
+/// which comes to the same history.
+#[test]
+fn resuming_after_an_unanswered_tool_use_drops_it() {
+    let (home, cwd) = dirs();
+    let session = uuid::Uuid::new_v4().to_string();
+    let mut script = killed_mid_tool_script();
+    script.push(Turn::text("Resumed anyway."));
+    let server = ModelServer::start(script);
+    let transcript = killed_mid_tool(&server, home.path(), cwd.path(), &session);
+
+    let mut resumed = claude_command(&server, home.path(), cwd.path());
+    resumed.args(["--resume", &session, "Resume prompt"]);
+    let run = run_claude(resumed, RUN_TIMEOUT);
+    assert!(run.status.success(), "{run:#?}");
+    let request = &server.main_requests()[3];
+    assert!(!request["messages"].to_string().contains("sleep 300"));
+    let replayed = texts(request);
+    let sleep = replayed.iter().position(|t| t == "Sleep a while").unwrap();
+    assert_eq!(
+        replayed[sleep + 1],
+        "No response requested.",
+        "{replayed:#?}"
+    );
+    assert_eq!(replayed[sleep + 2], "Resume prompt", "{replayed:#?}");
+    // The transcript keeps the unanswered entry; the new entries branch off before it.
+    let lines = transcript_lines(&transcript);
+    assert!(lines.iter().all(|(_, v)| v.is_some()));
+    assert!(lines.iter().any(|(l, _)| l.contains("sleep 300")));
+    assert_eq!(
+        drover::claude::inspect_transcript(&transcript).unwrap(),
+        drover::claude::Repair::Intact,
+        "the unanswered tool_use is in an earlier turn now"
+    );
+}
+
+#[test]
+fn a_long_cwd_gets_a_hashed_project_directory() {
+    let (home, base) = dirs();
+    // Over 200 encoded characters, with characters of one and two UTF-16 units.
+    let mut cwd = base.path().to_owned();
+    for part in ["é-long-directory-name-".repeat(8), "🦀-crab-".repeat(10)] {
+        cwd.push(part);
+    }
+    std::fs::create_dir_all(&cwd).unwrap();
+    let session = uuid::Uuid::new_v4().to_string();
+    let server = ModelServer::start(vec![Turn::text("Deep.")]);
+    let mut command = claude_command(&server, home.path(), &cwd);
+    command.args(["--session-id", &session, "Hello"]);
+    let run = run_claude(command, RUN_TIMEOUT);
+    assert!(run.status.success(), "{run:#?}");
+
+    let expected = drover::claude::transcript_path(home.path(), &cwd, &session);
+    let project = expected
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        project.len() > 201 && project.as_bytes()[200] == b'-',
+        "{project}"
+    );
+    let found: Vec<_> = std::fs::read_dir(home.path().join(".claude/projects"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(expected.exists(), "expected {project}, found {found:?}");
+}

@@ -88,7 +88,7 @@ fn assert_clean_kill(agent: &TestAgent, run: &str, record: &KillRecord) {
         "show --json carries the kill"
     );
     let audit = agent.drover(&["audit", "--run", run, "--json"]);
-    let audit: Vec<KillRecord> = serde_json::from_slice(&audit.stdout).expect("audit --json");
+    let audit: Vec<KillRecord> = audit_kills(&audit.stdout);
     assert_eq!(
         audit.last(),
         Some(record),
@@ -426,8 +426,7 @@ fn a_caller_without_the_operator_role_is_refused_and_the_refusal_is_audited() {
         RunState::Running,
         "the refused kill changed the run"
     );
-    let audit: Vec<KillRecord> =
-        serde_json::from_slice(&agent.drover(&["audit", "--json"]).stdout).unwrap();
+    let audit = audit_kills(&agent.drover(&["audit", "--json"]).stdout);
     let refused = audit.last().expect("the refusal is audited");
     assert_eq!(
         (refused.result, refused.uid),
@@ -457,8 +456,7 @@ fn a_protected_workflow_needs_a_confirmation_and_finished_runs_are_a_clear_no_op
     assert_eq!(agent.show(&id).state, RunState::Running);
     let record = kill(&agent, &id, &["--yes"]);
     assert_clean_kill(&agent, &id, &record);
-    let audit: Vec<KillRecord> =
-        serde_json::from_slice(&agent.drover(&["audit", "--run", &id, "--json"]).stdout).unwrap();
+    let audit = audit_kills(&agent.drover(&["audit", "--run", &id, "--json"]).stdout);
     assert_eq!(
         audit.iter().map(|k| k.result).collect::<Vec<_>>(),
         [KillResult::Refused, KillResult::Killed]
@@ -520,9 +518,8 @@ fn a_claude_code_step_killed_mid_bash_leaves_no_process_and_an_intact_transcript
     ))]);
     let home = dir.join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let session = uuid::Uuid::new_v4().to_string();
     let mut claude = claude_command(&server, &home, dir);
-    claude.args(["--session-id", &session, "run the long command"]);
+    claude.arg("run the long command");
     let id = start(
         &agent,
         &format!(
@@ -544,7 +541,12 @@ fn a_claude_code_step_killed_mid_bash_leaves_no_process_and_an_intact_transcript
         .find(|p| p.name == "sigterm-main")
         .expect("SIGTERM to claude first");
     assert_eq!(main.signalled, 1, "{record:#?}");
-    // The transcript ends in a complete line: claude had time to finish writing it.
+    // drover assigned the session up front; the transcript ends in a complete line:
+    // claude had time to finish writing it.
+    let session = agent.show(&id).steps[0]
+        .session_id
+        .clone()
+        .expect("drover assigned a session id");
     let transcript =
         std::fs::read_to_string(transcript_path(&home, dir, &session)).expect("the transcript");
     assert!(transcript.ends_with('\n'), "the transcript ends mid-line");
@@ -552,4 +554,10 @@ fn a_claude_code_step_killed_mid_bash_leaves_no_process_and_an_intact_transcript
         serde_json::from_str::<serde_json::Value>(line)
             .unwrap_or_else(|e| panic!("a torn transcript line ({e}): {line}"));
     }
+}
+
+/// The kills of `drover audit --json`.
+fn audit_kills(stdout: &[u8]) -> Vec<KillRecord> {
+    let trail: serde_json::Value = serde_json::from_slice(stdout).expect("audit --json");
+    serde_json::from_value(trail["kills"].clone()).expect("audit --json has kills")
 }

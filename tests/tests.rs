@@ -6,7 +6,9 @@ mod support;
 
 mod api;
 mod claude;
+mod failures;
 mod kill;
+mod restart;
 mod run;
 mod sandbox;
 mod survive_restart;

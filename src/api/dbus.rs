@@ -12,7 +12,7 @@ use zbus::{Connection, OwnedVariant, Variant, interface};
 
 use super::OBJECT_PATH;
 use super::auth::{Authorizer, Caller, Role};
-use crate::engine::{Engine, EngineError, KillRequest};
+use crate::engine::{ActionRequest, Engine, EngineError, KillRequest};
 
 /// Errors callers see, named `org.drover.Drover1.Error.*`.
 #[derive(Debug, zbus::DBusError)]
@@ -29,6 +29,10 @@ pub enum ApiError {
     InvalidState(String),
     /// A protected workflow's kill needs `confirm=true`.
     ConfirmationRequired(String),
+    /// A start or restart was refused: the message names each requirement not met.
+    RequirementsUnmet(String),
+    /// A checkpoint's ref, commit or state is missing or damaged; nothing was changed.
+    CorruptCheckpoint(String),
     Failed(String),
 }
 
@@ -43,7 +47,13 @@ impl From<EngineError> for ApiError {
             EngineError::AlreadyEnded { .. }
             | EngineError::KillInProgress(_)
             | EngineError::NotRunning { .. }
-            | EngineError::NoCriticalSpan { .. } => ApiError::InvalidState(e.to_string()),
+            | EngineError::NoCriticalSpan { .. }
+            | EngineError::NotEnded { .. }
+            | EngineError::NoWorktree { .. }
+            | EngineError::NothingToRestart { .. } => ApiError::InvalidState(e.to_string()),
+            EngineError::NoSuchCheckpoint { .. } => ApiError::InvalidArgument(e.to_string()),
+            EngineError::RequirementsUnmet { .. } => ApiError::RequirementsUnmet(e.to_string()),
+            EngineError::CorruptCheckpoint { .. } => ApiError::CorruptCheckpoint(e.to_string()),
             EngineError::Unconfirmed(_) => ApiError::ConfirmationRequired(e.to_string()),
             EngineError::GraceTooLong { .. } => ApiError::InvalidArgument(e.to_string()),
             _ => ApiError::Failed(e.to_string()),
@@ -88,6 +98,35 @@ impl Manager {
                 Err(ApiError::PermissionDenied(denied.to_string()))
             }
         }
+    }
+}
+
+impl Manager {
+    /// The caller's request for `action` on `run`, if their role allows it (operator); a
+    /// refusal is audited.
+    async fn action_request(
+        &self,
+        conn: &Connection,
+        hdr: &Header<'_>,
+        run: String,
+        action: &'static str,
+        confirm: bool,
+    ) -> Result<ActionRequest, ApiError> {
+        let caller = self.caller(conn, hdr).await?;
+        let request = ActionRequest {
+            run,
+            requested_by: caller.to_string(),
+            uid: Some(caller.uid),
+            role: self.auth.role_of(&caller).map(|r| r.to_string()),
+            channel: caller.channel.to_owned(),
+            confirm,
+        };
+        if let Err(denied) = self.auth.require(&caller, Role::Operator, action) {
+            self.engine
+                .refuse_action(&request, action, &denied.to_string())?;
+            return Err(ApiError::PermissionDenied(denied.to_string()));
+        }
+        Ok(request)
     }
 }
 
@@ -217,6 +256,84 @@ impl Manager {
         )
     }
 
+    /// Takes a checkpoint of a run now; returns it (JSON).
+    async fn checkpoint(
+        &self,
+        run: String,
+        label: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        let request = self
+            .action_request(conn, &hdr, run, "checkpoint", false)
+            .await?;
+        let label = Some(label.as_str()).filter(|l| !l.trim().is_empty());
+        to_json(&self.engine.checkpoint(&request, label).await?)
+    }
+
+    /// A run's checkpoints, oldest first (JSON array).
+    async fn checkpoints(
+        &self,
+        run: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        self.authorise(conn, &hdr, Role::Viewer, "list checkpoints")
+            .await?;
+        to_json(&self.engine.checkpoints(&run)?)
+    }
+
+    /// Restarts an ended run from a checkpoint. Options: `from` (the checkpoint number,
+    /// u; default the latest), `confirm` (b, needed for a protected workflow). Returns the
+    /// audit record (JSON) once the run is running again.
+    async fn restart(
+        &self,
+        run: String,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        let (from, confirm) = action_options(&options, "Restart", true)?;
+        let request = self
+            .action_request(conn, &hdr, run, "restart", confirm)
+            .await?;
+        to_json(&self.engine.restart(&request, from).await?)
+    }
+
+    /// Resets an ended run's worktree to checkpoint `to`, starting nothing. Options:
+    /// `confirm` (b, needed for a protected workflow). Returns the audit record (JSON).
+    async fn rollback(
+        &self,
+        run: String,
+        to: u32,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        let (_, confirm) = action_options(&options, "Rollback", false)?;
+        let request = self
+            .action_request(conn, &hdr, run, "rollback", confirm)
+            .await?;
+        to_json(&self.engine.rollback(&request, to).await?)
+    }
+
+    /// Restarts, rollbacks and checkpoints asked for (JSON array, oldest first), of one run
+    /// or of all runs for "".
+    async fn actions(
+        &self,
+        run: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        self.authorise(conn, &hdr, Role::Viewer, "read the audit trail")
+            .await?;
+        to_json(
+            &self
+                .engine
+                .actions(Some(run.as_str()).filter(|r| !r.is_empty()))?,
+        )
+    }
+
     /// A run reached a new state (already recorded in the state DB).
     #[zbus(signal)]
     pub async fn run_changed(
@@ -257,6 +374,47 @@ fn kill_options(
         }
     }
     Ok((grace, confirm))
+}
+
+/// Reads `Restart`'s and `Rollback`'s options (`from` only where `takes_from`); an unknown
+/// key or a wrong type is refused by name.
+fn action_options(
+    options: &HashMap<String, OwnedVariant>,
+    call: &str,
+    takes_from: bool,
+) -> Result<(Option<u32>, bool), ApiError> {
+    let mut from = None;
+    let mut confirm = false;
+    for (key, value) in options {
+        match (key.as_str(), &**value) {
+            ("from", Variant::U32(n)) if takes_from => from = Some(*n),
+            ("from", Variant::Str(s)) if takes_from && s.as_str() == "latest" => from = None,
+            ("confirm", Variant::Bool(yes)) => confirm = *yes,
+            ("from", other) if takes_from => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "option from has the wrong type {}: a checkpoint number (u) or \"latest\" (s)",
+                    other.value_signature()
+                )));
+            }
+            ("confirm", other) => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "option confirm has the wrong type {}: a boolean (b)",
+                    other.value_signature()
+                )));
+            }
+            _ => {
+                let known = if takes_from {
+                    "from and confirm"
+                } else {
+                    "confirm"
+                };
+                return Err(ApiError::InvalidArgument(format!(
+                    "unknown option {key:?}: {call} knows {known}"
+                )));
+            }
+        }
+    }
+    Ok((from, confirm))
 }
 
 /// Serves the interface on `conn` and forwards the engine's run events as `RunChanged`.

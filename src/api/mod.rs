@@ -34,6 +34,20 @@ pub trait Drover {
     fn enter_critical(&self, run: &str, label: &str) -> zbus::Result<()>;
     fn leave_critical(&self, run: &str, label: &str) -> zbus::Result<()>;
     fn audit(&self, run: &str) -> zbus::Result<String>;
+    fn checkpoint(&self, run: &str, label: &str) -> zbus::Result<String>;
+    fn checkpoints(&self, run: &str) -> zbus::Result<String>;
+    fn restart(
+        &self,
+        run: &str,
+        options: std::collections::HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<String>;
+    fn rollback(
+        &self,
+        run: &str,
+        to: u32,
+        options: std::collections::HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<String>;
+    fn actions(&self, run: &str) -> zbus::Result<String>;
     #[zbus(signal)]
     fn run_changed(&self, run_id: String, state: String) -> zbus::Result<()>;
 }

@@ -1,31 +1,45 @@
-//! `drover audit [--run RUN] [--json]` — the kill audit trail: every kill requested,
-//! refused, done, or seen from outside. The client of `Manager.Audit`.
+//! `drover audit [--run RUN] [--json]` — the audit trail: every kill requested, refused,
+//! done, or seen from outside, and every restart, rollback and checkpoint asked for. The
+//! client of `Manager.Audit` and `Manager.Actions`.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 
 use super::api_error;
 use crate::api::DroverProxy;
-use crate::model::KillRecord;
+use crate::model::{ActionRecord, KillRecord};
+
+/// The shape of `drover audit --json`.
+#[derive(Serialize, Deserialize)]
+pub struct AuditTrail {
+    pub kills: Vec<KillRecord>,
+    pub actions: Vec<ActionRecord>,
+}
 
 pub async fn run(
     proxy: &DroverProxy<'_>,
     run: Option<&str>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let text = proxy.audit(run.unwrap_or("")).await.map_err(api_error)?;
+    let run = run.unwrap_or("");
+    let unreadable = "the agent sent records this client cannot read";
+    let kills = proxy.audit(run).await.map_err(api_error)?;
+    let actions = proxy.actions(run).await.map_err(api_error)?;
+    let trail = AuditTrail {
+        kills: serde_json::from_str(&kills).context(unreadable)?,
+        actions: serde_json::from_str(&actions).context(unreadable)?,
+    };
     if json {
-        println!("{text}");
+        println!("{}", serde_json::to_string(&trail)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let records: Vec<KillRecord> =
-        serde_json::from_str(&text).context("the agent sent records this client cannot read")?;
     println!(
         "{:<5} {:<12} {:<9} {:<8} {:<24} {:<34} REASON",
-        "ID", "RUN", "RESULT", "TOTAL", "REQUESTED", "BY"
+        "KILL", "RUN", "RESULT", "TOTAL", "REQUESTED", "BY"
     );
-    for r in &records {
+    for r in &trail.kills {
         println!(
             "{:<5} {:<12} {:<9} {:<8} {:<24} {:<34} {}",
             r.id,
@@ -36,6 +50,25 @@ pub async fn run(
             r.requested_by,
             r.reason
         );
+    }
+    if !trail.actions.is_empty() {
+        println!();
+        println!(
+            "{:<5} {:<12} {:<10} {:<8} {:<24} {:<34} DETAIL",
+            "ID", "RUN", "ACTION", "RESULT", "AT", "BY"
+        );
+        for a in &trail.actions {
+            println!(
+                "{:<5} {:<12} {:<10} {:<8} {:<24} {:<34} {}",
+                a.id,
+                a.run,
+                a.action,
+                a.result,
+                a.at.to_string(),
+                a.requested_by,
+                a.detail
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

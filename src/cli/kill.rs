@@ -3,12 +3,11 @@
 //! ended `killed` with no process left.
 
 use std::collections::HashMap;
-use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
-use super::{api_error, get_run};
+use super::{api_error, confirmed};
 use crate::api::DroverProxy;
 use crate::model::{KillRecord, KillResult};
 
@@ -20,23 +19,7 @@ pub async fn run(
     yes: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut confirm = yes;
-    if !confirm {
-        let run = get_run(proxy, id).await?;
-        if run.protected && std::io::stdin().is_terminal() {
-            eprint!(
-                "run {id} (workflow {}) is protected. Kill it? [y/N] ",
-                run.workflow
-            );
-            std::io::stderr().flush()?;
-            let mut answer = String::new();
-            std::io::stdin().lock().read_line(&mut answer)?;
-            if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                bail!("not killed: not confirmed");
-            }
-            confirm = true;
-        }
-    }
+    let confirm = confirmed(proxy, id, "Kill", yes).await?;
     let mut options: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
     if let Some(grace) = &grace {
         options.insert("grace", grace.as_str().into());

@@ -2,10 +2,13 @@
 //! agent over D-Bus (`cli/<command>.rs` mirrors the API call of the same name).
 
 mod audit;
+mod checkpoint;
 mod critical;
 mod kill;
 mod logs;
 mod ps;
+mod restart;
+mod rollback;
 mod run;
 mod show;
 
@@ -127,6 +130,46 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Take a checkpoint of a run now (its worktree and state as a git commit).
+    Checkpoint {
+        run: String,
+        /// A note kept with the checkpoint.
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a run's checkpoints.
+    Checkpoints {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restart an ended run from a checkpoint: restore its worktree and state, resume its
+    /// agent session, and go on with the next step.
+    Restart {
+        run: String,
+        /// The checkpoint number, or "latest".
+        #[arg(long, value_name = "N|latest", default_value = "latest", value_parser = parse_checkpoint)]
+        from: CheckpointChoice,
+        /// Confirm the restart of a protected workflow.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reset an ended run's worktree to checkpoint N without starting anything (the
+    /// worktree as it was is kept as a checkpoint first).
+    Rollback {
+        run: String,
+        #[arg(long, value_name = "N")]
+        to: u32,
+        /// Confirm the rollback of a protected workflow.
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run CMD inside a private systemd user manager, session bus and journald (for hosts
     /// whose PID 1 is not systemd; needs root).
     Sandbox {
@@ -140,6 +183,22 @@ enum Command {
     /// Internal: supervise one step inside its scope.
     #[command(name = "__shim", hide = true)]
     Shim { spec: PathBuf },
+}
+
+/// Which checkpoint a restart goes on from.
+#[derive(Debug, Clone, Copy)]
+enum CheckpointChoice {
+    Latest,
+    Number(u32),
+}
+
+fn parse_checkpoint(text: &str) -> Result<CheckpointChoice, String> {
+    if text == "latest" {
+        return Ok(CheckpointChoice::Latest);
+    }
+    text.parse()
+        .map(CheckpointChoice::Number)
+        .map_err(|_| format!("expected a checkpoint number or \"latest\", got {text:?}"))
 }
 
 fn parse_param(text: &str) -> Result<(String, String), String> {
@@ -215,6 +274,27 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit { run, json } => {
             audit::run(&connect(bus).await?, run.as_deref(), json).await
         }
+        Command::Checkpoint { run, label, json } => {
+            checkpoint::take(&connect(bus).await?, &run, label.as_deref(), json).await
+        }
+        Command::Checkpoints { run, json } => {
+            checkpoint::list(&connect(bus).await?, &run, json).await
+        }
+        Command::Restart {
+            run,
+            from,
+            yes,
+            json,
+        } => {
+            let from = match from {
+                CheckpointChoice::Latest => None,
+                CheckpointChoice::Number(n) => Some(n),
+            };
+            restart::run(&connect(bus).await?, &run, from, yes, json).await
+        }
+        Command::Rollback { run, to, yes, json } => {
+            rollback::run(&connect(bus).await?, &run, to, yes, json).await
+        }
         Command::Logs { run, step, follow } => {
             logs::run(&connect(bus).await?, &run, step.as_deref(), follow).await
         }
@@ -264,6 +344,36 @@ fn api_error(e: zbus::Error) -> anyhow::Error {
         },
         other => anyhow::Error::new(other).context("D-Bus call to the agent failed"),
     }
+}
+
+/// Whether the caller confirmed `action` ("Kill", "Restart", …) of a protected run: by
+/// `--yes`, or by answering on a terminal. An unprotected run needs no confirmation; off
+/// a terminal the agent refuses an unconfirmed one with a message naming `--yes`.
+async fn confirmed(
+    proxy: &DroverProxy<'_>,
+    id: &str,
+    action: &str,
+    yes: bool,
+) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(true);
+    }
+    let run = get_run(proxy, id).await?;
+    if !run.protected || !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    eprint!(
+        "run {id} (workflow {}) is protected. {action} it? [y/N] ",
+        run.workflow
+    );
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        anyhow::bail!("nothing done: not confirmed");
+    }
+    Ok(true)
 }
 
 /// Fetches and decodes one run.

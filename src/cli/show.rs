@@ -31,6 +31,21 @@ pub async fn run(proxy: &DroverProxy<'_>, id: &str, json: bool) -> anyhow::Resul
     if let Some(error) = &run.error {
         println!("error:        {error}");
     }
+    if let Some(class) = run.failure_class {
+        println!("failure:      {class}");
+    }
+    if let Some(at) = run.next_attempt_at {
+        println!("next attempt: {at}");
+    }
+    if let Some(restart) = &run.restart {
+        let from = restart
+            .checkpoint
+            .map_or("no checkpoint".to_owned(), |n| format!("checkpoint {n}"));
+        println!(
+            "restarted:    from {from}, at step {}",
+            restart.next_step + 1
+        );
+    }
     println!();
     println!(
         "{:<16} {:<8} {:<10} {:<10} {:<6} {:<6} UNIT",
@@ -47,6 +62,25 @@ pub async fn run(proxy: &DroverProxy<'_>, id: &str, json: bool) -> anyhow::Resul
             or_dash(step.signal.map(|s| s.to_string())),
             or_dash(step.unit.clone())
         );
+    }
+    for step in &run.steps {
+        if let (Some(class), Some(evidence)) = (step.failure_class, &step.failure_evidence) {
+            println!("{}: {class}: {evidence}", step.name);
+        }
+        if let Some(session) = &step.session_id {
+            let cost =
+                step.agent
+                    .as_ref()
+                    .and_then(|a| a.result.as_ref())
+                    .map_or(String::new(), |r| {
+                        format!(
+                            ", {} turns, ${:.4}",
+                            r.num_turns.unwrap_or_default(),
+                            r.total_cost_usd.unwrap_or_default()
+                        )
+                    });
+            println!("{}: Claude Code session {session}{cost}", step.name);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use super::follow::Follower;
 use super::step::{self, AttemptFiles};
 use super::{Engine, EngineError, Inner, Result};
-use crate::checkpoint;
+use crate::claude;
 use crate::engine::shim;
 use crate::kill::{self, Clock, Target};
 use crate::model::{
     KillPhase, KillRecord, KillResult, RunState, StepAttempt, StepState, Timestamp,
 };
-use crate::spec::Workflow;
+use crate::restart::{Failure, FailureClass};
+use crate::spec::{Step, Workflow};
 use crate::store::AttemptEnd;
 
 /// Of the kill budget, what SIGKILL leaves for cleanup and the snapshot.
@@ -234,7 +235,11 @@ impl Inner {
                 }
             }
             let signalled = record.phases.iter().any(|p| p.name.starts_with("sig"));
-            self.record_killed_attempt(&run.id, attempt, &step.name, signalled)?;
+            let killed_by = format!(
+                "killed by {} via {}: {}",
+                record.requested_by, record.channel, record.reason
+            );
+            self.record_killed_attempt(&run.id, attempt, step, signalled, &killed_by)?;
 
             let started = Instant::now();
             let left = workflow
@@ -268,12 +273,11 @@ impl Inner {
             record
                 .cleanup
                 .extend(kill::remove_stale_git_locks(worktree));
-            let reference = format!("refs/drover/{}/killed-{}", run.id, record.id);
-            let message = format!("drover: run {} killed ({})", run.id, record.reason);
-            match checkpoint::snapshot(worktree, &reference, &message) {
-                Ok(commit) => record.snapshot = Some(format!("{reference} {commit}")),
+            let label = format!("killed by {} ({})", record.requested_by, record.reason);
+            match self.take_checkpoint(&run.id, "kill", &label, None).await {
+                Ok(c) => record.snapshot = Some(format!("{} {}", c.reference, c.commit)),
                 Err(e) => record.cleanup.push(crate::model::CleanupAction {
-                    action: "final snapshot".to_owned(),
+                    action: "final checkpoint".to_owned(),
                     ok: false,
                     detail: e.to_string(),
                 }),
@@ -324,15 +328,23 @@ impl Inner {
         &self,
         run: &str,
         attempt: &StepAttempt,
-        step: &str,
+        step: &Step,
         signalled: bool,
+        killed_by: &str,
     ) -> Result<()> {
-        let files = AttemptFiles::of(self, run, step, attempt.attempt);
+        let files = AttemptFiles::of(self, run, &step.name, attempt.attempt);
         let exit = shim::read_exit_file(&files.exit).ok().flatten();
         let (state, result) = match &exit {
             Some(exit) if !signalled => step::classify(exit, None),
             _ => (StepState::Killed, "killed"),
         };
+        let failure = (state != StepState::Succeeded).then(|| Failure {
+            class: FailureClass::Killed,
+            evidence: killed_by.to_owned(),
+        });
+        let agent = step
+            .agent
+            .and_then(|_| claude::read_stream(&files.stream).ok());
         let mut follower = Follower::new(files.log.clone());
         follower.catch_up();
         let output = follower
@@ -350,6 +362,8 @@ impl Inner {
                 signal: exit.as_ref().and_then(|e| e.signal),
                 result,
                 output: &output,
+                failure: failure.as_ref(),
+                agent: agent.as_ref(),
             },
         )?;
         Ok(())

@@ -3,12 +3,15 @@
 //! one stopped), records every transition before announcing it, and launches each step
 //! through its shim into a transient scope.
 
+mod checkpoints;
 mod follow;
 mod killing;
+mod restarting;
 pub mod shim;
 mod step;
 
 pub use killing::KillRequest;
+pub use restarting::ActionRequest;
 
 /// journald `MESSAGE_ID` of every kill record (`journalctl MESSAGE_ID=…`).
 pub const KILL_MESSAGE_ID: &str = "5f8c1d6e2a7b4c39b0e1d2c3a4b5c6d7";
@@ -20,7 +23,9 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use crate::model::{Run, RunState, StepOutput, StepState, Timestamp};
+use crate::checkpoint::CheckpointError;
+use crate::model::{Run, RunState, StepAttempt, StepOutput, StepState, Timestamp};
+use crate::restart::{self, FailureClass};
 use crate::spec::{self, Workflow};
 use crate::store::{NewRun, Store, StoreError};
 use crate::systemd::{Systemd, SystemdError};
@@ -73,6 +78,36 @@ pub enum EngineError {
     NoCriticalSpan { run: String, label: String },
     #[error("run {run}: the stored workflow cannot be read: {reason}")]
     CorruptRun { run: String, reason: String },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(
+        "run {run} has no worktree (its workflow names no `workspace`): there is nothing to checkpoint"
+    )]
+    NoWorktree { run: String },
+    #[error("run {run} has no checkpoint {n} (it has {available})")]
+    NoSuchCheckpoint {
+        run: String,
+        n: u32,
+        available: String,
+    },
+    #[error("checkpoint {n} of run {run} cannot be used: {reason}")]
+    CorruptCheckpoint { run: String, n: u32, reason: String },
+    #[error("run {run} is {state}: {action} needs an ended run (kill it first)")]
+    NotEnded {
+        run: String,
+        state: RunState,
+        action: &'static str,
+    },
+    #[error("run {run}: {what}: requirements not met: {unmet}")]
+    RequirementsUnmet {
+        run: String,
+        what: String,
+        unmet: String,
+    },
+    #[error(
+        "run {run}: checkpoint {n} was taken after the last step: there is nothing to restart (restart --from an earlier checkpoint)"
+    )]
+    NothingToRestart { run: String, n: u32 },
 }
 
 type Result<T> = std::result::Result<T, EngineError>;
@@ -106,6 +141,9 @@ struct Inner {
     systemd: Systemd,
     config: EngineConfig,
     events: broadcast::Sender<RunEvent>,
+    /// One checkpoint at a time: numbers and the private index are per run, and the git
+    /// work is heavy enough that two at once only slow each other down.
+    checkpointing: tokio::sync::Mutex<()>,
 }
 
 /// What a run needs next, decided from its workflow and the attempts the DB holds.
@@ -119,9 +157,16 @@ enum Action {
         index: usize,
         attempt: u32,
     },
+    /// Attempt `attempt` of a failed step, as retry number `retry`, after the backoff.
+    Retry {
+        index: usize,
+        attempt: u32,
+        retry: u32,
+    },
     Finish {
         state: RunState,
         reason: Option<String>,
+        failure: Option<FailureClass>,
     },
 }
 
@@ -131,8 +176,20 @@ const NEVER_STARTED: &str = "never-started";
 
 fn next_action(workflow: &Workflow, run: &Run) -> Action {
     for (index, step) in workflow.steps.iter().enumerate() {
-        let Some(attempt) = run.steps.iter().find(|a| a.index as usize == index) else {
-            return Action::Start { index, attempt: 1 };
+        let restart = run.restart.as_ref();
+        if restart.is_some_and(|r| (index as u32) < r.next_step) {
+            continue; // done by the checkpoint the run was restarted from
+        }
+        let first = restart.map_or(1, |r| r.first_attempts.get(index).copied().unwrap_or(1));
+        let Some(attempt) = run
+            .steps
+            .iter()
+            .find(|a| a.index as usize == index && a.attempt >= first)
+        else {
+            return Action::Start {
+                index,
+                attempt: first,
+            };
         };
         match attempt.state {
             StepState::Succeeded => continue,
@@ -143,10 +200,22 @@ fn next_action(workflow: &Workflow, run: &Run) -> Action {
                 };
             }
             StepState::Failed | StepState::Killed => {
-                let how = attempt.result.as_deref().unwrap_or("failed");
+                let so_far = attempt.attempt + 1 - first;
+                if let Some(retry) = restart::retry_number(step, attempt.failure_class, so_far) {
+                    return Action::Retry {
+                        index,
+                        attempt: attempt.attempt + 1,
+                        retry,
+                    };
+                }
+                let how = match (attempt.failure_class, &attempt.failure_evidence) {
+                    (Some(class), Some(evidence)) => format!("{class}: {evidence}"),
+                    _ => attempt.result.clone().unwrap_or_else(|| "failed".into()),
+                };
                 return Action::Finish {
                     state: RunState::Failed,
                     reason: Some(format!("step {} failed: {how}", step.name)),
+                    failure: attempt.failure_class,
                 };
             }
             StepState::Pending | StepState::Starting | StepState::Running => {
@@ -160,6 +229,7 @@ fn next_action(workflow: &Workflow, run: &Run) -> Action {
     Action::Finish {
         state: RunState::Succeeded,
         reason: None,
+        failure: None,
     }
 }
 
@@ -198,6 +268,7 @@ impl Engine {
                 systemd,
                 config,
                 events,
+                checkpointing: tokio::sync::Mutex::new(()),
             }),
         };
         for run in unfinished {
@@ -227,6 +298,16 @@ impl Engine {
         }
         if let Some(workspace) = &workflow.workspace {
             worktree::check_workspace(workspace)?;
+        }
+        let unmet = self
+            .inner
+            .unmet_requirements(None, &workflow, &params, None);
+        if !unmet.is_empty() {
+            return Err(EngineError::RequirementsUnmet {
+                run: "(new)".into(),
+                what: format!("workflow {} cannot start", workflow.name),
+                unmet: restart::requires::describe(&unmet),
+            });
         }
         let spec_json = serde_json::to_string(&workflow).map_err(|e| EngineError::CorruptRun {
             run: "(new)".into(),
@@ -271,6 +352,21 @@ impl Engine {
     /// other run is driven on.
     fn readopt(&self, run: String) -> Result<()> {
         let (record, workflow) = self.inner.load(&run)?;
+        if record.state == RunState::Restarting {
+            // The restore may be half done; the operator restarts again (which restores
+            // the whole checkpoint) rather than the run going on from a mixed worktree.
+            let reason = "its restart was interrupted by an agent restart: restart it again";
+            self.inner.store().set_run_state(
+                &run,
+                &[RunState::Restarting],
+                RunState::Failed,
+                "drover",
+                Some(reason),
+            )?;
+            self.inner
+                .announce(&run, &workflow.name, RunState::Failed, "drover");
+            return Ok(());
+        }
         if !record.state.is_being_killed() {
             self.spawn_driver(run);
             return Ok(());
@@ -308,21 +404,7 @@ impl Engine {
     }
 
     fn spawn_driver(&self, run: String) {
-        let inner = self.inner.clone();
-        let id = run.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = inner.drive(&run).await {
-                tracing::error!(drover_run = %run, "run {run} failed: {e}");
-                if let Err(store_err) = inner
-                    .finish(&run, RunState::Failed, Some(&e.to_string()))
-                    .await
-                {
-                    tracing::error!(drover_run = %run, "cannot record the failure of run {run}: {store_err}");
-                }
-            }
-            inner.drivers().remove(&run);
-        });
-        self.inner.drivers().insert(id, task.abort_handle());
+        self.inner.spawn_driver(run);
     }
 }
 
@@ -337,6 +419,30 @@ impl Inner {
         self.drivers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts the task that drives `run` to its end; one per run, so its retries never overlap.
+    fn spawn_driver(self: &Arc<Self>, run: String) {
+        let mut drivers = self.drivers();
+        if drivers.get(&run).is_some_and(|task| !task.is_finished()) {
+            tracing::warn!(drover_run = %run, "run {run} already has a driver");
+            return;
+        }
+        let inner = self.clone();
+        let id = run.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = inner.drive(&run).await {
+                tracing::error!(drover_run = %run, "run {run} failed: {e}");
+                if let Err(store_err) = inner
+                    .finish(&run, RunState::Failed, Some(&e.to_string()), None)
+                    .await
+                {
+                    tracing::error!(drover_run = %run, "cannot record the failure of run {run}: {store_err}");
+                }
+            }
+            inner.drivers().remove(&run);
+        });
+        drivers.insert(id, task.abort_handle());
     }
 
     /// Stops the task driving `run` (at an await point: no DB write is torn; what it was
@@ -397,13 +503,23 @@ impl Inner {
     }
 
     /// Ends a run that is still pending or running; a run a kill took over is left to it.
-    async fn finish(&self, id: &str, state: RunState, reason: Option<&str>) -> Result<()> {
+    async fn finish(
+        &self,
+        id: &str,
+        state: RunState,
+        reason: Option<&str>,
+        failure: Option<FailureClass>,
+    ) -> Result<()> {
         let (run, _) = self.load(id)?;
-        let from = [RunState::Pending, RunState::Running];
-        if self
-            .store()
-            .set_run_state(id, &from, state, "drover", reason)?
-        {
+        let moved = if state == RunState::Failed {
+            let reason = reason.unwrap_or("failed");
+            self.store().fail_run(id, failure, reason)?
+        } else {
+            let from = [RunState::Pending, RunState::Running];
+            self.store()
+                .set_run_state(id, &from, state, "drover", reason)?
+        };
+        if moved {
             self.announce(id, &run.workflow, state, "drover");
             self.stop_slice(id).await;
         }
@@ -432,21 +548,137 @@ impl Inner {
             let (run, _) = self.load(id)?;
             match next_action(&workflow, &run) {
                 Action::Start { index, attempt } => {
-                    let Some(deadline_left) = time_left(&workflow, &run) else {
-                        let reason = "the workflow's time limit ran out";
-                        return self.finish(id, RunState::Failed, Some(reason)).await;
+                    let session = session_to_resume(&run, index, attempt);
+                    self.start_step(&run, &workflow, index, attempt, session)
+                        .await?;
+                }
+                Action::Retry {
+                    index,
+                    attempt,
+                    retry,
+                } => {
+                    self.wait_for_retry(&run, &workflow, index, attempt, retry)
+                        .await?;
+                    let fresh_session = self.restore_for_retry(&run, &workflow, index).await?;
+                    let session = if fresh_session {
+                        None
+                    } else {
+                        session_to_resume(&run, index, attempt)
                     };
-                    step::start(self, &run, &workflow, index, attempt, deadline_left).await?;
+                    let (run, _) = self.load(id)?;
+                    self.start_step(&run, &workflow, index, attempt, session)
+                        .await?;
                 }
                 Action::Await { index, attempt } => {
                     step::await_end(self, &run, &workflow, index, attempt).await?;
                 }
-                Action::Finish { state, reason } => {
-                    return self.finish(id, state, reason.as_deref()).await;
+                Action::Finish {
+                    state,
+                    reason,
+                    failure,
+                } => {
+                    return self.finish(id, state, reason.as_deref(), failure).await;
                 }
             }
         }
     }
+
+    /// Starts an attempt once the step's requirements are met; an unmet one fails the
+    /// attempt as `dependency` without starting anything.
+    async fn start_step(
+        self: &Arc<Self>,
+        run: &Run,
+        workflow: &Workflow,
+        index: usize,
+        attempt: u32,
+        session: Option<String>,
+    ) -> Result<()> {
+        let Some(time_left) = time_left(workflow, run) else {
+            let reason = "the workflow's time limit ran out";
+            return self
+                .finish(
+                    &run.id,
+                    RunState::Failed,
+                    Some(reason),
+                    Some(FailureClass::Timeout),
+                )
+                .await;
+        };
+        let unmet = self.unmet_requirements(Some(run), workflow, &run.params, Some(index));
+        if !unmet.is_empty() {
+            let evidence = restart::requires::describe(&unmet);
+            return step::refuse(self, run, workflow, index, attempt, &evidence);
+        }
+        step::start(self, run, workflow, index, attempt, time_left, session).await
+    }
+
+    /// Sleeps until the retry is due, scheduling it first (`next_attempt_at`, kept in the
+    /// DB so an agent restart keeps the time).
+    async fn wait_for_retry(
+        &self,
+        run: &Run,
+        workflow: &Workflow,
+        index: usize,
+        attempt: u32,
+        retry: u32,
+    ) -> Result<()> {
+        let step = &workflow.steps[index];
+        let at = match run.next_attempt_at {
+            Some(at) => at,
+            None => {
+                let delay = step.retry.delay(retry, fastrand::f64());
+                let at = Timestamp(Timestamp::now().0.saturating_add(delay.as_millis() as i64));
+                let failed = run.steps.iter().find(|a| a.index as usize == index);
+                let why = failed
+                    .and_then(|a| {
+                        Some(format!(
+                            "{}: {}",
+                            a.failure_class?,
+                            a.failure_evidence.as_deref()?
+                        ))
+                    })
+                    .unwrap_or_else(|| "failed".into());
+                let reason = format!(
+                    "retry {retry} of {} at {at} (after {}), because of {why}",
+                    step.retry.max_attempts - 1,
+                    humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+                );
+                self.store()
+                    .schedule_retry(&run.id, &step.name, attempt - 1, at, &reason)?;
+                tracing::info!(
+                    drover_run = %run.id,
+                    drover_step = %step.name,
+                    drover_workflow = %workflow.name,
+                    drover_event = "retry-scheduled",
+                    "run {}: step {} {reason}",
+                    run.id,
+                    step.name
+                );
+                self.announce(&run.id, &workflow.name, run.state, "drover");
+                at
+            }
+        };
+        let wait = Duration::from_millis((at.0 - Timestamp::now().0).max(0) as u64);
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+}
+
+/// The Claude Code session an attempt continues: for the first attempt after a restart,
+/// the one the checkpoint recorded; for a later attempt, its step's previous one.
+fn session_to_resume(run: &Run, index: usize, attempt: u32) -> Option<String> {
+    let first = run
+        .restart
+        .as_ref()
+        .and_then(|r| r.first_attempts.get(index).copied())
+        .unwrap_or(1);
+    if attempt == first {
+        return run.restart.as_ref()?.sessions.get(&(index as u32)).cloned();
+    }
+    run.steps
+        .iter()
+        .find(|a: &&StepAttempt| a.index as usize == index)
+        .and_then(|a| a.session_id.clone())
 }
 
 /// What remains of the workflow's time limit (`None` once it has run out); unlimited
@@ -468,21 +700,8 @@ fn with_pending_steps(mut run: Run, spec_json: &str) -> Run {
     run.protected = workflow.protected;
     for (index, step) in workflow.steps.iter().enumerate() {
         if !run.steps.iter().any(|a| a.index as usize == index) {
-            run.steps.push(crate::model::StepAttempt {
-                name: step.name.clone(),
-                index: index as u32,
-                attempt: 0,
-                state: StepState::Pending,
-                unit: None,
-                pid: None,
-                exit_code: None,
-                signal: None,
-                result: None,
-                log: None,
-                output: StepOutput::default(),
-                started_at: None,
-                ended_at: None,
-            });
+            run.steps
+                .push(StepAttempt::planned(&step.name, index as u32));
         }
     }
     run.steps.sort_by_key(|a| a.index);
@@ -531,24 +750,18 @@ mod tests {
             error: None,
             steps: attempts,
             kill: None,
+            next_attempt_at: None,
+            restart: None,
+            failure_class: None,
         }
     }
 
     fn attempt(index: u32, attempt: u32, state: StepState, result: Option<&str>) -> StepAttempt {
         StepAttempt {
-            name: format!("s{index}"),
-            index,
             attempt,
             state,
-            unit: None,
-            pid: None,
-            exit_code: None,
-            signal: None,
             result: result.map(str::to_owned),
-            log: None,
-            output: StepOutput::default(),
-            started_at: None,
-            ended_at: None,
+            ..StepAttempt::planned(&format!("s{index}"), index)
         }
     }
 
@@ -583,7 +796,8 @@ mod tests {
             next_action(&wf, &run_with(both)),
             Action::Finish {
                 state: RunState::Succeeded,
-                reason: None
+                reason: None,
+                failure: None
             }
         );
     }
@@ -596,7 +810,8 @@ mod tests {
             next_action(&wf, &run_with(failed)),
             Action::Finish {
                 state: RunState::Failed,
-                reason: Some("step a failed: exit-code".into())
+                reason: Some("step a failed: exit-code".into()),
+                failure: None
             }
         );
     }
@@ -618,6 +833,64 @@ mod tests {
             Action::Start {
                 index: 0,
                 attempt: 2
+            }
+        );
+    }
+
+    #[test]
+    fn a_retryable_failure_is_retried_until_the_attempts_run_out() {
+        let text = "name = \"wf\"\n[[step]]\nname = \"a\"\nrun = \"true\"\n[step.retry]\nmax_attempts = 2\n";
+        let wf = spec::parse(text, Path::new("/w.toml")).unwrap();
+        let transient = |n| StepAttempt {
+            failure_class: Some(FailureClass::Transient),
+            failure_evidence: Some("HTTP 529".into()),
+            ..attempt(0, n, StepState::Failed, Some("exit-code"))
+        };
+        assert_eq!(
+            next_action(&wf, &run_with(vec![transient(1)])),
+            Action::Retry {
+                index: 0,
+                attempt: 2,
+                retry: 1
+            }
+        );
+        assert_eq!(
+            next_action(&wf, &run_with(vec![transient(2)])),
+            Action::Finish {
+                state: RunState::Failed,
+                reason: Some("step a failed: transient: HTTP 529".into()),
+                failure: Some(FailureClass::Transient)
+            }
+        );
+    }
+
+    #[test]
+    fn after_a_restart_earlier_steps_are_done_and_later_ones_start_over() {
+        let wf = workflow(&["a", "b", "c"]);
+        let mut run = run_with(vec![
+            attempt(0, 1, StepState::Succeeded, Some("success")),
+            attempt(1, 1, StepState::Killed, Some("killed")),
+        ]);
+        run.restart = Some(restart::restart_point(
+            Some(2),
+            1,
+            &BTreeMap::from([(0, 1), (1, 1)]),
+            3,
+            BTreeMap::new(),
+        ));
+        assert_eq!(
+            next_action(&wf, &run),
+            Action::Start {
+                index: 1,
+                attempt: 2
+            }
+        );
+        run.steps[1] = attempt(1, 2, StepState::Succeeded, Some("success"));
+        assert_eq!(
+            next_action(&wf, &run),
+            Action::Start {
+                index: 2,
+                attempt: 1
             }
         );
     }

@@ -30,6 +30,9 @@ pub struct ShimSpec {
     /// Variables added to the agent's environment for the step.
     pub env: BTreeMap<String, String>,
     pub log: PathBuf,
+    /// Where stdout alone is also copied (an agent step's stream-json), if anywhere.
+    #[serde(default)]
+    pub stdout_copy: Option<PathBuf>,
     pub exit_file: PathBuf,
     /// Journald fields on every output line: `DROVER_RUN`, `DROVER_STEP`, ….
     pub journal_fields: BTreeMap<String, String>,
@@ -144,25 +147,45 @@ fn supervise(spec: &ShimSpec) -> StepExit {
 
     let journal_error: Arc<Mutex<Option<String>>> = Arc::default();
     let (done_tx, done_rx) = mpsc::channel();
-    let streams: [(Option<OutputStream>, &str, Priority); 2] = [
+    // A failure to open the copy loses only the copy: the log still has every line.
+    let stdout_copy = spec.stdout_copy.as_ref().and_then(|path| {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .inspect_err(|e| {
+                let _ = writeln!(lock(&log), "drover: cannot open {}: {e}", path.display());
+            })
+            .ok()
+    });
+    let streams: [(Option<OutputStream>, &str, Priority, Option<File>); 2] = [
         (
             child.stdout.take().map(|s| Box::new(s) as _),
             "stdout",
             Priority::Info,
+            stdout_copy,
         ),
         (
             child.stderr.take().map(|s| Box::new(s) as _),
             "stderr",
             Priority::Warning,
+            None,
         ),
     ];
-    for (stream, name, priority) in streams {
+    for (stream, name, priority, mut copy) in streams {
         let Some(stream) = stream else { continue };
         let mut fields = spec.journal_fields.clone();
         fields.insert("DROVER_STREAM".into(), name.into());
         let (log, journal_error, done_tx) = (log.clone(), journal_error.clone(), done_tx.clone());
         std::thread::spawn(move || {
-            copy_lines(stream, &log, priority, &fields, &journal_error);
+            copy_lines(
+                stream,
+                &log,
+                copy.as_mut(),
+                priority,
+                &fields,
+                &journal_error,
+            );
             let _ = done_tx.send(());
         });
     }
@@ -217,10 +240,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Copies one output stream line by line to the log file and to journald.
+/// Copies one output stream line by line to the log file (and `copy`) and to journald.
 fn copy_lines(
     stream: OutputStream,
     log: &Mutex<File>,
+    mut copy: Option<&mut File>,
     priority: Priority,
     fields: &BTreeMap<String, String>,
     journal_error: &Mutex<Option<String>>,
@@ -237,6 +261,9 @@ fn copy_lines(
             line.push(b'\n');
         }
         let _ = lock(log).write_all(&line);
+        if let Some(copy) = copy.as_mut() {
+            let _ = copy.write_all(&line);
+        }
         let text = String::from_utf8_lossy(&line[..line.len() - 1]);
         if let Err(e) = journal_send(priority, &text, fields.iter()) {
             lock(journal_error).get_or_insert_with(|| format!("journald: {e}"));

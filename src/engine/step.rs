@@ -13,8 +13,11 @@ use tokio::io::AsyncWriteExt;
 use super::follow::Follower;
 use super::shim::{self, ShimOutcome, ShimSpec, StepExit};
 use super::{EngineError, Inner, NEVER_STARTED, Result};
-use crate::model::{KillRecord, Run, StepOutput, StepState};
-use crate::spec::Workflow;
+use crate::claude::{self, Repair, SessionStart};
+use crate::kill::{self, Clock, Target};
+use crate::model::{KillRecord, Run, StepOutput, StepState, Timestamp};
+use crate::restart::failure::{self, Evidence, Failure, FailureClass};
+use crate::spec::{Step, Workflow};
 use crate::store::{AttemptEnd, NewAttempt};
 use crate::systemd::ScopeProperties;
 
@@ -25,6 +28,8 @@ const UNIT_CHECK: Duration = Duration::from_secs(1);
 /// How long the scope may linger once its step ended before drover stops it (children the
 /// step left behind keep it alive).
 const LINGER: Duration = Duration::from_secs(3);
+/// How much of the end of a failed step's output is searched for evidence.
+const EVIDENCE_TAIL: u64 = 64 * 1024;
 
 /// The journald fields of every line a step attempt writes.
 fn journal_fields(
@@ -72,10 +77,21 @@ pub(super) fn step_cwd(run: &Run) -> PathBuf {
     }
 }
 
+/// The `$HOME` a step runs with: where Claude Code keeps its transcripts.
+pub(super) fn step_home(step: &Step) -> PathBuf {
+    step.env
+        .get("HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
 /// The files of one attempt, in the run's directory.
 pub(super) struct AttemptFiles {
     pub(super) log: PathBuf,
     pub(super) exit: PathBuf,
+    /// An agent step's stdout alone: its stream-json.
+    pub(super) stream: PathBuf,
     shim_spec: PathBuf,
 }
 
@@ -93,6 +109,7 @@ impl AttemptFiles {
         AttemptFiles {
             log: file("log"),
             exit: file("exit"),
+            stream: file("stream.jsonl"),
             shim_spec: file("shim.json"),
         }
     }
@@ -117,12 +134,28 @@ pub(super) async fn start(
     index: usize,
     attempt: u32,
     time_left: Duration,
+    session: Option<String>,
 ) -> Result<()> {
     let step = &workflow.steps[index];
     let run_dir = inner.config.state_dir.join("runs").join(&run.id);
     std::fs::create_dir_all(&run_dir).map_err(io_err(&run_dir))?;
     let files = AttemptFiles::new(&run_dir, &step.name, attempt);
     let unit = unit_name(&run.id, &step.name, attempt);
+    let cwd = step_cwd(run);
+    let (argv, session_id, note) = match step.agent {
+        Some(_) => {
+            let (start, note) = claude_session(&step_home(step), &cwd, session);
+            let id = match &start {
+                SessionStart::New(id) | SessionStart::Resume(id) => id.clone(),
+            };
+            (
+                claude::session_argv(&step.run, &start),
+                Some(id),
+                Some(note),
+            )
+        }
+        None => (step.run.argv(), None, None),
+    };
     inner.store().start_attempt(&NewAttempt {
         run: &run.id,
         index: index as u32,
@@ -130,18 +163,20 @@ pub(super) async fn start(
         attempt,
         unit: &unit,
         log_path: &files.log.to_string_lossy(),
+        session_id: session_id.as_deref(),
+        note: note.as_deref(),
     })?;
 
     let fields = journal_fields(run, workflow, &step.name, attempt);
     let mut env = step_env(run, workflow, &step.name, attempt);
     env.extend(step.env.clone());
-    let cwd = step_cwd(run);
     let spec = ShimSpec {
         unit: unit.clone(),
-        argv: step.run.argv(),
+        argv,
         cwd,
         env,
         log: files.log.clone(),
+        stdout_copy: step.agent.is_some().then(|| files.stream.clone()),
         exit_file: files.exit.clone(),
         journal_fields: fields,
     };
@@ -200,6 +235,8 @@ pub(super) async fn start(
                 signal: None,
                 result: "start-failed",
                 output: &StepOutput::default(),
+                failure: None,
+                agent: None,
             },
         )?;
         return Err(e.into());
@@ -224,7 +261,97 @@ pub(super) async fn start(
     Ok(())
 }
 
-/// Waits for attempt `attempt` of step `index` to end and records how it ended.
+/// How an agent step's attempt joins its Claude Code session: `--resume` when the
+/// session's transcript is there (repaired first if a kill cut it), else a new session
+/// under the id drover assigns up front. Returns what was done, for the transition.
+fn claude_session(home: &Path, cwd: &Path, candidate: Option<String>) -> (SessionStart, String) {
+    let Some(id) = candidate else {
+        let id = uuid::Uuid::new_v4().to_string();
+        let note = format!("new Claude Code session {id}");
+        return (SessionStart::New(id), note);
+    };
+    let transcript = claude::transcript_path(home, cwd, &id);
+    if !transcript.exists() {
+        let note = format!(
+            "session {id} has no transcript at {}: started anew under the same id",
+            transcript.display()
+        );
+        return (SessionStart::New(id), note);
+    }
+    let note = match claude::repair_transcript(&transcript) {
+        Ok(Repair::Intact) => format!("resumes Claude Code session {id}"),
+        Ok(Repair::NewlineAdded) => {
+            format!(
+                "resumes Claude Code session {id}; transcript repaired: its last line's newline added"
+            )
+        }
+        Ok(Repair::Truncated {
+            removed_lines,
+            removed_bytes,
+            reason,
+        }) => format!(
+            "resumes Claude Code session {id}; transcript repaired: {removed_lines} lines ({removed_bytes} bytes) cut: {reason}"
+        ),
+        Err(e) => {
+            format!("resumes Claude Code session {id}; its transcript could not be checked: {e}")
+        }
+    };
+    (SessionStart::Resume(id), note)
+}
+
+/// Records an attempt that did not start because the step's requirements are not met.
+pub(super) fn refuse(
+    inner: &Arc<Inner>,
+    run: &Run,
+    workflow: &Workflow,
+    index: usize,
+    attempt: u32,
+    evidence: &str,
+) -> Result<()> {
+    let step = &workflow.steps[index];
+    let files = AttemptFiles::of(inner, &run.id, &step.name, attempt);
+    let mut store = inner.store();
+    store.start_attempt(&NewAttempt {
+        run: &run.id,
+        index: index as u32,
+        name: &step.name,
+        attempt,
+        unit: &unit_name(&run.id, &step.name, attempt),
+        log_path: &files.log.to_string_lossy(),
+        session_id: None,
+        note: Some("requirements checked before the start"),
+    })?;
+    store.end_attempt(
+        &run.id,
+        index as u32,
+        attempt,
+        &AttemptEnd {
+            state: StepState::Failed,
+            exit_code: None,
+            signal: None,
+            result: "dependency",
+            output: &StepOutput::default(),
+            failure: Some(&Failure {
+                class: FailureClass::Dependency,
+                evidence: evidence.to_owned(),
+            }),
+            agent: None,
+        },
+    )?;
+    tracing::warn!(
+        drover_run = %run.id,
+        drover_step = %step.name,
+        drover_workflow = %workflow.name,
+        drover_event = "step-refused",
+        "run {}: step {} not started: requirements not met: {evidence}",
+        run.id,
+        step.name
+    );
+    Ok(())
+}
+
+/// Waits for attempt `attempt` of step `index` to end and records how it ended (and why,
+/// if it failed); a successful `checkpoint = true` step is then checkpointed.
 pub(super) async fn await_end(
     inner: &Arc<Inner>,
     run: &Run,
@@ -235,14 +362,27 @@ pub(super) async fn await_end(
     let step = &workflow.steps[index];
     let files = AttemptFiles::of(inner, &run.id, &step.name, attempt);
     let unit = unit_name(&run.id, &step.name, attempt);
+    let current = run
+        .steps
+        .iter()
+        .find(|a| a.index as usize == index && a.attempt == attempt);
+    let watch = Watch {
+        stall_after: step.stall_after,
+        started: current
+            .and_then(|a| a.started_at)
+            .unwrap_or_else(Timestamp::now),
+        shim_pid: current.and_then(|a| a.pid),
+        agent_step: step.agent.is_some(),
+        grace: workflow.kill.grace,
+    };
 
     let mut follower = Follower::new(files.log.clone());
     inner
         .live_output()
         .insert(unit.clone(), follower.output.clone());
-    let exit = wait_for_exit_file(inner, &files, &unit, &mut follower).await;
+    let ended = wait_for_exit_file(inner, &files, &unit, &mut follower, &watch).await;
     inner.live_output().remove(&unit);
-    let exit = exit?;
+    let Ended { exit, stalled } = ended?;
     let output = follower
         .output
         .lock()
@@ -256,6 +396,27 @@ pub(super) async fn await_end(
     let (exit_code, signal) = exit
         .as_ref()
         .map_or((None, None), |e| (e.exit_code, e.signal));
+    let agent = step
+        .agent
+        .and_then(|_| claude::read_stream(&files.stream).ok());
+    // A stall is drover's own doing, not a kill from outside.
+    let external = external_kill(result, signal).filter(|_| stalled.is_none());
+    let failure = (state == StepState::Failed && result != NEVER_STARTED).then(|| {
+        let killed_by = external
+            .as_deref()
+            .filter(|_| matches!(result, "signal" | "lost"));
+        failure::classify(&Evidence {
+            exit_code,
+            signal,
+            oom_kills: exit.as_ref().map_or(0, |e| e.oom_kills),
+            systemd_result: systemd_result.as_deref(),
+            lost: exit.is_none(),
+            killed_by,
+            stalled: stalled.as_deref(),
+            agent: agent.as_ref(),
+            output_tail: &read_tail(&files.log, EVIDENCE_TAIL),
+        })
+    });
     inner.store().end_attempt(
         &run.id,
         index as u32,
@@ -266,9 +427,11 @@ pub(super) async fn await_end(
             signal,
             result,
             output: &output,
+            failure: failure.as_ref(),
+            agent: agent.as_ref(),
         },
     )?;
-    if let Some(cause) = external_kill(result, signal) {
+    if let Some(cause) = external {
         let record = KillRecord::external(
             &run.id,
             &step.name,
@@ -289,10 +452,11 @@ pub(super) async fn await_end(
             step.name
         );
     }
-    let how = match (exit_code, signal) {
-        (_, Some(signal)) => format!("signal {signal}"),
-        (Some(code), None) => format!("exit code {code}"),
-        (None, None) => "no exit status".to_owned(),
+    let how = match (&failure, exit_code, signal) {
+        (Some(f), _, _) => format!("{}: {}", f.class, f.evidence),
+        (None, _, Some(signal)) => format!("signal {signal}"),
+        (None, Some(code), None) => format!("exit code {code}"),
+        (None, None, None) => "no exit status".to_owned(),
     };
     let error = exit
         .as_ref()
@@ -308,7 +472,36 @@ pub(super) async fn await_end(
         step.name,
         output.lines
     );
+    if state == StepState::Succeeded && step.checkpoint && run.worktree.is_some() {
+        // A missing checkpoint costs a restart point, not the run: record and go on.
+        if let Err(e) = inner
+            .take_checkpoint(&run.id, "step", &format!("after step {}", step.name), None)
+            .await
+        {
+            tracing::error!(
+                drover_run = %run.id,
+                drover_step = %step.name,
+                drover_event = "checkpoint-failed",
+                "run {}: the checkpoint after step {} failed: {e}",
+                run.id,
+                step.name
+            );
+        }
+    }
     Ok(())
+}
+
+/// The last `max` bytes of a file, as text (empty if it cannot be read).
+fn read_tail(path: &Path, max: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(max)));
+    let mut bytes = Vec::new();
+    let _ = file.take(max).read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Why an attempt that drover did not kill ended as if killed, if it did: a signal meant
@@ -347,14 +540,31 @@ pub(super) fn classify(exit: &StepExit, systemd_result: Option<&str>) -> (StepSt
     }
 }
 
-/// Waits until the shim writes the exit file, counting the step's output meanwhile.
-/// `None` if the scope is gone without one: the shim itself was killed.
+/// What the wait for a step's end watches besides the exit file.
+struct Watch {
+    stall_after: Option<Duration>,
+    started: Timestamp,
+    shim_pid: Option<u32>,
+    agent_step: bool,
+    grace: Duration,
+}
+
+/// How the wait ended: the shim's record (`None` if the scope is gone without one: the
+/// shim itself was killed), and the stall evidence if drover stopped a silent step.
+struct Ended {
+    exit: Option<StepExit>,
+    stalled: Option<String>,
+}
+
+/// Waits until the shim writes the exit file, counting the step's output meanwhile and
+/// stopping the step if it stays silent longer than its `stall_after`.
 async fn wait_for_exit_file(
     inner: &Arc<Inner>,
     files: &AttemptFiles,
     unit: &str,
     follower: &mut Follower,
-) -> Result<Option<StepExit>> {
+    watch: &Watch,
+) -> Result<Ended> {
     let wake = Arc::new(tokio::sync::Notify::new());
     let wake_on_write = wake.clone();
     let watched = [files.exit.clone(), files.log.clone()];
@@ -371,12 +581,22 @@ async fn wait_for_exit_file(
     }
     let exit_file = files.exit.as_path();
     let mut next_unit_check = tokio::time::Instant::now();
+    let mut stalled = None;
     loop {
         follower.catch_up();
         if let Some(exit) = shim::read_exit_file(exit_file).map_err(io_err(exit_file))? {
             // The shim writes the exit file after the last output line.
             follower.catch_up();
-            return Ok(Some(exit));
+            return Ok(Ended {
+                exit: Some(exit),
+                stalled,
+            });
+        }
+        if stalled.is_none()
+            && let Some(evidence) = silent_too_long(watch, follower)
+        {
+            stop_stalled(inner, unit, watch, &evidence).await;
+            stalled = Some(evidence);
         }
         if tokio::time::Instant::now() >= next_unit_check {
             let alive = inner.systemd.scope_outcome(unit).await?.is_some_and(|o| {
@@ -388,11 +608,55 @@ async fn wait_for_exit_file(
             if !alive {
                 // The shim writes the exit file before it leaves the scope: look once more.
                 follower.catch_up();
-                return shim::read_exit_file(exit_file).map_err(io_err(exit_file));
+                let exit = shim::read_exit_file(exit_file).map_err(io_err(exit_file))?;
+                return Ok(Ended { exit, stalled });
             }
             next_unit_check += UNIT_CHECK;
         }
         let _ = tokio::time::timeout_at(next_unit_check, wake.notified()).await;
+    }
+}
+
+/// The stall evidence, once the step has written nothing for longer than `stall_after`
+/// (counted from its start until its first line).
+fn silent_too_long(watch: &Watch, follower: &Follower) -> Option<String> {
+    let stall_after = watch.stall_after?;
+    let last = follower
+        .output
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .last_output_at
+        .unwrap_or(watch.started);
+    let silent = Duration::from_millis((Timestamp::now().0 - last.0).max(0) as u64);
+    (silent > stall_after).then(|| {
+        format!(
+            "no output for {} (stall_after {}); stopped by drover",
+            humantime::format_duration(Duration::from_secs(silent.as_secs())),
+            humantime::format_duration(stall_after)
+        )
+    })
+}
+
+/// Ends a stalled step the way a kill does (SIGTERM, the workflow's grace, SIGKILL), so
+/// the shim still records how it ended.
+async fn stop_stalled(inner: &Arc<Inner>, unit: &str, watch: &Watch, evidence: &str) {
+    tracing::warn!(drover_event = "stalled", "{unit}: {evidence}");
+    let requested = std::time::Instant::now();
+    let clock = Clock {
+        requested,
+        grace: watch.grace,
+        deadline: requested + watch.grace + STOP_TIMEOUT,
+    };
+    let target = Target {
+        unit,
+        shim_pid: watch.shim_pid,
+        agent_step: watch.agent_step,
+    };
+    if let Err(e) = kill::terminate(&inner.systemd, &target, &clock).await {
+        tracing::error!(
+            drover_event = "stalled",
+            "{unit}: stopping the stalled step failed: {e}"
+        );
     }
 }
 

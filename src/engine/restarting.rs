@@ -1,0 +1,536 @@
+//! Restart and rollback as the engine drives them: verify the checkpoint and the run's
+//! requirements before anything changes, keep the worktree as it is in a checkpoint of its
+//! own (nothing is lost), restore the checkpoint's files and transcripts, then go on from
+//! its next step. Automatic retries restore the latest checkpoint the same way.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use git2::Oid;
+
+use super::step::{step_cwd, step_home};
+use super::{Engine, EngineError, Inner, Result};
+use crate::checkpoint;
+use crate::claude;
+use crate::model::{ActionRecord, CheckpointRecord, CheckpointState, Run, RunState, Timestamp};
+use crate::restart::requires::{self, Unmet};
+use crate::restart::{self, FailureClass};
+use crate::spec::Workflow;
+
+/// Who asks for a restart, rollback or checkpoint, and how.
+#[derive(Debug, Clone)]
+pub struct ActionRequest {
+    pub run: String,
+    pub requested_by: String,
+    pub uid: Option<u32>,
+    pub role: Option<String>,
+    pub channel: String,
+    /// Needed to restart or roll back a `protected` workflow's run.
+    pub confirm: bool,
+}
+
+impl ActionRequest {
+    pub(super) fn record(&self, action: &str) -> ActionRecord {
+        ActionRecord {
+            id: 0,
+            run: self.run.clone(),
+            action: action.to_owned(),
+            requested_by: self.requested_by.clone(),
+            uid: self.uid,
+            role: self.role.clone(),
+            channel: self.channel.clone(),
+            at: Timestamp::now(),
+            result: "done".to_owned(),
+            checkpoint: None,
+            detail: String::new(),
+            took_ms: 0,
+        }
+    }
+}
+
+/// A checkpoint that passed verification, ready to restore.
+struct Verified {
+    record: CheckpointRecord,
+    commit: Oid,
+    state: CheckpointState,
+}
+
+impl Engine {
+    /// Restarts an ended run from checkpoint `from` (default: the latest), or, for a run
+    /// without checkpoints, from its first unfinished step.
+    pub async fn restart(
+        &self,
+        request: &ActionRequest,
+        from: Option<u32>,
+    ) -> Result<ActionRecord> {
+        let inner = &self.inner;
+        let started = std::time::Instant::now();
+        let (run, workflow) = inner.load(&request.run)?;
+        inner.check_ended(&run, "a restart")?;
+        inner.check_confirmed(request, &workflow, "restart")?;
+        let target = match inner.checkpoint_to_restore(&run, from)? {
+            Some(record) => Some(inner.verify(&run, &workflow, record)?),
+            None => None,
+        };
+        let next_step = target.as_ref().map_or_else(
+            || restart::next_step(&workflow, &run),
+            |t| t.state.next_step,
+        );
+        if next_step as usize >= workflow.steps.len() {
+            return Err(EngineError::NothingToRestart {
+                run: run.id,
+                n: target.map_or(0, |t| t.record.n),
+            });
+        }
+        let unmet =
+            inner.unmet_requirements(Some(&run), &workflow, &run.params, Some(next_step as usize));
+        if !unmet.is_empty() {
+            return Err(inner.refuse_for_requirements(request, &run, &unmet)?);
+        }
+        if !inner
+            .store()
+            .begin_restart(&run.id, &request.requested_by, "restart requested")?
+        {
+            let (run, _) = inner.load(&run.id)?;
+            return Err(EngineError::NotEnded {
+                run: run.id,
+                state: run.state,
+                action: "a restart",
+            });
+        }
+        inner.announce(
+            &run.id,
+            &workflow.name,
+            RunState::Restarting,
+            &request.requested_by,
+        );
+
+        let restored = match &target {
+            Some(target) => {
+                inner
+                    .restore(&run, &workflow, target, "before-restart")
+                    .await
+            }
+            // No checkpoint: the live transcripts are the conversations to resume.
+            None => Ok(Restored {
+                detail: String::new(),
+                sessions: run
+                    .steps
+                    .iter()
+                    .filter_map(|a| Some((a.index, a.session_id.clone()?)))
+                    .collect(),
+            }),
+        };
+        let mut action = request.record("restart");
+        action.took_ms = started.elapsed().as_millis() as u64;
+        let restored = match restored {
+            Ok(restored) => restored,
+            Err(e) => {
+                action.result = "failed".into();
+                action.detail = e.to_string();
+                let reason = format!("restart failed: {e}");
+                inner.store().set_run_state(
+                    &run.id,
+                    &[RunState::Restarting],
+                    RunState::Failed,
+                    "drover",
+                    Some(&reason),
+                )?;
+                inner.store().record_action(&action)?;
+                inner.announce(&run.id, &workflow.name, RunState::Failed, "drover");
+                return Err(e);
+            }
+        };
+        let step_name = &workflow.steps[next_step as usize].name;
+        action.checkpoint = target.as_ref().map(|t| t.record.n);
+        action.detail = match &target {
+            Some(t) => format!(
+                "from checkpoint {} ({}): goes on with step {step_name}; {}",
+                t.record.n, t.record.label, restored.detail
+            ),
+            None => format!("no checkpoint: goes on with step {step_name}"),
+        };
+        let attempts = inner.store().attempt_counts(&run.id)?;
+        let point = restart::restart_point(
+            action.checkpoint,
+            next_step,
+            &attempts,
+            workflow.steps.len(),
+            restored.sessions,
+        );
+        action.id = inner.store().complete_restart(&run.id, &point, &action)?;
+        inner.announce(
+            &run.id,
+            &workflow.name,
+            RunState::Running,
+            &request.requested_by,
+        );
+        tracing::info!(
+            drover_run = %run.id,
+            drover_workflow = %workflow.name,
+            drover_event = "restart",
+            "run {} restarted by {}: {}",
+            run.id,
+            request.requested_by,
+            action.detail
+        );
+        inner.spawn_driver(run.id.clone());
+        Ok(action)
+    }
+
+    /// Resets an ended run's worktree to checkpoint `to` without starting anything. The
+    /// worktree as it was is kept in a checkpoint first, and the result is recorded as the
+    /// latest checkpoint, so a later restart goes on from there; nothing is deleted.
+    pub async fn rollback(&self, request: &ActionRequest, to: u32) -> Result<ActionRecord> {
+        let inner = &self.inner;
+        let started = std::time::Instant::now();
+        let (run, workflow) = inner.load(&request.run)?;
+        inner.check_ended(&run, "a rollback")?;
+        inner.check_confirmed(request, &workflow, "rollback")?;
+        let Some(record) = inner.checkpoint_to_restore(&run, Some(to))? else {
+            return Err(EngineError::NoWorktree { run: run.id });
+        };
+        let target = inner.verify(&run, &workflow, record)?;
+        let mut action = request.record("rollback");
+        action.checkpoint = Some(to);
+        let outcome = async {
+            let restored = inner
+                .restore(&run, &workflow, &target, "before-rollback")
+                .await?;
+            let label = format!("rolled back to checkpoint {to}");
+            let copy = inner
+                .take_checkpoint(&run.id, "rollback", &label, Some(target.state.clone()))
+                .await?;
+            Ok::<_, EngineError>(format!(
+                "worktree reset to checkpoint {to}; {}; recorded as checkpoint {}",
+                restored.detail, copy.n
+            ))
+        }
+        .await;
+        action.took_ms = started.elapsed().as_millis() as u64;
+        match outcome {
+            Ok(detail) => action.detail = detail,
+            Err(e) => {
+                action.result = "failed".into();
+                action.detail = e.to_string();
+                inner.store().record_action(&action)?;
+                return Err(e);
+            }
+        }
+        action.id = inner.store().record_action(&action)?;
+        tracing::info!(
+            drover_run = %run.id,
+            drover_workflow = %workflow.name,
+            drover_event = "rollback",
+            "run {} rolled back by {}: {}",
+            run.id,
+            request.requested_by,
+            action.detail
+        );
+        Ok(action)
+    }
+
+    /// Records a refused restart, rollback or checkpoint (role) in the audit trail.
+    pub fn refuse_action(&self, request: &ActionRequest, action: &str, why: &str) -> Result<()> {
+        let mut record = request.record(action);
+        record.result = "refused".into();
+        record.detail = why.to_owned();
+        self.inner.store().record_action(&record)?;
+        tracing::warn!(
+            drover_run = %request.run,
+            drover_event = "refused",
+            "{action} of run {} refused: {why}",
+            request.run
+        );
+        Ok(())
+    }
+
+    /// Restarts, rollbacks and checkpoints asked for, oldest first: of one run, or all.
+    pub fn actions(&self, run: Option<&str>) -> Result<Vec<ActionRecord>> {
+        Ok(self.inner.store().actions(run)?)
+    }
+}
+
+/// What a restore did.
+struct Restored {
+    detail: String,
+    /// By step index: the sessions whose transcripts the checkpoint held.
+    sessions: BTreeMap<u32, String>,
+}
+
+impl Inner {
+    fn check_ended(&self, run: &Run, action: &'static str) -> Result<()> {
+        if run.state.is_terminal() {
+            return Ok(());
+        }
+        Err(EngineError::NotEnded {
+            run: run.id.clone(),
+            state: run.state,
+            action,
+        })
+    }
+
+    fn check_confirmed(
+        &self,
+        request: &ActionRequest,
+        workflow: &Workflow,
+        what: &str,
+    ) -> Result<()> {
+        if !workflow.protected || request.confirm {
+            return Ok(());
+        }
+        let why = format!(
+            "run {} (workflow {}) is protected: confirm the {what} (--yes, or the option confirm=true)",
+            request.run, workflow.name
+        );
+        let mut action = request.record(what);
+        action.result = "refused".into();
+        action.detail = why.clone();
+        self.store().record_action(&action)?;
+        Err(EngineError::Unconfirmed(why))
+    }
+
+    /// Records a restart refused for unmet requirements: the run is marked `dependency`.
+    fn refuse_for_requirements(
+        &self,
+        request: &ActionRequest,
+        run: &Run,
+        unmet: &[Unmet],
+    ) -> Result<EngineError> {
+        let listed = requires::describe(unmet);
+        let reason = format!("restart refused: requirements not met: {listed}");
+        let mut action = request.record("restart");
+        action.result = "refused".into();
+        action.detail = reason.clone();
+        self.store().record_action(&action)?;
+        self.store().mark_failure(
+            &run.id,
+            FailureClass::Dependency,
+            &request.requested_by,
+            &reason,
+        )?;
+        tracing::warn!(
+            drover_run = %run.id,
+            drover_event = "restart-refused",
+            "run {}: {reason}",
+            run.id
+        );
+        Ok(EngineError::RequirementsUnmet {
+            run: run.id.clone(),
+            what: "restart refused".into(),
+            unmet: listed,
+        })
+    }
+
+    /// Checkpoint `n`, or the latest one a restart goes on from (not the copies kept
+    /// before a restart or rollback); `None` when the run has none.
+    fn checkpoint_to_restore(&self, run: &Run, n: Option<u32>) -> Result<Option<CheckpointRecord>> {
+        let checkpoints = self.store().checkpoints(&run.id)?;
+        match n {
+            Some(n) => match checkpoints.iter().find(|c| c.n == n) {
+                Some(c) => Ok(Some(c.clone())),
+                None => Err(EngineError::NoSuchCheckpoint {
+                    run: run.id.clone(),
+                    n,
+                    available: match (checkpoints.first(), checkpoints.last()) {
+                        (Some(first), Some(last)) => {
+                            format!("checkpoints {} to {}", first.n, last.n)
+                        }
+                        _ => "no checkpoints".to_owned(),
+                    },
+                }),
+            },
+            None => Ok(checkpoints
+                .into_iter()
+                .rev()
+                .find(|c| !c.reason.starts_with("before-"))),
+        }
+    }
+
+    /// Checks a checkpoint before anything is changed: its ref, commit and tree, and the
+    /// run state it holds.
+    fn verify(&self, run: &Run, workflow: &Workflow, record: CheckpointRecord) -> Result<Verified> {
+        let corrupt = |reason: String| EngineError::CorruptCheckpoint {
+            run: run.id.clone(),
+            n: record.n,
+            reason,
+        };
+        let worktree = worktree_of(run)?;
+        let expected = Oid::from_str(&record.commit)
+            .map_err(|e| corrupt(format!("the state DB records a malformed commit id: {e}")))?;
+        let commit = checkpoint::open(&worktree, &record.reference, Some(expected))
+            .map_err(|e| corrupt(e.to_string()))?;
+        let bytes =
+            checkpoint::read_state(&worktree, commit).map_err(|e| corrupt(e.to_string()))?;
+        let state: CheckpointState = serde_json::from_slice(&bytes)
+            .map_err(|e| corrupt(format!("its run state is malformed: {e}")))?;
+        if state.run != run.id {
+            return Err(corrupt(format!("it holds the state of run {}", state.run)));
+        }
+        if state.next_step as usize > workflow.steps.len() {
+            return Err(corrupt(format!(
+                "its next step ({}) is beyond the workflow's {} steps",
+                state.next_step,
+                workflow.steps.len()
+            )));
+        }
+        Ok(Verified {
+            record,
+            commit,
+            state,
+        })
+    }
+
+    /// Restores a verified checkpoint's files and transcripts into the run's worktree,
+    /// keeping what the worktree held first in a checkpoint of its own (`keep_reason`)
+    /// when it differs.
+    async fn restore(
+        self: &Arc<Self>,
+        run: &Run,
+        workflow: &Workflow,
+        target: &Verified,
+        keep_reason: &str,
+    ) -> Result<Restored> {
+        let worktree = worktree_of(run)?;
+        let index_file = self.checkpoint_index(&run.id);
+        let mut detail = Vec::new();
+        let now = checkpoint::worktree_tree(&worktree, &index_file)?;
+        if now != checkpoint::content_tree(&worktree, target.commit)? {
+            let label = format!(
+                "the worktree before restoring checkpoint {}",
+                target.record.n
+            );
+            let kept = self
+                .take_checkpoint(&run.id, keep_reason, &label, None)
+                .await?;
+            detail.push(format!("the worktree as it was is checkpoint {}", kept.n));
+        }
+        let commit = target.commit;
+        let restored = {
+            let (worktree, index_file) = (worktree.clone(), index_file.clone());
+            tokio::task::spawn_blocking(move || checkpoint::restore(&worktree, commit, &index_file))
+                .await
+                .map_err(|e| EngineError::Io {
+                    path: run.worktree.clone().map(PathBuf::from).unwrap_or_default(),
+                    source: std::io::Error::other(e),
+                })??
+        };
+        detail.push(format!(
+            "{} files restored, {} removed",
+            restored.files_written, restored.files_removed
+        ));
+        let mut sessions = BTreeMap::new();
+        for attempt in &target.state.steps {
+            let Some(step) = workflow.steps.get(attempt.index as usize) else {
+                continue;
+            };
+            let (Some(_), Some(session)) = (step.agent, &attempt.session_id) else {
+                continue;
+            };
+            let Some(bytes) = checkpoint::read_transcript(&worktree, commit, &step.name)? else {
+                continue;
+            };
+            let path = claude::transcript_path(&step_home(step), &step_cwd(run), session);
+            write_transcript(&path, &bytes)?;
+            sessions.insert(attempt.index, session.clone());
+            detail.push(format!(
+                "transcript of step {} (session {session}) restored",
+                step.name
+            ));
+        }
+        Ok(Restored {
+            detail: detail.join("; "),
+            sessions,
+        })
+    }
+
+    /// Before an automatic retry: restores the latest checkpoint, if the run has one.
+    /// Returns whether the retried agent step starts a new session (the checkpoint was
+    /// taken before its conversation began, so the conversation's edits are undone).
+    pub(super) async fn restore_for_retry(
+        self: &Arc<Self>,
+        run: &Run,
+        workflow: &Workflow,
+        index: usize,
+    ) -> Result<bool> {
+        if run.worktree.is_none() {
+            return Ok(false);
+        }
+        let Some(record) = self.checkpoint_to_restore(run, None)? else {
+            return Ok(false);
+        };
+        let n = record.n;
+        let target = self.verify(run, workflow, record)?;
+        let restored = self.restore(run, workflow, &target, "before-retry").await?;
+        tracing::info!(
+            drover_run = %run.id,
+            drover_event = "retry-restore",
+            "run {}: retry goes on from checkpoint {n}: {}",
+            run.id,
+            restored.detail
+        );
+        Ok(workflow.steps[index].agent.is_some()
+            && !restored.sessions.contains_key(&(index as u32)))
+    }
+
+    /// The requirements of the workflow (and of step `step`) that are not met now.
+    pub(super) fn unmet_requirements(
+        &self,
+        run: Option<&Run>,
+        workflow: &Workflow,
+        params: &BTreeMap<String, String>,
+        step: Option<usize>,
+    ) -> Vec<Unmet> {
+        let step = step.and_then(|i| workflow.steps.get(i));
+        let mut env: BTreeMap<String, String> = std::env::vars().collect();
+        for (key, value) in params {
+            env.insert(
+                format!("DROVER_PARAM_{}", key.to_ascii_uppercase()),
+                value.clone(),
+            );
+        }
+        if let Some(step) = step {
+            env.extend(step.env.clone());
+        }
+        let base_dir = match (run, &workflow.workspace) {
+            (Some(run), _) => step_cwd(run),
+            (None, Some(workspace)) => workspace.clone(),
+            (None, None) => PathBuf::from("/"),
+        };
+        let this_run = run.map_or("", |r| r.id.as_str());
+        let latest_run = |name: &str| self.store().latest_run_of(name, this_run).ok().flatten();
+        let ctx = requires::Context {
+            env: &env,
+            base_dir: &base_dir,
+            git_dir: workflow.workspace.as_deref(),
+            latest_run: &latest_run,
+        };
+        let mut unmet = requires::check(&workflow.requires, &ctx);
+        if let Some(step) = step {
+            unmet.extend(requires::check(&step.requires, &ctx));
+        }
+        unmet
+    }
+}
+
+fn worktree_of(run: &Run) -> Result<PathBuf> {
+    run.worktree
+        .as_ref()
+        .map(PathBuf::from)
+        .ok_or_else(|| EngineError::NoWorktree {
+            run: run.id.clone(),
+        })
+}
+
+/// Puts a transcript where Claude Code looks for it.
+fn write_transcript(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source| EngineError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    std::fs::write(path, bytes).map_err(io)
+}
