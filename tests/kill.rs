@@ -227,7 +227,7 @@ fn a_shell_pipeline_is_killed_whole() {
 }
 
 #[test]
-fn a_step_holding_the_git_index_lock_leaves_no_lock_and_a_final_snapshot() {
+fn a_step_holding_the_git_index_lock_leaves_no_lock_and_a_final_checkpoint() {
     let agent = TestAgent::start();
     let repo = GitRepo::init(agent.sandbox.dir.path().join("repo"));
     let git = |args: &[&str]| repo.git(args);
@@ -255,9 +255,9 @@ fn a_step_holding_the_git_index_lock_leaves_no_lock_and_a_final_snapshot() {
         .unwrap();
     let gitdir = String::from_utf8_lossy(&gitdir.stdout).trim().to_owned();
     assert!(!std::path::Path::new(&gitdir).join("index.lock").exists());
-    let snapshot = record.snapshot.clone().expect("a final snapshot");
+    let snapshot = record.snapshot.clone().expect("a final checkpoint");
     let reference = snapshot.split(' ').next().unwrap();
-    assert_eq!(reference, format!("refs/drover/{id}/killed-{}", record.id));
+    assert_eq!(reference, format!("refs/drover/{id}/1"), "the kill's checkpoint");
     assert_eq!(
         git(&["show", &format!("{reference}:b.txt")]),
         "work",
