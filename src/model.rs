@@ -159,6 +159,9 @@ pub struct RestartPoint {
     /// By step index: the Claude Code session the step's first attempt resumes.
     #[serde(default)]
     pub sessions: BTreeMap<u32, String>,
+    /// When the restart happened: the workflow's time limit counts from here.
+    #[serde(default)]
+    pub at: Option<Timestamp>,
 }
 
 impl RestartPoint {

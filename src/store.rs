@@ -403,13 +403,13 @@ impl Store {
     /// Stores the kill's progress or outcome, and moves its run to `to` if given.
     pub fn update_kill(&mut self, record: &KillRecord, to: Option<RunState>) -> Result<()> {
         let tx = self.conn.transaction()?;
-        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt {
-            run: record.run.clone(),
-            reason: e.to_string(),
-        })?;
         tx.execute(
             "UPDATE kills SET result = ?2, record_json = ?3 WHERE id = ?1",
-            params![record.id, record.result.as_str(), json],
+            params![
+                record.id,
+                record.result.as_str(),
+                to_json(&record.run, record)?
+            ],
         )?;
         if let Some(to) = to {
             let from = [RunState::Stopping, RunState::Killing];
@@ -421,22 +421,30 @@ impl Store {
 
     /// Kill records, oldest first: of one run, or all.
     pub fn kills(&self, run: Option<&str>) -> Result<Vec<KillRecord>> {
-        self.query_kills(
+        self.query_records(
             "SELECT run_id, record_json FROM kills WHERE ?1 IS NULL OR run_id = ?1 ORDER BY id",
             run,
+            "kill record",
         )
     }
 
     /// The run's latest kill record, if any.
     fn latest_kill(&self, run: &str) -> Result<Option<KillRecord>> {
-        let latest = self.query_kills(
+        let latest = self.query_records(
             "SELECT run_id, record_json FROM kills WHERE run_id = ?1 ORDER BY id DESC LIMIT 1",
             Some(run),
+            "kill record",
         )?;
         Ok(latest.into_iter().next())
     }
 
-    fn query_kills(&self, sql: &str, run: Option<&str>) -> Result<Vec<KillRecord>> {
+    /// Records kept as JSON (`run_id`, `record_json` columns), of one run or all.
+    fn query_records<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        run: Option<&str>,
+        what: &str,
+    ) -> Result<Vec<T>> {
         let mut stmt = self.conn.prepare_cached(sql)?;
         let rows = stmt
             .query_map([run], |r| {
@@ -447,7 +455,7 @@ impl Store {
             .map(|(run, json)| {
                 serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
                     run,
-                    reason: format!("kill record: {e}"),
+                    reason: format!("{what}: {e}"),
                 })
             })
             .collect()
@@ -691,22 +699,11 @@ impl Store {
 
     /// Restarts, rollbacks and checkpoints asked for, oldest first: of one run, or all.
     pub fn actions(&self, run: Option<&str>) -> Result<Vec<ActionRecord>> {
-        let mut stmt = self.conn.prepare_cached(
+        self.query_records(
             "SELECT run_id, record_json FROM actions WHERE ?1 IS NULL OR run_id = ?1 ORDER BY id",
-        )?;
-        let rows = stmt
-            .query_map([run], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter()
-            .map(|(run, json)| {
-                serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
-                    run,
-                    reason: format!("action record: {e}"),
-                })
-            })
-            .collect()
+            run,
+            "action record",
+        )
     }
 
     /// The latest run of `workflow` other than `except`: its id and state.
@@ -868,13 +865,9 @@ fn insert_kill(tx: &Transaction<'_>, record: &KillRecord) -> Result<i64> {
     let id = tx.last_insert_rowid();
     let mut stored = record.clone();
     stored.id = id;
-    let json = serde_json::to_string(&stored).map_err(|e| StoreError::Corrupt {
-        run: record.run.clone(),
-        reason: e.to_string(),
-    })?;
     tx.execute(
         "UPDATE kills SET record_json = ?2 WHERE id = ?1",
-        params![id, json],
+        params![id, to_json(&record.run, &stored)?],
     )?;
     Ok(id)
 }
@@ -1177,6 +1170,71 @@ mod tests {
             ]
         );
         assert!(store.unfinished_runs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_restart_moves_an_ended_run_back_to_running_with_its_point_and_audit_record() {
+        let (_dir, mut store) = temp_store();
+        store
+            .create_run(&NewRun {
+                id: "r",
+                workflow: "wf",
+                workflow_file: "/w.toml",
+                spec_json: "{}",
+                params: &BTreeMap::new(),
+                requested_by: "t",
+            })
+            .unwrap();
+        assert!(
+            store
+                .fail_run("r", Some(FailureClass::Exit), "step a failed")
+                .unwrap()
+        );
+        let (failed, _) = store.run("r").unwrap().unwrap();
+        assert_eq!(failed.failure_class, Some(FailureClass::Exit));
+        assert!(store.begin_restart("r", "uid 0 (root)", "asked").unwrap());
+        assert!(
+            !store.begin_restart("r", "uid 0 (root)", "again").unwrap(),
+            "a restarting run is not restarted twice"
+        );
+        let point = RestartPoint {
+            checkpoint: Some(2),
+            next_step: 1,
+            first_attempts: vec![2, 3],
+            sessions: BTreeMap::from([(1, "s-1".to_owned())]),
+            at: Some(Timestamp(5)),
+        };
+        let action = ActionRecord {
+            id: 0,
+            run: "r".into(),
+            action: "restart".into(),
+            requested_by: "uid 0 (root)".into(),
+            uid: Some(0),
+            role: Some("admin".into()),
+            channel: "dbus".into(),
+            at: Timestamp(6),
+            result: "done".into(),
+            checkpoint: Some(2),
+            detail: "from checkpoint 2".into(),
+            took_ms: 3,
+        };
+        let id = store.complete_restart("r", &point, &action).unwrap();
+        let (run, _) = store.run("r").unwrap().unwrap();
+        assert_eq!(run.state, RunState::Running);
+        assert_eq!(run.restart, Some(point));
+        assert_eq!(
+            (run.error, run.failure_class, run.ended_at),
+            (None, None, None)
+        );
+        let actions = store.actions(Some("r")).unwrap();
+        assert_eq!(actions, [ActionRecord { id, ..action }]);
+        let moves: Vec<String> = store
+            .transitions("r")
+            .unwrap()
+            .into_iter()
+            .map(|t| t.to)
+            .collect();
+        assert_eq!(moves, ["pending", "failed", "restarting", "running"]);
     }
 
     #[test]

@@ -257,7 +257,11 @@ fn a_step_holding_the_git_index_lock_leaves_no_lock_and_a_final_checkpoint() {
     assert!(!std::path::Path::new(&gitdir).join("index.lock").exists());
     let snapshot = record.snapshot.clone().expect("a final checkpoint");
     let reference = snapshot.split(' ').next().unwrap();
-    assert_eq!(reference, format!("refs/drover/{id}/1"), "the kill's checkpoint");
+    assert_eq!(
+        reference,
+        format!("refs/drover/{id}/1"),
+        "the kill's checkpoint"
+    );
     assert_eq!(
         git(&["show", &format!("{reference}:b.txt")]),
         "work",

@@ -687,7 +687,13 @@ fn time_left(workflow: &Workflow, run: &Run) -> Option<Duration> {
     let Some(limit) = workflow.limits.timeout else {
         return Some(Duration::MAX);
     };
-    let started = run.started_at.unwrap_or(run.created_at);
+    // A restart gives the run its whole time limit again.
+    let started = run
+        .restart
+        .as_ref()
+        .and_then(|r| r.at)
+        .or(run.started_at)
+        .unwrap_or(run.created_at);
     let elapsed = Duration::from_millis((Timestamp::now().0 - started.0).max(0) as u64);
     limit.checked_sub(elapsed).filter(|left| !left.is_zero())
 }

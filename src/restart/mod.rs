@@ -49,6 +49,7 @@ pub fn restart_point(
         checkpoint,
         next_step,
         sessions,
+        at: Some(crate::model::Timestamp::now()),
         first_attempts: (0..steps as u32)
             .map(|index| attempts_used.get(&index).copied().unwrap_or(0) + 1)
             .collect(),
