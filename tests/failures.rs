@@ -258,3 +258,108 @@ fn transient_failures_are_retried_with_backoff_and_permanent_ones_are_not() {
         "{run:#?}"
     );
 }
+
+#[test]
+fn a_transient_agent_failure_is_retried_from_the_latest_checkpoint() {
+    use crate::support::GitRepo;
+    let agent = TestAgent::start();
+    let dir = agent.sandbox.dir.path();
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let retry = "[retry]\nmax_attempts = 2\ninitial = \"1s\"";
+
+    // With a workspace: the retry restores the checkpoint taken after step 1, which
+    // predates the conversation, so the conversation starts over in a new session; what
+    // the failed attempt wrote is kept in a checkpoint, not in the worktree.
+    let repo = GitRepo::init(dir.join("repo"));
+    let server = ModelServer::start(vec![
+        Turn::bash("echo partial > partial.txt"),
+        Turn::Error { status: 529 },
+        Turn::text("Done on the second try."),
+    ]);
+    let mut claude = claude_command(&server, &home, &repo.path);
+    claude
+        .env("CLAUDE_CODE_MAX_RETRIES", "0")
+        .arg("Do the work");
+    let wf = agent.workflow(
+        "agent-retry.toml",
+        &format!(
+            "name = \"agent-retry\"\nworkspace = \"{}\"\n{retry}\n[[step]]\nname = \"prepare\"\nrun = \"echo a > a.txt\"\ncheckpoint = true\n[[step]]\nname = \"code\"\nagent = \"claude-code\"\n{}",
+            repo.path.display(),
+            step_toml(&claude)
+        ),
+    );
+    let id = agent.run(&wf);
+    let mut first_session = None;
+    wait_until(Duration::from_secs(60), "the first attempt to fail", || {
+        let run = agent.show(&id);
+        let code = &run.steps[1];
+        if code.failure_class.is_some() {
+            first_session = code.session_id.clone();
+        }
+        run.next_attempt_at.is_some() || run.state.is_terminal() || code.attempt > 1
+    });
+    let run = agent.wait_for_end(&id, END);
+    assert_state(&run, RunState::Succeeded);
+    let code = &run.steps[1];
+    assert_eq!(code.attempt, 2, "{run:#?}");
+    assert!(
+        code.note
+            .as_deref()
+            .unwrap_or("")
+            .contains("new Claude Code session"),
+        "{code:#?}"
+    );
+    let worktree = std::path::PathBuf::from(run.worktree.clone().unwrap());
+    assert!(
+        !worktree.join("partial.txt").exists(),
+        "the retry did not start from the checkpoint"
+    );
+    let kept = repo.git(&[
+        "for-each-ref",
+        "--format=%(refname)",
+        &format!("refs/drover/{id}/"),
+    ]);
+    assert!(
+        kept.lines().any(|r| repo
+            .git(&["ls-tree", "--name-only", r])
+            .lines()
+            .any(|f| f == "partial.txt")),
+        "the failed attempt's work is kept in a checkpoint: {kept}"
+    );
+    if let Some(first) = first_session {
+        assert_ne!(code.session_id.as_deref(), Some(first.as_str()));
+    }
+
+    // Without a workspace there is no checkpoint: the retry resumes the same session.
+    let server = ModelServer::start(vec![
+        Turn::bash("true"),
+        Turn::Error { status: 529 },
+        Turn::text("Resumed after the overload."),
+    ]);
+    let mut claude = claude_command(&server, &home, dir);
+    claude.env("CLAUDE_CODE_MAX_RETRIES", "0").arg("Keep going");
+    let id = one_step(
+        &agent,
+        "agent-resume",
+        retry,
+        &format!("agent = \"claude-code\"\n{}", step_toml(&claude)),
+    );
+    let run = agent.wait_for_end(&id, END);
+    assert_state(&run, RunState::Succeeded);
+    let step = &run.steps[0];
+    assert_eq!(step.attempt, 2, "{run:#?}");
+    let session = step.session_id.clone().expect("a session");
+    assert!(
+        step.note
+            .as_deref()
+            .unwrap_or("")
+            .contains(&format!("resumes Claude Code session {session}")),
+        "{step:#?}"
+    );
+    let last = server.main_requests().last().cloned().expect("requests");
+    assert!(
+        last["messages"].to_string().contains("Keep going"),
+        "{last}"
+    );
+}
