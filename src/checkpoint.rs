@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use git2::build::CheckoutBuilder;
 use git2::{
-    Commit, Delta, ErrorCode, FileMode, Index, IndexAddOption, ObjectType, Oid, Repository,
-    Signature, Tree,
+    Commit, Delta, DiffOptions, ErrorCode, FileMode, Index, ObjectType, Oid, Repository, Signature,
+    Tree,
 };
 
 /// The reserved top-level directory of a checkpoint's tree.
@@ -244,18 +244,23 @@ pub fn restore(
         files_written: 0,
         files_removed: 0,
     };
+    let mut checkout = CheckoutBuilder::new();
+    // Only the paths that differ: libgit2 would otherwise stat the whole worktree again,
+    // and the worktree's own `STATE_DIR` is in neither tree, so it is left alone.
+    checkout.force().disable_pathspec_match(true);
     for delta in changes(&repo, Some(current), target).map_err(git)?.deltas() {
         match delta.status() {
             Delta::Deleted => restored.files_removed += 1,
             _ => restored.files_written += 1,
         }
+        if let Some(path) = delta.new_file().path().or(delta.old_file().path()) {
+            checkout.path(path);
+        }
+    }
+    if restored.files_written + restored.files_removed == 0 {
+        return Ok(restored);
     }
     let target_tree = repo.find_tree(target).map_err(git)?;
-    let mut checkout = CheckoutBuilder::new();
-    checkout.force();
-    for pattern in CONTENT {
-        checkout.path(pattern);
-    }
     repo.checkout_tree(target_tree.as_object(), Some(&mut checkout))
         .map_err(git)?;
 
@@ -410,7 +415,30 @@ fn stage(repo: &Repository, worktree: &Path, index_file: &Path) -> Result<Oid, C
     let mut index = private_index(repo, worktree, index_file)?;
     (|| {
         repo.set_index(&mut index)?;
-        index.add_all(CONTENT, IndexAddOption::DEFAULT, None)?;
+        // Not `Index::add_all`: it leaves the stat data of a file whose content did not
+        // change (touched, rewritten, checked out again) stale, so such a file would be
+        // read and hashed again at every checkpoint. `update_index` refreshes it.
+        let mut options = DiffOptions::new();
+        options
+            .include_untracked(true)
+            .recurse_untracked_dirs(true)
+            .include_typechange(true)
+            .update_index(true);
+        for pattern in CONTENT {
+            options.pathspec(pattern);
+        }
+        let changed: Vec<(PathBuf, bool)> = repo
+            .diff_index_to_workdir(Some(&index), Some(&mut options))?
+            .deltas()
+            .filter_map(|d| Some((d.new_file().path()?.to_owned(), d.new_file().exists())))
+            .collect();
+        for (path, exists) in changed {
+            if exists {
+                index.add_path(&path)?;
+            } else {
+                index.remove_path(&path)?;
+            }
+        }
         // Entries the worktree's own index had there, when it was the seed.
         index.remove_dir(Path::new(STATE_DIR), 0)?;
         let tree = index.write_tree()?;
@@ -703,6 +731,71 @@ mod tests {
         assert_ne!(
             content_tree(&repo, first.commit).unwrap(),
             content_tree(&repo, third.commit).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_file_touched_but_unchanged_gets_fresh_stat_data_in_the_private_index() {
+        let (dir, repo) = repo();
+        let index = dir.path().join("checkpoint.index");
+        write(&checkpoint(&repo, &index, "refs/drover/r1/1", None, &[])).unwrap();
+        let touched = std::time::SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(repo.join("a.txt"))
+            .unwrap()
+            .set_modified(touched)
+            .unwrap();
+
+        let written = write(&checkpoint(&repo, &index, "refs/drover/r1/2", None, &[])).unwrap();
+
+        assert_eq!(written.files_changed, 0);
+        let entry = Index::open(&index)
+            .unwrap()
+            .get_path(Path::new("a.txt"), 0)
+            .unwrap();
+        let seconds = touched
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert_eq!(
+            i64::from(entry.mtime.seconds()),
+            seconds,
+            "stale stat data: the file would be hashed at every checkpoint"
+        );
+    }
+
+    #[test]
+    fn files_and_directories_may_swap_places() {
+        let (dir, repo) = repo();
+        let index = dir.path().join("checkpoint.index");
+        let before = write(&checkpoint(&repo, &index, "refs/drover/r1/1", None, &[])).unwrap();
+        std::fs::remove_file(repo.join("a.txt")).unwrap();
+        put(&repo, "a.txt/inner.txt", "now a directory\n");
+        std::fs::remove_dir_all(repo.join("src")).unwrap();
+        put(&repo, "src", "now a file\n");
+        let after = write(&checkpoint(
+            &repo,
+            &index,
+            "refs/drover/r1/2",
+            Some(before.commit),
+            &[],
+        ))
+        .unwrap();
+        assert_eq!(after.files_changed, 4);
+        assert_eq!(
+            git(&repo, &["show", "refs/drover/r1/2:a.txt/inner.txt"]),
+            "now a directory"
+        );
+
+        restore(&repo, before.commit, &index).unwrap();
+        assert_eq!(read(&repo, "a.txt"), "a1\n");
+        assert_eq!(read(&repo, "src/lib.rs"), "lib\n");
+        restore(&repo, after.commit, &index).unwrap();
+        assert_eq!(read(&repo, "src"), "now a file\n");
+        assert_eq!(
+            worktree_tree(&repo, &index).unwrap(),
+            content_tree(&repo, after.commit).unwrap()
         );
     }
 

@@ -88,10 +88,18 @@ impl Inner {
         let reference = format!("refs/drover/{run_id}/{n}");
         let message = format!("drover: run {run_id} checkpoint {n}: {label}");
         let index_file = self.checkpoint_index(run_id);
+        // Only this agent (it holds the state dir's lock) writes checkpoints, one at a
+        // time: a lock file left on the private index is from an agent that died writing.
+        let stale_lock = index_file.with_extension("index.lock");
+        if stale_lock.exists() {
+            tracing::warn!(drover_run = %run_id, "removing the stale lock {}", stale_lock.display());
+            let _ = std::fs::remove_file(&stale_lock);
+        }
         let written = {
             let reference = reference.clone();
-            tokio::task::spawn_blocking(move || {
-                checkpoint::write(&Checkpoint {
+            let at = worktree.clone();
+            super::blocking(&at, move || {
+                Ok(checkpoint::write(&Checkpoint {
                     worktree: &worktree,
                     index_file: &index_file,
                     reference: &reference,
@@ -99,13 +107,9 @@ impl Inner {
                     message: &message,
                     state_json: &state_json,
                     transcripts: &transcripts,
-                })
+                })?)
             })
-            .await
-            .map_err(|e| EngineError::Io {
-                path: PathBuf::from(run_id),
-                source: std::io::Error::other(e),
-            })??
+            .await?
         };
         let record = CheckpointRecord {
             run: run_id.to_owned(),

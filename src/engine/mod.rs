@@ -681,6 +681,19 @@ fn session_to_resume(run: &Run, index: usize, attempt: u32) -> Option<String> {
         .and_then(|a| a.session_id.clone())
 }
 
+/// Runs blocking work (git on a whole worktree) off the async runtime.
+async fn blocking<T: Send + 'static>(
+    what: &Path,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| EngineError::Io {
+            path: what.to_owned(),
+            source: std::io::Error::other(e),
+        })?
+}
+
 /// What remains of the workflow's time limit (`None` once it has run out); unlimited
 /// workflows get `Some(Duration::MAX)`.
 fn time_left(workflow: &Workflow, run: &Run) -> Option<Duration> {

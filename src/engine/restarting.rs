@@ -10,7 +10,7 @@ use std::sync::Arc;
 use git2::Oid;
 
 use super::step::{step_cwd, step_home};
-use super::{Engine, EngineError, Inner, Result};
+use super::{Engine, EngineError, Inner, Result, blocking};
 use crate::checkpoint;
 use crate::claude;
 use crate::model::{ActionRecord, CheckpointRecord, CheckpointState, Run, RunState, Timestamp};
@@ -70,7 +70,7 @@ impl Engine {
         inner.check_ended(&run, "a restart")?;
         inner.check_confirmed(request, &workflow, "restart")?;
         let target = match inner.checkpoint_to_restore(&run, from)? {
-            Some(record) => Some(inner.verify(&run, &workflow, record)?),
+            Some(record) => Some(inner.verify(&run, &workflow, record).await?),
             None => None,
         };
         let next_step = target.as_ref().map_or_else(
@@ -191,7 +191,7 @@ impl Engine {
         let Some(record) = inner.checkpoint_to_restore(&run, Some(to))? else {
             return Err(EngineError::NoWorktree { run: run.id });
         };
-        let target = inner.verify(&run, &workflow, record)?;
+        let target = inner.verify(&run, &workflow, record).await?;
         let mut action = request.record("rollback");
         action.checkpoint = Some(to);
         let outcome = async {
@@ -350,36 +350,15 @@ impl Inner {
 
     /// Checks a checkpoint before anything is changed: its ref, commit and tree, and the
     /// run state it holds.
-    fn verify(&self, run: &Run, workflow: &Workflow, record: CheckpointRecord) -> Result<Verified> {
-        let corrupt = |reason: String| EngineError::CorruptCheckpoint {
-            run: run.id.clone(),
-            n: record.n,
-            reason,
-        };
+    async fn verify(
+        &self,
+        run: &Run,
+        workflow: &Workflow,
+        record: CheckpointRecord,
+    ) -> Result<Verified> {
         let worktree = worktree_of(run)?;
-        let expected = Oid::from_str(&record.commit)
-            .map_err(|e| corrupt(format!("the state DB records a malformed commit id: {e}")))?;
-        let commit = checkpoint::open(&worktree, &record.reference, Some(expected))
-            .map_err(|e| corrupt(e.to_string()))?;
-        let bytes =
-            checkpoint::read_state(&worktree, commit).map_err(|e| corrupt(e.to_string()))?;
-        let state: CheckpointState = serde_json::from_slice(&bytes)
-            .map_err(|e| corrupt(format!("its run state is malformed: {e}")))?;
-        if state.run != run.id {
-            return Err(corrupt(format!("it holds the state of run {}", state.run)));
-        }
-        if state.next_step as usize > workflow.steps.len() {
-            return Err(corrupt(format!(
-                "its next step ({}) is beyond the workflow's {} steps",
-                state.next_step,
-                workflow.steps.len()
-            )));
-        }
-        Ok(Verified {
-            record,
-            commit,
-            state,
-        })
+        let (run, steps) = (run.clone(), workflow.steps.len());
+        blocking(&worktree, move || verify_checkpoint(&run, steps, record)).await
     }
 
     /// Restores a verified checkpoint's files and transcripts into the run's worktree,
@@ -394,9 +373,17 @@ impl Inner {
     ) -> Result<Restored> {
         let worktree = worktree_of(run)?;
         let index_file = self.checkpoint_index(&run.id);
+        let commit = target.commit;
         let mut detail = Vec::new();
-        let now = checkpoint::worktree_tree(&worktree, &index_file)?;
-        if now != checkpoint::content_tree(&worktree, target.commit)? {
+        let changed = {
+            let (worktree, index_file) = (worktree.clone(), index_file.clone());
+            blocking(&worktree.clone(), move || {
+                Ok(checkpoint::worktree_tree(&worktree, &index_file)?
+                    != checkpoint::content_tree(&worktree, commit)?)
+            })
+            .await?
+        };
+        if changed {
             let label = format!(
                 "the worktree before restoring checkpoint {}",
                 target.record.n
@@ -406,15 +393,12 @@ impl Inner {
                 .await?;
             detail.push(format!("the worktree as it was is checkpoint {}", kept.n));
         }
-        let commit = target.commit;
         let restored = {
             let (worktree, index_file) = (worktree.clone(), index_file.clone());
-            tokio::task::spawn_blocking(move || checkpoint::restore(&worktree, commit, &index_file))
-                .await
-                .map_err(|e| EngineError::Io {
-                    path: run.worktree.clone().map(PathBuf::from).unwrap_or_default(),
-                    source: std::io::Error::other(e),
-                })??
+            blocking(&worktree.clone(), move || {
+                Ok(checkpoint::restore(&worktree, commit, &index_file)?)
+            })
+            .await?
         };
         detail.push(format!(
             "{} files restored, {} removed",
@@ -461,7 +445,7 @@ impl Inner {
             return Ok(false);
         };
         let n = record.n;
-        let target = self.verify(run, workflow, record)?;
+        let target = self.verify(run, workflow, record).await?;
         let restored = self.restore(run, workflow, &target, "before-retry").await?;
         tracing::info!(
             drover_run = %run.id,
@@ -512,6 +496,37 @@ impl Inner {
         }
         unmet
     }
+}
+
+/// [`Inner::verify`]'s work, blocking.
+fn verify_checkpoint(run: &Run, steps: usize, record: CheckpointRecord) -> Result<Verified> {
+    let corrupt = |reason: String| EngineError::CorruptCheckpoint {
+        run: run.id.clone(),
+        n: record.n,
+        reason,
+    };
+    let worktree = worktree_of(run)?;
+    let expected = Oid::from_str(&record.commit)
+        .map_err(|e| corrupt(format!("the state DB records a malformed commit id: {e}")))?;
+    let commit = checkpoint::open(&worktree, &record.reference, Some(expected))
+        .map_err(|e| corrupt(e.to_string()))?;
+    let bytes = checkpoint::read_state(&worktree, commit).map_err(|e| corrupt(e.to_string()))?;
+    let state: CheckpointState = serde_json::from_slice(&bytes)
+        .map_err(|e| corrupt(format!("its run state is malformed: {e}")))?;
+    if state.run != run.id {
+        return Err(corrupt(format!("it holds the state of run {}", state.run)));
+    }
+    if state.next_step as usize > steps {
+        return Err(corrupt(format!(
+            "its next step ({}) is beyond the workflow's {} steps",
+            state.next_step, steps
+        )));
+    }
+    Ok(Verified {
+        record,
+        commit,
+        state,
+    })
 }
 
 fn worktree_of(run: &Run) -> Result<PathBuf> {
