@@ -635,3 +635,96 @@ fn a_transcript_cut_mid_line_is_repaired_before_the_session_is_resumed() {
             .unwrap_or_else(|e| panic!("a torn line is left ({e}): {line}"));
     }
 }
+
+#[test]
+fn restarts_rollbacks_and_checkpoints_need_the_operator_role_and_a_protected_run_a_yes() {
+    let agent = TestAgent::start();
+    let repo = user_repo(&agent);
+    let wf = agent.workflow(
+        "guarded.toml",
+        &format!(
+            "name = \"guarded\"\nworkspace = \"{}\"\nprotected = true\n[[step]]\nname = \"a\"\nrun = \"echo a > a.txt\"\ncheckpoint = true\n[[step]]\nname = \"b\"\nrun = \"exit 1\"\n",
+            repo.path.display()
+        ),
+    );
+    let id = agent.run(&wf);
+    let failed = agent.wait_for_end(&id, END);
+    assert_state(&failed, RunState::Failed);
+
+    let as_nobody = |method: &str, signature: &str, args: &[&str]| {
+        let out = agent
+            .sandbox
+            .command("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args([
+                "busctl",
+                "--user",
+                "call",
+                "org.drover.Drover1",
+                "/org/drover/Drover1",
+            ])
+            .args(["org.drover.Drover1.Manager", method, signature, &id])
+            .args(args)
+            .output()
+            .expect("busctl");
+        assert!(!out.status.success(), "{method} as nobody succeeded");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            stderr.contains("needs the operator role"),
+            "{method}: {stderr}"
+        );
+    };
+    as_nobody("Restart", "sa{sv}", &["0"]);
+    as_nobody("Rollback", "sua{sv}", &["1", "0"]);
+    as_nobody("Checkpoint", "ss", &["mine"]);
+    let trail: Value = json_of(&agent, &["audit", "--run", &id, "--json"]);
+    let actions: Vec<ActionRecord> = serde_json::from_value(trail["actions"].clone()).unwrap();
+    assert_eq!(
+        actions
+            .iter()
+            .map(|a| (a.action.as_str(), a.result.as_str(), a.uid))
+            .collect::<Vec<_>>(),
+        [
+            ("restart", "refused", Some(65534)),
+            ("rollback", "refused", Some(65534)),
+            ("checkpoint", "refused", Some(65534)),
+        ]
+    );
+
+    // Malformed options are refused by name; a protected run needs a confirmation.
+    let out = agent.sandbox.output(
+        "busctl",
+        &[
+            "--user",
+            "call",
+            "org.drover.Drover1",
+            "/org/drover/Drover1",
+            "org.drover.Drover1.Manager",
+            "Restart",
+            "sa{sv}",
+            &id,
+            "1",
+            "form",
+            "u",
+            "1",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option \"form\""));
+    refused(&agent, &["restart", &id], "is protected");
+    refused(&agent, &["rollback", &id, "--to", "1"], "is protected");
+    assert_eq!(
+        agent.show(&id).steps,
+        failed.steps,
+        "a refused call changed the run"
+    );
+    let taken: CheckpointRecord =
+        json_of(&agent, &["checkpoint", &id, "--label", "by hand", "--json"]);
+    assert_eq!(
+        (taken.n, taken.reason.as_str(), taken.label.as_str()),
+        (2, "manual", "by hand")
+    );
+    json_of::<ActionRecord>(&agent, &["rollback", &id, "--to", "1", "--yes", "--json"]);
+    json_of::<ActionRecord>(&agent, &["restart", &id, "--yes", "--json"]);
+    let run = agent.wait_for_end(&id, END);
+    assert_eq!(run.steps[1].attempt, 2, "{run:#?}");
+}
