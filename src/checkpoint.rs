@@ -544,24 +544,8 @@ fn state_tree(repo: &Repository, c: &Checkpoint<'_>) -> Result<Oid, CheckpointEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::git;
     use std::os::unix::fs::PermissionsExt;
-    use std::process::Command;
-
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-            .args(args)
-            .output()
-            .expect("git");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
 
     fn put(root: &Path, path: &str, text: &str) {
         let path = root.join(path);

@@ -16,4 +16,6 @@ pub mod sandbox;
 pub mod spec;
 pub mod store;
 pub mod systemd;
+#[cfg(test)]
+mod testing;
 pub mod worktree;

@@ -42,6 +42,24 @@ fn texts(request: &Value) -> Vec<String> {
     texts
 }
 
+/// The texts appear in `request`'s messages, in this order.
+fn assert_texts_in_order(request: &Value, expected: &[&str]) {
+    let replayed = texts(request);
+    let positions: Vec<usize> = expected
+        .iter()
+        .map(|text| {
+            replayed
+                .iter()
+                .position(|t| t == text)
+                .unwrap_or_else(|| panic!("{text:?} not in the request: {replayed:#?}"))
+        })
+        .collect();
+    assert!(
+        positions.is_sorted(),
+        "{expected:?} out of order in {replayed:#?}"
+    );
+}
+
 #[test]
 fn a_scripted_write_creates_the_file_and_the_run_reports_in_stream_json() {
     let (home, cwd) = dirs();
@@ -195,15 +213,10 @@ fn session_id_names_the_transcript_and_resume_replays_the_conversation() {
 
     let requests = server.main_requests();
     assert_eq!(requests.len(), 2);
-    let replayed = texts(&requests[1]);
-    let position = |text: &str| {
-        replayed
-            .iter()
-            .position(|t| t == text)
-            .unwrap_or_else(|| panic!("{text:?} not in the resumed request: {replayed:#?}"))
-    };
-    assert!(position("The first prompt") < position("The first answer."));
-    assert!(position("The first answer.") < position("The second prompt"));
+    assert_texts_in_order(
+        &requests[1],
+        &["The first prompt", "The first answer.", "The second prompt"],
+    );
     let messages = requests[1]["messages"].as_array().unwrap();
     assert!(
         messages
@@ -676,16 +689,15 @@ fn a_killed_session_is_repaired_and_resumed() {
         4,
         "first exchange (2), the killed turn, the resume"
     );
-    let replayed = texts(&requests[3]);
-    let position = |text: &str| {
-        replayed
-            .iter()
-            .position(|t| t == text)
-            .unwrap_or_else(|| panic!("{text:?} not in the resumed request: {replayed:#?}"))
-    };
-    assert!(position("First prompt") < position("First done."));
-    assert!(position("First done.") < position("Sleep a while"));
-    assert!(position("Sleep a while") < position("Resume prompt"));
+    assert_texts_in_order(
+        &requests[3],
+        &[
+            "First prompt",
+            "First done.",
+            "Sleep a while",
+            "Resume prompt",
+        ],
+    );
     // The first turn's tool call and result are replayed too.
     let messages = requests[3]["messages"].to_string();
     assert!(messages.contains(r#""command":"echo one""#), "{messages}");
