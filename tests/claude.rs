@@ -571,6 +571,16 @@ fn killed_mid_tool(
                 .any(|pid| cmdline(pid) == ["sleep", "300"])
         },
     );
+    // Claude Code writes the transcript asynchronously: let the tool call reach it first.
+    let transcript = drover::claude::transcript_path(home, cwd, session);
+    wait_until(
+        Duration::from_secs(10),
+        "the tool call in the transcript",
+        || {
+            std::fs::read_to_string(&transcript)
+                .is_ok_and(|t| t.lines().any(|l| l.contains(r#""command":"sleep 300""#)))
+        },
+    );
     let tree = descendants(claude);
     kill(Pid::from_raw(claude), Signal::SIGKILL).expect("SIGKILL claude");
     child.wait().expect("reap claude");
@@ -580,7 +590,7 @@ fn killed_mid_tool(
     wait_until(Duration::from_secs(20), "claude's children to die", || {
         tree.iter().all(|pid| !alive(*pid))
     });
-    drover::claude::transcript_path(home, cwd, session)
+    transcript
 }
 
 fn killed_mid_tool_script() -> Vec<Turn> {
