@@ -147,8 +147,15 @@ const MAX_ENCODED_CWD: usize = 200;
 /// the BMP becomes two dashes); an encoding over 200 units is cut to 200 and suffixed with
 /// `-` and the base-36 absolute value of a Java-style 32-bit string hash of the path.
 pub fn transcript_path(home: &Path, cwd: &Path, session_id: &str) -> PathBuf {
+    transcript_path_in(&home.join(".claude"), cwd, session_id)
+}
+
+/// [`transcript_path`] under Claude Code's configuration directory itself (`~/.claude`, or
+/// `$CLAUDE_CONFIG_DIR` where that is set).
+pub fn transcript_path_in(config_dir: &Path, cwd: &Path, session_id: &str) -> PathBuf {
     let cwd = cwd.canonicalize().unwrap_or_else(|_| cwd.to_owned());
-    home.join(".claude/projects")
+    config_dir
+        .join("projects")
         .join(encode_cwd(&cwd.to_string_lossy()))
         .join(format!("{session_id}.jsonl"))
 }

@@ -384,7 +384,8 @@ pub struct StepAttempt {
     pub failure_class: Option<FailureClass>,
     #[serde(default)]
     pub failure_evidence: Option<String>,
-    /// An agent step's Claude Code session (the same for every attempt of the step).
+    /// An agent step's Claude Code session: the previous attempt's, resumed, unless a
+    /// restored checkpoint predates the conversation (then a new one).
     #[serde(default)]
     pub session_id: Option<String>,
     /// What an agent step's stream-json output reported.

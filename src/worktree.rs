@@ -33,12 +33,14 @@ pub fn check_workspace(workspace: &Path) -> Result<(), WorktreeError> {
 }
 
 /// Creates a detached worktree of `workspace`'s HEAD at `path`, or reuses it if a previous
-/// agent already made it (the agent may restart between the two).
+/// agent already made it (the agent may restart between the two) or if it is still there.
 pub fn create(workspace: &Path, path: &Path) -> Result<(), WorktreeError> {
     if path.join(".git").exists() {
         return Ok(());
     }
     let target = path.to_string_lossy();
+    // A worktree deleted by hand is still registered until pruned, and `add` refuses it.
+    let _ = git(workspace, &["worktree", "prune"]);
     git(
         workspace,
         &["worktree", "add", "--detach", "--quiet", &target, "HEAD"],

@@ -77,6 +77,13 @@ fn each_failure_class_is_produced_for_real_and_classified_from_its_evidence() {
             "no output",
         ),
         (
+            // Ignores the SIGTERM of drover's stop: the SIGKILL takes the shim too.
+            FailureClass::Stalled,
+            "[kill]\ngrace = \"1s\"",
+            "run = \"trap '' TERM; echo started; sleep 30\"\nstall_after = \"1s\"".into(),
+            "no output",
+        ),
+        (
             FailureClass::Transient,
             "",
             "run = \"echo 'upstream: HTTP 429 Too Many Requests' >&2; exit 1\"".into(),
@@ -362,4 +369,38 @@ fn a_transient_agent_failure_is_retried_from_the_latest_checkpoint() {
         last["messages"].to_string().contains("Keep going"),
         "{last}"
     );
+}
+
+#[test]
+fn a_retry_keeps_the_work_of_the_steps_since_the_latest_checkpoint() {
+    use crate::support::GitRepo;
+    let agent = TestAgent::start();
+    let dir = agent.sandbox.dir.path();
+    let repo = GitRepo::init(dir.join("repo"));
+    let count = dir.join("count");
+    let flaky = format!(
+        "n=$(($(cat {c} 2>/dev/null || echo 0) + 1)); echo $n > {c}; \
+         if [ $n -lt 2 ]; then echo partial > partial.txt; echo 'HTTP 503 overloaded' >&2; exit 1; fi; \
+         test -f b.txt && echo c > c.txt",
+        c = count.display()
+    );
+    let wf = agent.workflow(
+        "keep.toml",
+        &format!(
+            "name = \"keep\"\nworkspace = \"{}\"\n[retry]\nmax_attempts = 2\ninitial = \"0s\"\n\
+             [[step]]\nname = \"a\"\nrun = \"echo a > a.txt\"\ncheckpoint = true\n\
+             [[step]]\nname = \"b\"\nrun = \"echo b > b.txt\"\n\
+             [[step]]\nname = \"c\"\nrun = {}\n",
+            repo.path.display(),
+            serde_json::to_string(&flaky).unwrap()
+        ),
+    );
+    let id = agent.run(&wf);
+    let run = agent.wait_for_end(&id, END);
+    assert_state(&run, RunState::Succeeded);
+    assert_eq!(run.steps[2].attempt, 2, "{run:#?}");
+    let worktree = std::path::PathBuf::from(run.worktree.clone().unwrap());
+    // The latest checkpoint (after a) predates step b: restoring it would undo b, so the
+    // retry goes on from the worktree as it is.
+    assert!(worktree.join("b.txt").exists() && worktree.join("c.txt").exists());
 }

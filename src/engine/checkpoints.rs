@@ -5,22 +5,22 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::step::{step_cwd, step_home};
+use super::step::step_transcript;
 use super::{ActionRequest, Engine, EngineError, Inner, Result};
 use crate::checkpoint::{self, Checkpoint};
-use crate::claude;
-use crate::model::{CheckpointRecord, CheckpointState, Run, Timestamp};
+use crate::model::{CheckpointRecord, CheckpointState, Run, StepAttempt, Timestamp};
 use crate::restart;
 use crate::spec::Workflow;
 
 impl Engine {
-    /// Takes a checkpoint of a run on an operator's request (any state but restarting),
-    /// and audits it.
+    /// Takes a checkpoint of a run on an operator's request (after any restart or rollback
+    /// of it in progress), and audits it.
     pub async fn checkpoint(
         &self,
         request: &ActionRequest,
         label: Option<&str>,
     ) -> Result<CheckpointRecord> {
+        let _one_action = self.inner.locks(&request.run).operation.lock_owned().await;
         let started = std::time::Instant::now();
         let label = label.map_or_else(
             || format!("requested by {}", request.requested_by),
@@ -65,7 +65,6 @@ impl Inner {
         label: &str,
         state: Option<CheckpointState>,
     ) -> Result<CheckpointRecord> {
-        let _one_at_a_time = self.checkpointing.lock().await;
         let (run, workflow) = self.load(run_id)?;
         let Some(worktree) = run.worktree.clone().map(PathBuf::from) else {
             return Err(EngineError::NoWorktree { run: run.id });
@@ -76,60 +75,68 @@ impl Inner {
                 run: run.id.clone(),
                 reason: e.to_string(),
             })?;
-        let transcripts = transcripts_of(&run, &workflow);
-        let (n, parent) = {
-            let store = self.store();
-            let parent = store
-                .checkpoints(run_id)?
-                .last()
-                .and_then(|c| git2::Oid::from_str(&c.commit).ok());
-            (store.next_checkpoint_number(run_id)?, parent)
-        };
-        let reference = format!("refs/drover/{run_id}/{n}");
-        let message = format!("drover: run {run_id} checkpoint {n}: {label}");
+        let transcripts = transcripts_of(&run, &workflow, &state.steps);
         let index_file = self.checkpoint_index(run_id);
-        // Only this agent (it holds the state dir's lock) writes checkpoints, one at a
-        // time: a lock file left on the private index is from an agent that died writing.
-        let stale_lock = index_file.with_extension("index.lock");
-        if stale_lock.exists() {
-            tracing::warn!(drover_run = %run_id, "removing the stale lock {}", stale_lock.display());
-            let _ = std::fs::remove_file(&stale_lock);
-        }
-        let written = {
-            let reference = reference.clone();
-            let at = worktree.clone();
-            super::blocking(&at, move || {
-                Ok(checkpoint::write(&Checkpoint {
+        let mut record = CheckpointRecord {
+            run: run_id.to_owned(),
+            n: 0,
+            label: label.to_owned(),
+            reason: reason.to_owned(),
+            step: latest_step(&state.steps),
+            next_step: state.next_step,
+            created_at: Timestamp::now(),
+            reference: String::new(),
+            commit: String::new(),
+            files_changed: 0,
+            took_ms: 0,
+        };
+        let inner = self.clone();
+        let at = worktree.clone();
+        // Numbering, writing and recording happen under the run's git lock, so two
+        // checkpoints never share a number or the private index.
+        let record = self
+            .git_work(run_id, &at, move || {
+                let (n, parent) = {
+                    let store = inner.store();
+                    let parent = store
+                        .checkpoints(&record.run)?
+                        .last()
+                        .and_then(|c| git2::Oid::from_str(&c.commit).ok());
+                    (store.next_checkpoint_number(&record.run)?, parent)
+                };
+                // Only this agent writes checkpoints (it holds the state dir's lock), and
+                // only under this lock: a lock file on the private index is from an agent
+                // that died writing.
+                let _ = std::fs::remove_file(index_file.with_extension("index.lock"));
+                record.n = n;
+                record.reference = format!("refs/drover/{}/{n}", record.run);
+                let message = format!(
+                    "drover: run {} checkpoint {n}: {}",
+                    record.run, record.label
+                );
+                let written = checkpoint::write(&Checkpoint {
                     worktree: &worktree,
                     index_file: &index_file,
-                    reference: &reference,
+                    reference: &record.reference,
                     parent,
                     message: &message,
                     state_json: &state_json,
                     transcripts: &transcripts,
-                })?)
+                })?;
+                record.commit = written.commit.to_string();
+                record.files_changed = written.files_changed;
+                record.took_ms = written.took.as_millis() as u64;
+                record.created_at = Timestamp::now();
+                inner.store().add_checkpoint(&record)?;
+                Ok(record)
             })
-            .await?
-        };
-        let record = CheckpointRecord {
-            run: run_id.to_owned(),
-            n,
-            label: label.to_owned(),
-            reason: reason.to_owned(),
-            step: latest_step(&run),
-            next_step: state.next_step,
-            created_at: Timestamp::now(),
-            reference,
-            commit: written.commit.to_string(),
-            files_changed: written.files_changed,
-            took_ms: written.took.as_millis() as u64,
-        };
-        self.store().add_checkpoint(&record)?;
+            .await?;
         tracing::info!(
             drover_run = %run_id,
             drover_workflow = %workflow.name,
             drover_event = "checkpoint",
-            "run {run_id}: checkpoint {n} ({reason}: {label}) {} {}, {} files changed, {} ms",
+            "run {run_id}: checkpoint {} ({reason}: {label}) {} {}, {} files changed, {} ms",
+            record.n,
             record.reference,
             record.commit,
             record.files_changed,
@@ -149,34 +156,43 @@ impl Inner {
     }
 }
 
-/// The run's state as a checkpoint keeps it.
+/// The run's state as a checkpoint keeps it: the attempts that count since its latest
+/// restart (an abandoned attempt's session must not be resumed from here).
 pub(super) fn checkpoint_state(run: &Run, workflow: &Workflow) -> CheckpointState {
     CheckpointState {
         run: run.id.clone(),
         workflow: run.workflow.clone(),
         params: run.params.clone(),
         next_step: restart::next_step(workflow, run),
-        steps: run.steps.clone(),
+        steps: run
+            .steps
+            .iter()
+            .filter(|a| {
+                run.restart
+                    .as_ref()
+                    .is_none_or(|r| r.counts(a.index, a.attempt))
+            })
+            .cloned()
+            .collect(),
     }
 }
 
-/// Where the run's agent steps keep their transcripts, by step name.
-pub(super) fn transcripts_of(run: &Run, workflow: &Workflow) -> Vec<(String, PathBuf)> {
-    run.steps
+/// Where the agent steps among `steps` keep their transcripts, by step name.
+fn transcripts_of(run: &Run, workflow: &Workflow, steps: &[StepAttempt]) -> Vec<(String, PathBuf)> {
+    steps
         .iter()
         .filter_map(|attempt| {
             let step = workflow.steps.get(attempt.index as usize)?;
             step.agent?;
             let session = attempt.session_id.as_deref()?;
-            let path = claude::transcript_path(&step_home(step), &step_cwd(run), session);
-            Some((step.name.clone(), path))
+            Some((step.name.clone(), step_transcript(run, step, session)))
         })
         .collect()
 }
 
 /// The step whose attempt started last: the one a checkpoint now follows or interrupts.
-fn latest_step(run: &Run) -> Option<String> {
-    run.steps
+fn latest_step(steps: &[StepAttempt]) -> Option<String> {
+    steps
         .iter()
         .filter(|a| a.attempt > 0)
         .max_by_key(|a| (a.started_at, a.index))

@@ -105,9 +105,9 @@ pub enum EngineError {
         unmet: String,
     },
     #[error(
-        "run {run}: checkpoint {n} was taken after the last step: there is nothing to restart (restart --from an earlier checkpoint)"
+        "run {run}: {from}: there is nothing to restart (restart --from an earlier checkpoint)"
     )]
-    NothingToRestart { run: String, n: u32 },
+    NothingToRestart { run: String, from: String },
 }
 
 type Result<T> = std::result::Result<T, EngineError>;
@@ -141,9 +141,19 @@ struct Inner {
     systemd: Systemd,
     config: EngineConfig,
     events: broadcast::Sender<RunEvent>,
-    /// One checkpoint at a time: numbers and the private index are per run, and the git
-    /// work is heavy enough that two at once only slow each other down.
-    checkpointing: tokio::sync::Mutex<()>,
+    /// Per-run locks for git work and operators' actions.
+    locks: Mutex<HashMap<String, RunLocks>>,
+}
+
+/// What one run's work takes turns on.
+#[derive(Clone, Default)]
+struct RunLocks {
+    /// The worktree and the private index: one checkpoint, comparison or restore at a
+    /// time. Held by the blocking git work itself, so a driver aborted mid-way keeps it
+    /// until that work really ends.
+    git: Arc<tokio::sync::Mutex<()>>,
+    /// An operator's restart, rollback or checkpoint, from its checks to its end.
+    operation: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What a run needs next, decided from its workflow and the attempts the DB holds.
@@ -268,7 +278,7 @@ impl Engine {
                 systemd,
                 config,
                 events,
-                checkpointing: tokio::sync::Mutex::new(()),
+                locks: Mutex::default(),
             }),
         };
         for run in unfinished {
@@ -421,16 +431,45 @@ impl Inner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Starts the task that drives `run` to its end; one per run, so its retries never overlap.
+    fn locks(&self, run: &str) -> RunLocks {
+        self.locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(run.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Runs blocking git work on `run`'s worktree, holding the run's git lock until the
+    /// work itself ends (even if the caller is aborted meanwhile).
+    async fn git_work<T: Send + 'static>(
+        &self,
+        run: &str,
+        worktree: &Path,
+        work: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let held = self.locks(run).git.lock_owned().await;
+        blocking(worktree, move || {
+            let _held = held;
+            work()
+        })
+        .await
+    }
+
+    /// Starts the task that drives `run` to its end; one at a time per run, so its attempts
+    /// never overlap (a restarted run's new driver waits for the last one to finish
+    /// recording the run's end).
     fn spawn_driver(self: &Arc<Self>, run: String) {
         let mut drivers = self.drivers();
-        if drivers.get(&run).is_some_and(|task| !task.is_finished()) {
-            tracing::warn!(drover_run = %run, "run {run} already has a driver");
-            return;
-        }
+        let previous = drivers.remove(&run);
         let inner = self.clone();
         let id = run.clone();
         let task = tokio::spawn(async move {
+            if let Some(previous) = previous {
+                while !previous.is_finished() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
             if let Err(e) = inner.drive(&run).await {
                 tracing::error!(drover_run = %run, "run {run} failed: {e}");
                 if let Err(store_err) = inner
@@ -440,7 +479,13 @@ impl Inner {
                     tracing::error!(drover_run = %run, "cannot record the failure of run {run}: {store_err}");
                 }
             }
-            inner.drivers().remove(&run);
+            let mut drivers = inner.drivers();
+            if drivers
+                .get(&run)
+                .is_some_and(|t| t.id() == tokio::task::id())
+            {
+                drivers.remove(&run);
+            }
         });
         drivers.insert(id, task.abort_handle());
     }
@@ -526,15 +571,27 @@ impl Inner {
         Ok(())
     }
 
+    /// Gives a run with a workspace its worktree, at the same path for all its life (Claude
+    /// Code finds its sessions by the working directory): made before the first step, and
+    /// made again if it is gone (a run killed while pending, a worktree removed by hand).
+    fn ensure_worktree(&self, run: &Run, workflow: &Workflow) -> Result<()> {
+        let Some(workspace) = &workflow.workspace else {
+            return Ok(());
+        };
+        let path = self.config.state_dir.join("worktrees").join(&run.id);
+        worktree::create(workspace, &path)?;
+        if run.worktree.is_none() {
+            self.store()
+                .set_worktree(&run.id, &path.to_string_lossy())?;
+        }
+        Ok(())
+    }
+
     /// Takes a run from wherever the DB says it is to its end.
     async fn drive(self: &Arc<Self>, id: &str) -> Result<()> {
         let (run, workflow) = self.load(id)?;
+        self.ensure_worktree(&run, &workflow)?;
         if run.state == RunState::Pending {
-            if let Some(workspace) = &workflow.workspace {
-                let path = self.config.state_dir.join("worktrees").join(id);
-                worktree::create(workspace, &path)?;
-                self.store().set_worktree(id, &path.to_string_lossy())?;
-            }
             let from = [RunState::Pending];
             if !self
                 .store()
@@ -548,6 +605,7 @@ impl Inner {
             let (run, _) = self.load(id)?;
             match next_action(&workflow, &run) {
                 Action::Start { index, attempt } => {
+                    self.take_owed_checkpoint(&run, &workflow, index).await;
                     let session = session_to_resume(&run, index, attempt);
                     self.start_step(&run, &workflow, index, attempt, session)
                         .await?;
@@ -559,11 +617,9 @@ impl Inner {
                 } => {
                     self.wait_for_retry(&run, &workflow, index, attempt, retry)
                         .await?;
-                    let fresh_session = self.restore_for_retry(&run, &workflow, index).await?;
-                    let session = if fresh_session {
-                        None
-                    } else {
-                        session_to_resume(&run, index, attempt)
+                    let session = match self.restore_for_retry(&run, &workflow, index).await? {
+                        Some(restored) => restored,
+                        None => session_to_resume(&run, index, attempt),
                     };
                     let (run, _) = self.load(id)?;
                     self.start_step(&run, &workflow, index, attempt, session)
@@ -577,9 +633,56 @@ impl Inner {
                     reason,
                     failure,
                 } => {
+                    if state == RunState::Succeeded {
+                        self.take_owed_checkpoint(&run, &workflow, workflow.steps.len())
+                            .await;
+                    }
                     return self.finish(id, state, reason.as_deref(), failure).await;
                 }
             }
+        }
+    }
+
+    /// Takes the checkpoint a `checkpoint = true` step before step `next` is owed, unless
+    /// the DB has it (the agent may have died between the step's end and its checkpoint).
+    /// A failure costs a restart point, not the run: it is logged and the run goes on.
+    async fn take_owed_checkpoint(self: &Arc<Self>, run: &Run, workflow: &Workflow, next: usize) {
+        let Some(done) = next.checked_sub(1) else {
+            return;
+        };
+        let step = &workflow.steps[done];
+        let restored = run
+            .restart
+            .as_ref()
+            .is_some_and(|r| next <= r.next_step as usize);
+        if !step.checkpoint || run.worktree.is_none() || restored {
+            return;
+        }
+        let Some(ended) = run
+            .steps
+            .iter()
+            .find(|a| a.index as usize == done && a.state == StepState::Succeeded)
+            .and_then(|a| a.ended_at)
+        else {
+            return;
+        };
+        let taken = self.store().checkpoints(&run.id).map(|all| {
+            all.iter()
+                .any(|c| c.next_step as usize == next && c.created_at >= ended)
+        });
+        if matches!(taken, Ok(true)) {
+            return;
+        }
+        let label = format!("after step {}", step.name);
+        if let Err(e) = self.take_checkpoint(&run.id, "step", &label, None).await {
+            tracing::error!(
+                drover_run = %run.id,
+                drover_step = %step.name,
+                drover_event = "checkpoint-failed",
+                "run {}: the checkpoint after step {} failed: {e}",
+                run.id,
+                step.name
+            );
         }
     }
 
@@ -627,7 +730,8 @@ impl Inner {
             Some(at) => at,
             None => {
                 let delay = step.retry.delay(retry, fastrand::f64());
-                let at = Timestamp(Timestamp::now().0.saturating_add(delay.as_millis() as i64));
+                let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+                let at = Timestamp(Timestamp::now().0.saturating_add(delay_ms));
                 let failed = run.steps.iter().find(|a| a.index as usize == index);
                 let why = failed
                     .and_then(|a| {
@@ -641,7 +745,7 @@ impl Inner {
                 let reason = format!(
                     "retry {retry} of {} at {at} (after {}), because of {why}",
                     step.retry.max_attempts - 1,
-                    humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+                    humantime::format_duration(Duration::from_millis(delay_ms as u64))
                 );
                 self.store()
                     .schedule_retry(&run.id, &step.name, attempt - 1, at, &reason)?;

@@ -9,10 +9,9 @@ use std::sync::Arc;
 
 use git2::Oid;
 
-use super::step::{step_cwd, step_home};
+use super::step::{step_cwd, step_transcript};
 use super::{Engine, EngineError, Inner, Result, blocking};
 use crate::checkpoint;
-use crate::claude;
 use crate::model::{ActionRecord, CheckpointRecord, CheckpointState, Run, RunState, Timestamp};
 use crate::restart::requires::{self, Unmet};
 use crate::restart::{self, FailureClass};
@@ -65,10 +64,13 @@ impl Engine {
         from: Option<u32>,
     ) -> Result<ActionRecord> {
         let inner = &self.inner;
+        let _one_action = inner.locks(&request.run).operation.lock_owned().await;
         let started = std::time::Instant::now();
         let (run, workflow) = inner.load(&request.run)?;
         inner.check_ended(&run, "a restart")?;
         inner.check_confirmed(request, &workflow, "restart")?;
+        inner.ensure_worktree(&run, &workflow)?;
+        let (run, _) = inner.load(&request.run)?;
         let target = match inner.checkpoint_to_restore(&run, from)? {
             Some(record) => Some(inner.verify(&run, &workflow, record).await?),
             None => None,
@@ -80,7 +82,10 @@ impl Engine {
         if next_step as usize >= workflow.steps.len() {
             return Err(EngineError::NothingToRestart {
                 run: run.id,
-                n: target.map_or(0, |t| t.record.n),
+                from: target.map_or_else(
+                    || "every step succeeded".to_owned(),
+                    |t| format!("checkpoint {} was taken after the last step", t.record.n),
+                ),
             });
         }
         let unmet =
@@ -106,60 +111,59 @@ impl Engine {
             &request.requested_by,
         );
 
-        let restored = match &target {
-            Some(target) => {
-                inner
-                    .restore(&run, &workflow, target, "before-restart")
-                    .await
-            }
-            // No checkpoint: the live transcripts are the conversations to resume.
-            None => Ok(Restored {
-                detail: String::new(),
-                sessions: run
-                    .steps
-                    .iter()
-                    .filter_map(|a| Some((a.index, a.session_id.clone()?)))
-                    .collect(),
-            }),
-        };
         let mut action = request.record("restart");
-        action.took_ms = started.elapsed().as_millis() as u64;
-        let restored = match restored {
-            Ok(restored) => restored,
-            Err(e) => {
-                action.result = "failed".into();
-                action.detail = e.to_string();
-                let reason = format!("restart failed: {e}");
-                inner.store().set_run_state(
-                    &run.id,
-                    &[RunState::Restarting],
-                    RunState::Failed,
-                    "drover",
-                    Some(&reason),
-                )?;
-                inner.store().record_action(&action)?;
-                inner.announce(&run.id, &workflow.name, RunState::Failed, "drover");
-                return Err(e);
-            }
-        };
-        let step_name = &workflow.steps[next_step as usize].name;
         action.checkpoint = target.as_ref().map(|t| t.record.n);
-        action.detail = match &target {
-            Some(t) => format!(
-                "from checkpoint {} ({}): goes on with step {step_name}; {}",
-                t.record.n, t.record.label, restored.detail
-            ),
-            None => format!("no checkpoint: goes on with step {step_name}"),
-        };
-        let attempts = inner.store().attempt_counts(&run.id)?;
-        let point = restart::restart_point(
-            action.checkpoint,
-            next_step,
-            &attempts,
-            workflow.steps.len(),
-            restored.sessions,
-        );
-        action.id = inner.store().complete_restart(&run.id, &point, &action)?;
+        // From `restarting` on, any failure ends the run `failed` (never stuck restarting).
+        let restarted = async {
+            let restored = match &target {
+                Some(target) => {
+                    inner
+                        .restore(&run, &workflow, target, "before-restart")
+                        .await?
+                }
+                // No checkpoint: the live transcripts are the conversations to resume.
+                None => Restored {
+                    detail: String::new(),
+                    sessions: counting_sessions(&run),
+                },
+            };
+            let step_name = &workflow.steps[next_step as usize].name;
+            action.detail = match &target {
+                Some(t) => format!(
+                    "from checkpoint {} ({}): goes on with step {step_name}; {}",
+                    t.record.n, t.record.label, restored.detail
+                ),
+                None => format!("no checkpoint: goes on with step {step_name}"),
+            };
+            let attempts = inner.store().attempt_counts(&run.id)?;
+            let point = restart::restart_point(
+                action.checkpoint,
+                next_step,
+                &attempts,
+                workflow.steps.len(),
+                restored.sessions,
+            );
+            action.took_ms = started.elapsed().as_millis() as u64;
+            action.id = inner.store().complete_restart(&run.id, &point, &action)?;
+            Ok::<_, EngineError>(())
+        }
+        .await;
+        if let Err(e) = restarted {
+            action.result = "failed".into();
+            action.detail = e.to_string();
+            action.took_ms = started.elapsed().as_millis() as u64;
+            let reason = format!("restart failed: {e}");
+            inner.store().set_run_state(
+                &run.id,
+                &[RunState::Restarting],
+                RunState::Failed,
+                "drover",
+                Some(&reason),
+            )?;
+            inner.store().record_action(&action)?;
+            inner.announce(&run.id, &workflow.name, RunState::Failed, "drover");
+            return Err(e);
+        }
         inner.announce(
             &run.id,
             &workflow.name,
@@ -184,6 +188,7 @@ impl Engine {
     /// latest checkpoint, so a later restart goes on from there; nothing is deleted.
     pub async fn rollback(&self, request: &ActionRequest, to: u32) -> Result<ActionRecord> {
         let inner = &self.inner;
+        let _one_action = inner.locks(&request.run).operation.lock_owned().await;
         let started = std::time::Instant::now();
         let (run, workflow) = inner.load(&request.run)?;
         inner.check_ended(&run, "a rollback")?;
@@ -304,12 +309,16 @@ impl Inner {
         action.result = "refused".into();
         action.detail = reason.clone();
         self.store().record_action(&action)?;
-        self.store().mark_failure(
-            &run.id,
-            FailureClass::Dependency,
-            &request.requested_by,
-            &reason,
-        )?;
+        // A run that succeeded keeps its success; a failed or killed one now fails for
+        // what it needs.
+        if run.state != RunState::Succeeded {
+            self.store().mark_failure(
+                &run.id,
+                FailureClass::Dependency,
+                &request.requested_by,
+                &reason,
+            )?;
+        }
         tracing::warn!(
             drover_run = %run.id,
             drover_event = "restart-refused",
@@ -377,7 +386,7 @@ impl Inner {
         let mut detail = Vec::new();
         let changed = {
             let (worktree, index_file) = (worktree.clone(), index_file.clone());
-            blocking(&worktree.clone(), move || {
+            self.git_work(&run.id, &worktree.clone(), move || {
                 Ok(checkpoint::worktree_tree(&worktree, &index_file)?
                     != checkpoint::content_tree(&worktree, commit)?)
             })
@@ -395,7 +404,7 @@ impl Inner {
         }
         let restored = {
             let (worktree, index_file) = (worktree.clone(), index_file.clone());
-            blocking(&worktree.clone(), move || {
+            self.git_work(&run.id, &worktree.clone(), move || {
                 Ok(checkpoint::restore(&worktree, commit, &index_file)?)
             })
             .await?
@@ -415,7 +424,7 @@ impl Inner {
             let Some(bytes) = checkpoint::read_transcript(&worktree, commit, &step.name)? else {
                 continue;
             };
-            let path = claude::transcript_path(&step_home(step), &step_cwd(run), session);
+            let path = step_transcript(run, step, session);
             write_transcript(&path, &bytes)?;
             sessions.insert(attempt.index, session.clone());
             detail.push(format!(
@@ -429,24 +438,41 @@ impl Inner {
         })
     }
 
-    /// Before an automatic retry: restores the latest checkpoint, if the run has one.
-    /// Returns whether the retried agent step starts a new session (the checkpoint was
-    /// taken before its conversation began, so the conversation's edits are undone).
+    /// Before an automatic retry of step `index`: restores the latest checkpoint taken
+    /// since the run's latest (re)start whose next step is this one (the state before the
+    /// step, or one taken during it), keeping the failed attempt's worktree in a
+    /// checkpoint first. Without such a checkpoint the step is retried on the worktree as
+    /// it is (restoring an older one would undo the steps since). Returns the session the
+    /// retried agent step goes on with: `Some` when a checkpoint was restored (its session,
+    /// or `None` inside for a new one: the checkpoint predates the conversation).
     pub(super) async fn restore_for_retry(
         self: &Arc<Self>,
         run: &Run,
         workflow: &Workflow,
         index: usize,
-    ) -> Result<bool> {
+    ) -> Result<Option<Option<String>>> {
         if run.worktree.is_none() {
-            return Ok(false);
+            return Ok(None);
         }
-        let Some(record) = self.checkpoint_to_restore(run, None)? else {
-            return Ok(false);
+        let since = run
+            .restart
+            .as_ref()
+            .and_then(|r| r.at)
+            .or(run.started_at)
+            .unwrap_or(run.created_at);
+        let Some(record) = self
+            .store()
+            .checkpoints(&run.id)?
+            .into_iter()
+            .rev()
+            .find(|c| !c.reason.starts_with("before-") && c.created_at >= since)
+            .filter(|c| c.next_step as usize == index)
+        else {
+            return Ok(None);
         };
         let n = record.n;
         let target = self.verify(run, workflow, record).await?;
-        let restored = self.restore(run, workflow, &target, "before-retry").await?;
+        let mut restored = self.restore(run, workflow, &target, "before-retry").await?;
         tracing::info!(
             drover_run = %run.id,
             drover_event = "retry-restore",
@@ -454,8 +480,7 @@ impl Inner {
             run.id,
             restored.detail
         );
-        Ok(workflow.steps[index].agent.is_some()
-            && !restored.sessions.contains_key(&(index as u32)))
+        Ok(Some(restored.sessions.remove(&(index as u32))))
     }
 
     /// The requirements of the workflow (and of step `step`) that are not met now.
@@ -527,6 +552,19 @@ fn verify_checkpoint(run: &Run, steps: usize, record: CheckpointRecord) -> Resul
         commit,
         state,
     })
+}
+
+/// By step index, the sessions of the attempts that count since the run's latest restart.
+fn counting_sessions(run: &Run) -> BTreeMap<u32, String> {
+    run.steps
+        .iter()
+        .filter(|a| {
+            run.restart
+                .as_ref()
+                .is_none_or(|r| r.counts(a.index, a.attempt))
+        })
+        .filter_map(|a| Some((a.index, a.session_id.clone()?)))
+        .collect()
 }
 
 fn worktree_of(run: &Run) -> Result<PathBuf> {

@@ -77,13 +77,30 @@ pub(super) fn step_cwd(run: &Run) -> PathBuf {
     }
 }
 
-/// The `$HOME` a step runs with: where Claude Code keeps its transcripts.
-pub(super) fn step_home(step: &Step) -> PathBuf {
-    step.env
-        .get("HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/"))
+/// Where an agent step's Claude Code keeps the transcript of `session`: under
+/// `$CLAUDE_CONFIG_DIR`, or `$HOME/.claude`, as the step sees them (its own `env`, else
+/// the agent's environment; a `HOME`-less agent's step finds its home as node does, in
+/// the password database).
+pub(super) fn step_transcript(run: &Run, step: &Step, session: &str) -> PathBuf {
+    let from_env = |key: &str| {
+        step.env
+            .get(key)
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os(key).map(PathBuf::from))
+            .filter(|p| !p.as_os_str().is_empty())
+    };
+    let config_dir = from_env("CLAUDE_CONFIG_DIR").unwrap_or_else(|| {
+        from_env("HOME")
+            .or_else(|| {
+                nix::unistd::User::from_uid(nix::unistd::geteuid())
+                    .ok()
+                    .flatten()
+                    .map(|user| user.dir)
+            })
+            .unwrap_or_else(|| PathBuf::from("/"))
+            .join(".claude")
+    });
+    claude::transcript_path_in(&config_dir, &step_cwd(run), session)
 }
 
 /// The files of one attempt, in the run's directory.
@@ -144,7 +161,7 @@ pub(super) async fn start(
     let cwd = step_cwd(run);
     let (argv, session_id, note) = match step.agent {
         Some(_) => {
-            let (start, note) = claude_session(&step_home(step), &cwd, session);
+            let (start, note) = claude_session(run, step, session);
             let id = match &start {
                 SessionStart::New(id) | SessionStart::Resume(id) => id.clone(),
             };
@@ -264,13 +281,13 @@ pub(super) async fn start(
 /// How an agent step's attempt joins its Claude Code session: `--resume` when the
 /// session's transcript is there (repaired first if a kill cut it), else a new session
 /// under the id drover assigns up front. Returns what was done, for the transition.
-fn claude_session(home: &Path, cwd: &Path, candidate: Option<String>) -> (SessionStart, String) {
+fn claude_session(run: &Run, step: &Step, candidate: Option<String>) -> (SessionStart, String) {
     let Some(id) = candidate else {
         let id = uuid::Uuid::new_v4().to_string();
         let note = format!("new Claude Code session {id}");
         return (SessionStart::New(id), note);
     };
-    let transcript = claude::transcript_path(home, cwd, &id);
+    let transcript = step_transcript(run, step, &id);
     if !transcript.exists() {
         let note = format!(
             "session {id} has no transcript at {}: started anew under the same id",
@@ -351,7 +368,7 @@ pub(super) fn refuse(
 }
 
 /// Waits for attempt `attempt` of step `index` to end and records how it ended (and why,
-/// if it failed); a successful `checkpoint = true` step is then checkpointed.
+/// if it failed).
 pub(super) async fn await_end(
     inner: &Arc<Inner>,
     run: &Run,
@@ -403,15 +420,18 @@ pub(super) async fn await_end(
     let external = external_kill(result, signal).filter(|_| stalled.is_none());
     let failure = (state == StepState::Failed && result != NEVER_STARTED).then(|| {
         let killed_by = external
-            .as_deref()
-            .filter(|_| matches!(result, "signal" | "lost"));
+            .is_some()
+            .then_some(signal)
+            .flatten()
+            .filter(|_| result == "signal")
+            .map(|s| format!("signal {s} sent from outside drover (systemctl kill/stop?)"));
         failure::classify(&Evidence {
             exit_code,
             signal,
             oom_kills: exit.as_ref().map_or(0, |e| e.oom_kills),
             systemd_result: systemd_result.as_deref(),
             lost: exit.is_none(),
-            killed_by,
+            killed_by: killed_by.as_deref(),
             stalled: stalled.as_deref(),
             agent: agent.as_ref(),
             output_tail: &read_tail(&files.log, EVIDENCE_TAIL),
@@ -472,22 +492,6 @@ pub(super) async fn await_end(
         step.name,
         output.lines
     );
-    if state == StepState::Succeeded && step.checkpoint && run.worktree.is_some() {
-        // A missing checkpoint costs a restart point, not the run: record and go on.
-        if let Err(e) = inner
-            .take_checkpoint(&run.id, "step", &format!("after step {}", step.name), None)
-            .await
-        {
-            tracing::error!(
-                drover_run = %run.id,
-                drover_step = %step.name,
-                drover_event = "checkpoint-failed",
-                "run {}: the checkpoint after step {} failed: {e}",
-                run.id,
-                step.name
-            );
-        }
-    }
     Ok(())
 }
 

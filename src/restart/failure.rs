@@ -23,8 +23,8 @@ pub enum FailureClass {
     Timeout,
     /// Killed through drover, or from outside (its supervisor vanished).
     Killed,
-    /// A step it depends on failed. Only the engine assigns it (the attempt never ran);
-    /// [`classify`] never returns it.
+    /// A requirement (`[requires]`) was not met. Only the engine assigns it (the attempt
+    /// never ran); [`classify`] never returns it.
     Dependency,
     /// The coding agent reported an error (its `result` event, or none at all).
     AgentError,
@@ -114,22 +114,25 @@ pub struct Evidence<'a> {
     pub output_tail: &'a str,
 }
 
-/// The one class of a failed attempt, strongest evidence first: killed (by drover, or its
-/// supervisor lost) > stalled > oom > timeout > transient > agent-error > signal > exit.
+/// The one class of a failed attempt, strongest evidence first: killed by drover >
+/// stalled > killed from outside (its supervisor lost) > oom > timeout > transient >
+/// agent-error > signal > exit.
 /// A failure is assumed: an attempt with no evidence at all is `exit` ("no exit status").
 pub fn classify(e: &Evidence<'_>) -> Failure {
     let failure = |class, evidence: String| Failure { class, evidence };
     if let Some(by) = e.killed_by {
         return failure(FailureClass::Killed, format!("killed by {by}"));
     }
+    // drover's own stop of a stalled step may take the supervisor too (SIGKILL to the
+    // scope): that is the stall, not a kill from outside.
+    if let Some(why) = e.stalled {
+        return failure(FailureClass::Stalled, format!("stalled: {why}"));
+    }
     if e.lost {
         return failure(
             FailureClass::Killed,
             "its supervisor vanished without reporting (killed from outside)".to_owned(),
         );
-    }
-    if let Some(why) = e.stalled {
-        return failure(FailureClass::Stalled, format!("stalled: {why}"));
     }
     if e.oom_kills > 0 {
         return failure(
@@ -553,12 +556,16 @@ mod tests {
         );
         e.killed_by = None;
         assert_eq!(
+            class(&e),
+            Stalled,
+            "drover's stop of a stall can take the shim too"
+        );
+        e.stalled = None;
+        assert_eq!(
             classify(&e).evidence,
             "its supervisor vanished without reporting (killed from outside)"
         );
         e.lost = false;
-        assert_eq!(class(&e), Stalled);
-        e.stalled = None;
         assert_eq!(class(&e), Oom);
         e.oom_kills = 0;
         assert_eq!(class(&e), Timeout);
