@@ -404,3 +404,44 @@ fn a_retry_keeps_the_work_of_the_steps_since_the_latest_checkpoint() {
     // retry goes on from the worktree as it is.
     assert!(worktree.join("b.txt").exists() && worktree.join("c.txt").exists());
 }
+
+#[test]
+fn a_scheduled_retry_survives_an_agent_restart_and_keeps_its_time() {
+    let mut agent = TestAgent::start();
+    let dir = agent.sandbox.dir.path().to_owned();
+    let log = dir.join("attempts");
+    let count = dir.join("count");
+    let script = format!(
+        "{start}; n=$(($(cat {count} 2>/dev/null || echo 0) + 1)); echo $n > {count}; \
+         if [ $n -lt 2 ]; then echo 'HTTP 429 Too Many Requests' >&2; exit 1; fi",
+        start = stamp(&log, "start"),
+        count = count.display(),
+    );
+    let id = one_step(
+        &agent,
+        "survivor",
+        "[retry]\nmax_attempts = 2\ninitial = \"3s\"",
+        &format!("run = {}", serde_json::to_string(&script).unwrap()),
+    );
+    let mut next = None;
+    wait_until(Duration::from_secs(30), "the retry to be scheduled", || {
+        next = agent.show(&id).next_attempt_at;
+        next.is_some()
+    });
+    let next = next.unwrap();
+    agent.restart_agent();
+    assert_eq!(
+        agent.show(&id).next_attempt_at,
+        Some(next),
+        "the schedule moved"
+    );
+    let run = agent.wait_for_end(&id, END);
+    assert_state(&run, RunState::Succeeded);
+    assert_eq!(run.steps[0].attempt, 2);
+    let second_start = stamps(&log)[1].0;
+    assert!(
+        second_start >= next.0,
+        "the retry started at {second_start}, before its time {}",
+        next.0
+    );
+}
