@@ -517,6 +517,7 @@ run = "exit 1"
 [step.requires]
 files = ["a.txt"]
 env = ["DROVER_TEST_NEVER_SET"]
+runs = ["prep-never-ran"]
 "#,
             repo = repo.path.display(),
             flag = flag.display()
@@ -531,13 +532,10 @@ env = ["DROVER_TEST_NEVER_SET"]
         Some(FailureClass::Dependency),
         "{run:#?}"
     );
-    assert!(
-        run.steps[1]
-            .failure_evidence
-            .as_deref()
-            .unwrap_or("")
-            .contains("DROVER_TEST_NEVER_SET")
-    );
+    let evidence = run.steps[1].failure_evidence.clone().unwrap_or_default();
+    assert!(evidence.contains("DROVER_TEST_NEVER_SET"), "{evidence}");
+    assert!(evidence.contains("prep-never-ran"), "{evidence}");
+    assert!(!evidence.contains("a.txt"), "a.txt exists: {evidence}");
     assert_eq!(
         run.steps[1].pid, None,
         "a step with unmet requirements must not start"
