@@ -55,6 +55,84 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub monitor: MonitorConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub rules: RulesConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// `[monitor]`: how often running units are sampled and how long history is kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    /// Sampling period, e.g. "1s".
+    #[serde(with = "crate::spec::duration")]
+    pub interval: std::time::Duration,
+    /// How long the 1-minute history stays in the state DB, e.g. "30d".
+    #[serde(with = "crate::spec::duration")]
+    pub history: std::time::Duration,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> MonitorConfig {
+        MonitorConfig {
+            interval: std::time::Duration::from_secs(1),
+            history: std::time::Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// `[http]`: the agent's HTTP listener (`/metrics`, `/healthz`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on; loopback unless the operator says otherwise.
+    pub listen: std::net::SocketAddr,
+    /// `false` turns the listener off.
+    pub enabled: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 7878)),
+            enabled: true,
+        }
+    }
+}
+
+/// `[rules]`: the operator's rule directory and the role rules act with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// The operator's rules (`*.rhai`), beside the shipped ones; default `<config dir>/rules`.
+    pub dir: Option<PathBuf>,
+    /// The shipped rules' directory; default the `rules/` installed with drover.
+    pub shipped_dir: Option<PathBuf>,
+    /// The role of the `rules` principal: "viewer" (alerts only), "operator" or "admin".
+    pub role: String,
+}
+
+impl Default for RulesConfig {
+    fn default() -> RulesConfig {
+        RulesConfig {
+            dir: None,
+            shipped_dir: None,
+            role: "operator".to_owned(),
+        }
+    }
+}
+
+/// `[alerts]`: where alerts go besides the state DB and the journal.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// POST each alert change as JSON here.
+    pub webhook: Option<String>,
 }
 
 impl Config {

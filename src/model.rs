@@ -476,3 +476,94 @@ impl<'de> Deserialize<'de> for Timestamp {
         ))
     }
 }
+
+/// One sample of a running step (its scope) and its run, taken by the monitor.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub at: Option<Timestamp>,
+    /// Percent of one core over the last interval (from CPU-time deltas).
+    pub cpu_percent: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    pub memory_peak_bytes: Option<u64>,
+    pub tasks: Option<u64>,
+    pub io_read_bytes: Option<u64>,
+    pub io_write_bytes: Option<u64>,
+    pub output_bytes_per_sec: f64,
+    pub output_lines_per_sec: f64,
+    /// Seconds since the step's last output line (or its start).
+    pub idle_secs: f64,
+    pub step_elapsed_secs: f64,
+    pub run_elapsed_secs: f64,
+    /// For Claude Code steps, what its stream-json says so far.
+    pub agent: Option<AgentLive>,
+}
+
+/// A Claude Code step as it runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentLive {
+    pub turns: u64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cost_usd: f64,
+    /// The tool call in progress (no result yet), e.g. "Bash".
+    pub tool: Option<String>,
+    /// How many times in a row the latest tool call (same tool, same input) was made.
+    pub same_tool_calls: u32,
+}
+
+/// A run's live metrics: its latest sample and the step it belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMetrics {
+    pub run: String,
+    pub workflow: String,
+    pub state: RunState,
+    pub step: Option<String>,
+    pub attempt: u32,
+    pub unit: Option<String>,
+    pub latest: Sample,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Firing,
+    Resolved,
+}
+
+/// An alert: one rule about one run, deduplicated by `key` (`<rule>/<run>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub key: String,
+    pub rule: String,
+    pub run: Option<String>,
+    pub workflow: Option<String>,
+    pub severity: Severity,
+    pub summary: String,
+    pub state: AlertState,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub resolved_at: Option<Timestamp>,
+    /// How many times the rule fired while the alert was firing.
+    pub count: u64,
+    /// Silenced until then (the alert is kept, not sent).
+    pub silenced_until: Option<Timestamp>,
+}
+
+/// A rule that fired for a run in one evaluation: what the alerts part dedupes, resolves
+/// and routes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Firing {
+    pub rule: String,
+    pub run: String,
+    pub workflow: String,
+    pub severity: Severity,
+    pub summary: String,
+}
