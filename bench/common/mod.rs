@@ -26,6 +26,11 @@ pub struct BenchEnv {
 
 impl BenchEnv {
     pub fn start() -> BenchEnv {
+        BenchEnv::start_with_config(None)
+    }
+
+    /// A sandbox and an agent run with the configuration file `config` (TOML), if given.
+    pub fn start_with_config(config: Option<&str>) -> BenchEnv {
         let dir = tempfile::tempdir().expect("temp dir");
         let info_file = dir.path().join("sandbox.json");
         let mut sandbox = Command::new(DROVER)
@@ -42,10 +47,16 @@ impl BenchEnv {
             std::thread::sleep(Duration::from_millis(20));
         }
         let info = SandboxInfo::load(&info_file).expect("sandbox info");
-        let agent = info
-            .command(DROVER)
+        let mut agent = info.command(DROVER);
+        agent
             .args(["agent", "--state-dir"])
-            .arg(dir.path().join("state"))
+            .arg(dir.path().join("state"));
+        if let Some(config) = config {
+            let path = dir.path().join("drover.toml");
+            std::fs::write(&path, config).expect("write the agent's config");
+            agent.arg("--config").arg(path);
+        }
+        let agent = agent
             .env("DROVER_LOG", "warn")
             .stderr(Stdio::null())
             .spawn()
@@ -56,6 +67,10 @@ impl BenchEnv {
             info,
             dir,
         }
+    }
+
+    pub fn agent_pid(&self) -> u32 {
+        self.agent.id()
     }
 
     /// Writes a workflow file and returns its path.

@@ -143,6 +143,16 @@ struct Inner {
     events: broadcast::Sender<RunEvent>,
     /// Per-run locks for git work and operators' actions.
     locks: Mutex<HashMap<String, RunLocks>>,
+    /// Which step scopes systemd has active, refreshed every second by one task for all
+    /// the steps being awaited (one D-Bus call, not one per step).
+    live_scopes: tokio::sync::watch::Sender<LiveScopes>,
+}
+
+/// A snapshot of the active `drover-*.scope` units.
+#[derive(Debug, Clone, Default)]
+struct LiveScopes {
+    taken: Option<tokio::time::Instant>,
+    active: std::collections::HashSet<String>,
 }
 
 /// What one run's work takes turns on.
@@ -279,8 +289,10 @@ impl Engine {
                 config,
                 events,
                 locks: Mutex::default(),
+                live_scopes: tokio::sync::watch::Sender::new(LiveScopes::default()),
             }),
         };
+        tokio::spawn(watch_scopes(Arc::downgrade(&engine.inner)));
         for run in unfinished {
             tracing::info!(drover_run = %run, drover_event = "adopt", "re-adopting run {run}");
             engine.readopt(run)?;
@@ -783,6 +795,35 @@ fn session_to_resume(run: &Run, index: usize, attempt: u32) -> Option<String> {
         .iter()
         .find(|a: &&StepAttempt| a.index as usize == index)
         .and_then(|a| a.session_id.clone())
+}
+
+/// Refreshes `live_scopes` every second while the engine lives.
+async fn watch_scopes(inner: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(step::UNIT_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        match inner.systemd.list_scopes("drover-*.scope").await {
+            Ok(scopes) => {
+                let active = scopes
+                    .into_iter()
+                    .filter(|s| {
+                        matches!(
+                            s.active_state.as_str(),
+                            "active" | "activating" | "deactivating" | "reloading"
+                        )
+                    })
+                    .map(|s| s.name)
+                    .collect();
+                inner.live_scopes.send_replace(LiveScopes {
+                    taken: Some(tokio::time::Instant::now()),
+                    active,
+                });
+            }
+            Err(e) => tracing::warn!("cannot list the step scopes: {e}"),
+        }
+    }
 }
 
 /// Runs blocking work (git on a whole worktree) off the async runtime.

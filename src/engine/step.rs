@@ -23,8 +23,8 @@ use crate::systemd::ScopeProperties;
 
 /// How long systemd waits between SIGTERM and SIGKILL when it stops a scope itself.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often a step's scope is checked while the exit file has not appeared.
-const UNIT_CHECK: Duration = Duration::from_secs(1);
+/// How often the step scopes are listed while exit files have not appeared.
+pub(super) const UNIT_CHECK: Duration = Duration::from_secs(1);
 /// How long the scope may linger once its step ended before drover stops it (children the
 /// step left behind keep it alive).
 const LINGER: Duration = Duration::from_secs(3);
@@ -575,7 +575,15 @@ async fn wait_for_exit_file(
     // inotify wakes the wait at once; the periodic unit check covers a missed event and a
     // scope that vanished without an exit file.
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| e.paths.iter().any(|p| watched.contains(p))) {
+        // Only writes: our own reads of the log raise access events, and waking on those
+        // would spin the wait.
+        let written = |e: &notify::Event| {
+            matches!(
+                e.kind,
+                notify::EventKind::Create(_) | notify::EventKind::Modify(_)
+            ) && e.paths.iter().any(|p| watched.contains(p))
+        };
+        if event.is_ok_and(|e| written(&e)) {
             wake_on_write.notify_one();
         }
     })
@@ -584,7 +592,8 @@ async fn wait_for_exit_file(
         let _ = watcher.watch(dir, notify::RecursiveMode::NonRecursive);
     }
     let exit_file = files.exit.as_path();
-    let mut next_unit_check = tokio::time::Instant::now();
+    let mut scopes = inner.live_scopes.subscribe();
+    let began = tokio::time::Instant::now();
     let mut stalled = None;
     loop {
         follower.catch_up();
@@ -602,23 +611,35 @@ async fn wait_for_exit_file(
             stop_stalled(inner, unit, watch, &evidence).await;
             stalled = Some(evidence);
         }
-        if tokio::time::Instant::now() >= next_unit_check {
-            let alive = inner.systemd.scope_outcome(unit).await?.is_some_and(|o| {
-                matches!(
-                    o.active_state.as_str(),
-                    "active" | "activating" | "deactivating" | "reloading"
-                )
-            });
-            if !alive {
-                // The shim writes the exit file before it leaves the scope: look once more.
-                follower.catch_up();
-                let exit = shim::read_exit_file(exit_file).map_err(io_err(exit_file))?;
-                return Ok(Ended { exit, stalled });
-            }
-            next_unit_check += UNIT_CHECK;
+        // A listing taken since the wait began that lacks the scope (or no recent listing
+        // at all): ask systemd about this scope alone before believing it gone.
+        let missing = {
+            let live = scopes.borrow_and_update();
+            let stale = live.taken.is_none_or(|t| t.elapsed() > 10 * UNIT_CHECK);
+            stale && began.elapsed() > UNIT_CHECK
+                || live.taken.is_some_and(|t| t > began) && !live.active.contains(unit)
+        };
+        if missing && !scope_alive(inner, unit).await? {
+            // The shim writes the exit file before it leaves the scope: look once more.
+            follower.catch_up();
+            let exit = shim::read_exit_file(exit_file).map_err(io_err(exit_file))?;
+            return Ok(Ended { exit, stalled });
         }
-        let _ = tokio::time::timeout_at(next_unit_check, wake.notified()).await;
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = scopes.changed() => {}
+            _ = tokio::time::sleep(UNIT_CHECK) => {}
+        }
     }
+}
+
+async fn scope_alive(inner: &Arc<Inner>, unit: &str) -> Result<bool> {
+    Ok(inner.systemd.scope_outcome(unit).await?.is_some_and(|o| {
+        matches!(
+            o.active_state.as_str(),
+            "active" | "activating" | "deactivating" | "reloading"
+        )
+    }))
 }
 
 /// The stall evidence, once the step has written nothing for longer than `stall_after`
