@@ -186,7 +186,39 @@ pub struct Store {
     conn: Connection,
 }
 
+/// A write transaction, timed from begin to commit into the agent's self-metrics
+/// (`drover_db_write_duration_seconds`). Dropped without `commit`, it rolls back and
+/// records nothing.
+struct TimedTx<'c> {
+    tx: Transaction<'c>,
+    began: std::time::Instant,
+}
+
+impl<'c> std::ops::Deref for TimedTx<'c> {
+    type Target = Transaction<'c>;
+    fn deref(&self) -> &Transaction<'c> {
+        &self.tx
+    }
+}
+
+impl TimedTx<'_> {
+    fn commit(self) -> rusqlite::Result<()> {
+        self.tx.commit()?;
+        crate::monitor::selfmetrics::global().observe_db_write(self.began.elapsed());
+        Ok(())
+    }
+}
+
 impl Store {
+    /// Begins a write; every write goes through here so its latency is measured.
+    fn write(&mut self) -> rusqlite::Result<TimedTx<'_>> {
+        let began = std::time::Instant::now();
+        Ok(TimedTx {
+            tx: self.conn.transaction()?,
+            began,
+        })
+    }
+
     pub fn open(path: &Path) -> Result<Store> {
         let open_err = |source| StoreError::Open {
             path: path.display().to_string(),
@@ -209,7 +241,7 @@ impl Store {
     }
 
     pub fn create_run(&mut self, run: &NewRun<'_>) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let params_json = serde_json::to_string(run.params).unwrap_or_else(|_| "{}".into());
         tx.execute(
             "INSERT INTO runs (id, workflow, workflow_file, spec_json, params_json, state, requested_by, created_at)
@@ -249,22 +281,24 @@ impl Store {
         who: &str,
         reason: Option<&str>,
     ) -> Result<bool> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let moved = move_run(&tx, run, from, to, who, reason)?;
         tx.commit()?;
         Ok(moved)
     }
 
     pub fn set_worktree(&mut self, run: &str, worktree: &str) -> Result<()> {
-        self.conn.execute(
+        let tx = self.write()?;
+        tx.execute(
             "UPDATE runs SET worktree = ?2 WHERE id = ?1",
             params![run, worktree],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
     pub fn start_attempt(&mut self, attempt: &NewAttempt<'_>) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         tx.execute(
             "INSERT INTO step_attempts (run_id, idx, name, attempt, state, unit, log_path, session_id, note)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -301,7 +335,7 @@ impl Store {
 
     /// The start gate is open: the step's process runs inside its scope.
     pub fn attempt_running(&mut self, run: &str, index: u32, attempt: u32, pid: u32) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let name = attempt_name(&tx, run, index, attempt)?;
         tx.execute(
             "UPDATE step_attempts SET state = 'running', pid = ?4, started_at = ?5
@@ -329,7 +363,7 @@ impl Store {
         attempt: u32,
         end: &AttemptEnd<'_>,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let name = attempt_name(&tx, run, index, attempt)?;
         let from: String = tx.query_row(
             "SELECT state FROM step_attempts WHERE run_id = ?1 AND idx = ?2 AND attempt = ?3",
@@ -375,7 +409,7 @@ impl Store {
     /// Records a kill request and moves its run to `stopping` in one transaction; `None`
     /// (and nothing written) when the run is not running or pending.
     pub fn start_kill(&mut self, record: &KillRecord) -> Result<Option<i64>> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let moved = move_run(
             &tx,
             &record.run,
@@ -394,7 +428,7 @@ impl Store {
 
     /// Records a kill that needs no state change: a refusal, or one done outside drover.
     pub fn record_kill(&mut self, record: &KillRecord) -> Result<i64> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let id = insert_kill(&tx, record)?;
         tx.commit()?;
         Ok(id)
@@ -402,7 +436,7 @@ impl Store {
 
     /// Stores the kill's progress or outcome, and moves its run to `to` if given.
     pub fn update_kill(&mut self, record: &KillRecord, to: Option<RunState>) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         tx.execute(
             "UPDATE kills SET result = ?2, record_json = ?3 WHERE id = ?1",
             params![
@@ -463,7 +497,7 @@ impl Store {
 
     /// Opens a critical span; refused (`false`) once a kill of the run has begun or ended.
     pub fn enter_critical(&mut self, run: &str, label: &str, who: &str) -> Result<bool> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         if run_state(&tx, run)? != RunState::Running.as_str() {
             return Ok(false);
         }
@@ -477,12 +511,14 @@ impl Store {
 
     /// Closes the oldest open span of `run` with `label`; `false` if none was open.
     pub fn leave_critical(&mut self, run: &str, label: &str) -> Result<bool> {
-        let closed = self.conn.execute(
+        let tx = self.write()?;
+        let closed = tx.execute(
             "UPDATE critical_spans SET left_at = ?3
              WHERE id = (SELECT MIN(id) FROM critical_spans
                          WHERE run_id = ?1 AND label = ?2 AND left_at IS NULL)",
             params![run, label, Timestamp::now().0],
         )?;
+        tx.commit()?;
         Ok(closed > 0)
     }
 
@@ -507,7 +543,7 @@ impl Store {
         at: Timestamp,
         reason: &str,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         tx.execute(
             "UPDATE runs SET next_attempt_at = ?2 WHERE id = ?1",
             params![run, at.0],
@@ -533,7 +569,7 @@ impl Store {
         class: Option<FailureClass>,
         reason: &str,
     ) -> Result<bool> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let from = [RunState::Pending, RunState::Running];
         let moved = move_run(&tx, run, &from, RunState::Failed, "drover", Some(reason))?;
         if moved {
@@ -555,7 +591,7 @@ impl Store {
         who: &str,
         reason: &str,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let current = run_state(&tx, run)?;
         tx.execute(
             "UPDATE runs SET failure_class = ?2, error = ?3 WHERE id = ?1",
@@ -577,7 +613,7 @@ impl Store {
 
     /// Moves an ended run to `restarting`; `false` (nothing written) if it has not ended.
     pub fn begin_restart(&mut self, run: &str, who: &str, reason: &str) -> Result<bool> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let from = [RunState::Succeeded, RunState::Failed, RunState::Killed];
         let moved = move_run(&tx, run, &from, RunState::Restarting, who, Some(reason))?;
         tx.commit()?;
@@ -592,7 +628,7 @@ impl Store {
         point: &RestartPoint,
         action: &ActionRecord,
     ) -> Result<i64> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let json = to_json(run, point)?;
         let from = [RunState::Restarting];
         if !move_run(
@@ -641,7 +677,8 @@ impl Store {
     }
 
     pub fn add_checkpoint(&mut self, c: &CheckpointRecord) -> Result<()> {
-        self.conn.execute(
+        let tx = self.write()?;
+        tx.execute(
             "INSERT INTO checkpoints (run_id, n, label, reason, step, next_step, created_at,
                                       reference, commit_id, files_changed, took_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -659,6 +696,7 @@ impl Store {
                 sql_count(c.took_ms)
             ],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -691,7 +729,7 @@ impl Store {
 
     /// Records an operator's action (or its refusal) in the audit trail.
     pub fn record_action(&mut self, action: &ActionRecord) -> Result<i64> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let id = insert_action(&tx, action)?;
         tx.commit()?;
         Ok(id)

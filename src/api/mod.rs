@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod dbus;
+pub mod http;
 
 use zbus::proxy;
 
