@@ -7,6 +7,7 @@ mod support;
 mod api;
 mod claude;
 mod failures;
+mod history;
 mod http;
 mod kill;
 mod restart;
