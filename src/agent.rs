@@ -65,6 +65,20 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         systemd,
     )
     .await?;
+    // A listener that cannot bind is reported and the agent goes on: the runs it
+    // supervises (kills, restarts, re-adoption) matter more than their metrics.
+    if let Err(e) = api::http::start(
+        &config.http,
+        &state_dir,
+        api::http::HttpState::new(engine.clone()),
+    )
+    .await
+    {
+        tracing::error!(
+            drover_event = "http-failed",
+            "{e}; the agent runs without it"
+        );
+    }
     api::dbus::serve(&conn, engine, Arc::new(Authorizer::new(config.auth))).await?;
 
     // Take the name last, so a client that sees it finds the agent ready.

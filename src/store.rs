@@ -186,7 +186,39 @@ pub struct Store {
     conn: Connection,
 }
 
+/// A write transaction, timed from begin to commit into the agent's self-metrics
+/// (`drover_db_write_duration_seconds`). Dropped without `commit`, it rolls back and
+/// records nothing.
+struct TimedTx<'c> {
+    tx: Transaction<'c>,
+    began: std::time::Instant,
+}
+
+impl<'c> std::ops::Deref for TimedTx<'c> {
+    type Target = Transaction<'c>;
+    fn deref(&self) -> &Transaction<'c> {
+        &self.tx
+    }
+}
+
+impl TimedTx<'_> {
+    fn commit(self) -> rusqlite::Result<()> {
+        self.tx.commit()?;
+        crate::monitor::selfmetrics::global().observe_db_write(self.began.elapsed());
+        Ok(())
+    }
+}
+
 impl Store {
+    /// Begins a write; every write goes through here so its latency is measured.
+    fn write(&mut self) -> rusqlite::Result<TimedTx<'_>> {
+        let began = std::time::Instant::now();
+        Ok(TimedTx {
+            tx: self.conn.transaction()?,
+            began,
+        })
+    }
+
     pub fn open(path: &Path) -> Result<Store> {
         let open_err = |source| StoreError::Open {
             path: path.display().to_string(),
@@ -209,7 +241,7 @@ impl Store {
     }
 
     pub fn create_run(&mut self, run: &NewRun<'_>) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let params_json = serde_json::to_string(run.params).unwrap_or_else(|_| "{}".into());
         tx.execute(
             "INSERT INTO runs (id, workflow, workflow_file, spec_json, params_json, state, requested_by, created_at)
@@ -249,22 +281,24 @@ impl Store {
         who: &str,
         reason: Option<&str>,
     ) -> Result<bool> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let moved = move_run(&tx, run, from, to, who, reason)?;
         tx.commit()?;
         Ok(moved)
     }
 
     pub fn set_worktree(&mut self, run: &str, worktree: &str) -> Result<()> {
-        self.conn.execute(
+        let tx = self.write()?;
+        tx.execute(
             "UPDATE runs SET worktree = ?2 WHERE id = ?1",
             params![run, worktree],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
     pub fn start_attempt(&mut self, attempt: &NewAttempt<'_>) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         tx.execute(
             "INSERT INTO step_attempts (run_id, idx, name, attempt, state, unit, log_path, session_id, note)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -301,7 +335,7 @@ impl Store {
 
     /// The start gate is open: the step's process runs inside its scope.
     pub fn attempt_running(&mut self, run: &str, index: u32, attempt: u32, pid: u32) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let name = attempt_name(&tx, run, index, attempt)?;
         tx.execute(
             "UPDATE step_attempts SET state = 'running', pid = ?4, started_at = ?5
@@ -329,7 +363,7 @@ impl Store {
         attempt: u32,
         end: &AttemptEnd<'_>,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let name = attempt_name(&tx, run, index, attempt)?;
         let from: String = tx.query_row(
             "SELECT state FROM step_attempts WHERE run_id = ?1 AND idx = ?2 AND attempt = ?3",
@@ -375,7 +409,7 @@ impl Store {
     /// Records a kill request and moves its run to `stopping` in one transaction; `None`
     /// (and nothing written) when the run is not running or pending.
     pub fn start_kill(&mut self, record: &KillRecord) -> Result<Option<i64>> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let moved = move_run(
             &tx,
             &record.run,
@@ -394,7 +428,7 @@ impl Store {
 
     /// Records a kill that needs no state change: a refusal, or one done outside drover.
     pub fn record_kill(&mut self, record: &KillRecord) -> Result<i64> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let id = insert_kill(&tx, record)?;
         tx.commit()?;
         Ok(id)
@@ -402,7 +436,7 @@ impl Store {
 
     /// Stores the kill's progress or outcome, and moves its run to `to` if given.
     pub fn update_kill(&mut self, record: &KillRecord, to: Option<RunState>) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         tx.execute(
             "UPDATE kills SET result = ?2, record_json = ?3 WHERE id = ?1",
             params![
@@ -463,7 +497,7 @@ impl Store {
 
     /// Opens a critical span; refused (`false`) once a kill of the run has begun or ended.
     pub fn enter_critical(&mut self, run: &str, label: &str, who: &str) -> Result<bool> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         if run_state(&tx, run)? != RunState::Running.as_str() {
             return Ok(false);
         }
@@ -477,12 +511,14 @@ impl Store {
 
     /// Closes the oldest open span of `run` with `label`; `false` if none was open.
     pub fn leave_critical(&mut self, run: &str, label: &str) -> Result<bool> {
-        let closed = self.conn.execute(
+        let tx = self.write()?;
+        let closed = tx.execute(
             "UPDATE critical_spans SET left_at = ?3
              WHERE id = (SELECT MIN(id) FROM critical_spans
                          WHERE run_id = ?1 AND label = ?2 AND left_at IS NULL)",
             params![run, label, Timestamp::now().0],
         )?;
+        tx.commit()?;
         Ok(closed > 0)
     }
 
@@ -507,7 +543,7 @@ impl Store {
         at: Timestamp,
         reason: &str,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         tx.execute(
             "UPDATE runs SET next_attempt_at = ?2 WHERE id = ?1",
             params![run, at.0],
@@ -533,7 +569,7 @@ impl Store {
         class: Option<FailureClass>,
         reason: &str,
     ) -> Result<bool> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let from = [RunState::Pending, RunState::Running];
         let moved = move_run(&tx, run, &from, RunState::Failed, "drover", Some(reason))?;
         if moved {
@@ -555,7 +591,7 @@ impl Store {
         who: &str,
         reason: &str,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let current = run_state(&tx, run)?;
         tx.execute(
             "UPDATE runs SET failure_class = ?2, error = ?3 WHERE id = ?1",
@@ -577,7 +613,7 @@ impl Store {
 
     /// Moves an ended run to `restarting`; `false` (nothing written) if it has not ended.
     pub fn begin_restart(&mut self, run: &str, who: &str, reason: &str) -> Result<bool> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let from = [RunState::Succeeded, RunState::Failed, RunState::Killed];
         let moved = move_run(&tx, run, &from, RunState::Restarting, who, Some(reason))?;
         tx.commit()?;
@@ -592,7 +628,7 @@ impl Store {
         point: &RestartPoint,
         action: &ActionRecord,
     ) -> Result<i64> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let json = to_json(run, point)?;
         let from = [RunState::Restarting];
         if !move_run(
@@ -641,7 +677,8 @@ impl Store {
     }
 
     pub fn add_checkpoint(&mut self, c: &CheckpointRecord) -> Result<()> {
-        self.conn.execute(
+        let tx = self.write()?;
+        tx.execute(
             "INSERT INTO checkpoints (run_id, n, label, reason, step, next_step, created_at,
                                       reference, commit_id, files_changed, took_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -659,6 +696,7 @@ impl Store {
                 sql_count(c.took_ms)
             ],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -691,7 +729,7 @@ impl Store {
 
     /// Records an operator's action (or its refusal) in the audit trail.
     pub fn record_action(&mut self, action: &ActionRecord) -> Result<i64> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let id = insert_action(&tx, action)?;
         tx.commit()?;
         Ok(id)
@@ -1053,6 +1091,179 @@ impl RunRow {
     }
 }
 
+/// One day (UTC) of a workflow's history, or of all workflows': runs by the day they were
+/// created; kills and restarts by the day they happened.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HistoryDay {
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
+    pub runs: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub killed: u64,
+    /// Succeeded over ended (succeeded + failed + killed); `None` when none ended.
+    pub success_rate: Option<f64>,
+    /// Of the runs that ended: start (or creation) to end, in seconds.
+    pub duration_p50_secs: Option<f64>,
+    pub duration_p95_secs: Option<f64>,
+    /// What Claude Code reported for every attempt of the day's runs (`total_cost_usd` of
+    /// their `result` events), retries included.
+    pub cost_usd: f64,
+    /// The failed and killed runs by failure class (`none` for a run failed outside a step).
+    pub failure_classes: BTreeMap<String, u64>,
+    /// Kills carried out (killed, failed, or seen from outside), not refusals.
+    pub kills: u64,
+    /// Restarts done (the `actions` audit trail), not refusals or failures.
+    pub restarts: u64,
+}
+
+/// `drover history`: one row per day from `since` to today, empty days included.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct History {
+    pub workflow: Option<String>,
+    pub since: Timestamp,
+    pub days: Vec<HistoryDay>,
+}
+
+const MILLIS_PER_DAY: i64 = 24 * 3600 * 1000;
+
+/// `YYYY-MM-DD` of a day number since the epoch (civil-from-days, proleptic Gregorian).
+fn day_name(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The `q` quantile (nearest rank) of sorted `values`.
+fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+impl Store {
+    /// Per-day history since `since` (to `now`), of `workflow` or of every workflow.
+    pub fn history(
+        &self,
+        workflow: Option<&str>,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Result<History> {
+        let first = since.0.div_euclid(MILLIS_PER_DAY);
+        let last = now.0.div_euclid(MILLIS_PER_DAY).max(first);
+        let mut days: Vec<HistoryDay> = (first..=last)
+            .map(|d| HistoryDay {
+                day: day_name(d),
+                ..HistoryDay::default()
+            })
+            .collect();
+        let mut durations: Vec<Vec<f64>> = vec![Vec::new(); days.len()];
+        let slot = |at: i64| usize::try_from(at.div_euclid(MILLIS_PER_DAY) - first).ok();
+
+        let mut stmt = self.conn.prepare(
+            "SELECT created_at, started_at, ended_at, state, failure_class FROM runs
+             WHERE created_at >= ?1 AND (?2 IS NULL OR workflow = ?2)",
+        )?;
+        let rows = stmt.query_map(params![since.0, workflow], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })?;
+        for row in rows {
+            let (created, started, ended, state, class) = row?;
+            let Some(i) = slot(created).filter(|&i| i < days.len()) else {
+                continue;
+            };
+            let day = &mut days[i];
+            day.runs += 1;
+            let ended_as = match state.as_str() {
+                "succeeded" => Some(&mut day.succeeded),
+                "failed" => Some(&mut day.failed),
+                "killed" => Some(&mut day.killed),
+                _ => None,
+            };
+            if let Some(count) = ended_as {
+                *count += 1;
+                if let Some(end) = ended {
+                    let secs = (end - started.unwrap_or(created)).max(0) as f64 / 1000.0;
+                    durations[i].push(secs);
+                }
+                if state != "succeeded" {
+                    let class = class.unwrap_or_else(|| "none".to_owned());
+                    *day.failure_classes.entry(class).or_default() += 1;
+                }
+            }
+        }
+
+        // Costs by the day their run was created; agent_json is drover's own JSON, but a
+        // damaged value is skipped rather than failing the whole report.
+        let mut stmt = self.conn.prepare(
+            "SELECT r.created_at,
+                    json_extract(a.agent_json, '$.result.total_cost_usd')
+             FROM step_attempts a JOIN runs r ON r.id = a.run_id
+             WHERE r.created_at >= ?1 AND (?2 IS NULL OR r.workflow = ?2)
+               AND a.agent_json IS NOT NULL AND json_valid(a.agent_json)",
+        )?;
+        let rows = stmt.query_map(params![since.0, workflow], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<f64>>(1)?))
+        })?;
+        for row in rows {
+            if let (created, Some(cost)) = row?
+                && let Some(day) = slot(created).and_then(|i| days.get_mut(i))
+            {
+                day.cost_usd += cost;
+            }
+        }
+
+        let mut stmt = self.conn.prepare(
+            "SELECT k.requested_at FROM kills k JOIN runs r ON r.id = k.run_id
+             WHERE k.requested_at >= ?1 AND (?2 IS NULL OR r.workflow = ?2)
+               AND k.result IN ('killed', 'failed', 'external')",
+        )?;
+        for at in stmt.query_map(params![since.0, workflow], |r| r.get::<_, i64>(0))? {
+            if let Some(day) = slot(at?).and_then(|i| days.get_mut(i)) {
+                day.kills += 1;
+            }
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT x.at FROM actions x JOIN runs r ON r.id = x.run_id
+             WHERE x.at >= ?1 AND (?2 IS NULL OR r.workflow = ?2)
+               AND x.action = 'restart' AND x.result = 'done'",
+        )?;
+        for at in stmt.query_map(params![since.0, workflow], |r| r.get::<_, i64>(0))? {
+            if let Some(day) = slot(at?).and_then(|i| days.get_mut(i)) {
+                day.restarts += 1;
+            }
+        }
+
+        for (day, mut secs) in days.iter_mut().zip(durations) {
+            secs.sort_by(f64::total_cmp);
+            day.duration_p50_secs = quantile(&secs, 0.5);
+            day.duration_p95_secs = quantile(&secs, 0.95);
+            let ended = day.succeeded + day.failed + day.killed;
+            day.success_rate = (ended > 0).then(|| day.succeeded as f64 / ended as f64);
+        }
+        Ok(History {
+            workflow: workflow.map(str::to_owned),
+            since,
+            days,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1258,5 +1469,99 @@ mod tests {
         assert_eq!(store.unfinished_runs().unwrap(), ["r1"]);
         assert_eq!(store.runs().unwrap().len(), 1);
         assert!(store.run("nope").unwrap().is_none());
+    }
+
+    #[test]
+    fn history_counts_runs_costs_and_durations_per_day() {
+        let (_dir, mut store) = temp_store();
+        let params = BTreeMap::new();
+        let mut run = |id: &str, workflow: &str, end: RunState, cost: Option<f64>| {
+            store
+                .create_run(&NewRun {
+                    id,
+                    workflow,
+                    workflow_file: "/w.toml",
+                    spec_json: "{}",
+                    params: &params,
+                    requested_by: "t",
+                })
+                .unwrap();
+            store
+                .set_run_state(id, &[RunState::Pending], RunState::Running, "t", None)
+                .unwrap();
+            store
+                .start_attempt(&NewAttempt {
+                    run: id,
+                    index: 0,
+                    name: "s",
+                    attempt: 1,
+                    unit: "u",
+                    log_path: "/l",
+                    session_id: None,
+                    note: None,
+                })
+                .unwrap();
+            let report = cost.map(|c| StreamReport {
+                result: Some(crate::claude::ResultEvent {
+                    total_cost_usd: Some(c),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            store
+                .end_attempt(
+                    id,
+                    0,
+                    1,
+                    &AttemptEnd {
+                        state: StepState::Succeeded,
+                        exit_code: Some(0),
+                        signal: None,
+                        result: "success",
+                        output: &StepOutput::default(),
+                        failure: None,
+                        agent: report.as_ref(),
+                    },
+                )
+                .unwrap();
+            if end == RunState::Failed {
+                store.fail_run(id, Some(FailureClass::Oom), "oom").unwrap();
+            } else {
+                store
+                    .set_run_state(id, &[RunState::Running], end, "t", None)
+                    .unwrap();
+            }
+        };
+        run("a", "wf", RunState::Succeeded, Some(0.25));
+        run("b", "wf", RunState::Succeeded, Some(0.5));
+        run("c", "wf", RunState::Failed, None);
+        run("d", "other", RunState::Succeeded, Some(9.0));
+
+        let now = Timestamp::now();
+        let since = Timestamp(now.0 - 2 * MILLIS_PER_DAY);
+        let all = store.history(None, since, now).unwrap();
+        assert_eq!(all.days.len(), 3, "{all:?}");
+        let today = all.days.last().unwrap();
+        assert_eq!(today.runs, 4);
+        assert_eq!(today.succeeded, 3);
+        assert!((today.cost_usd - 9.75).abs() < 1e-9, "{today:?}");
+        assert_eq!(all.days[0].runs, 0);
+
+        let wf = store.history(Some("wf"), since, now).unwrap();
+        let today = wf.days.last().unwrap();
+        assert_eq!((today.runs, today.succeeded, today.failed), (3, 2, 1));
+        assert_eq!(today.success_rate, Some(2.0 / 3.0));
+        assert!((today.cost_usd - 0.75).abs() < 1e-9);
+        assert_eq!(today.failure_classes.get("oom"), Some(&1));
+        assert!(today.duration_p50_secs.is_some() && today.duration_p95_secs.is_some());
+    }
+
+    #[test]
+    fn history_day_names_and_quantiles() {
+        assert_eq!(day_name(0), "1970-01-01");
+        assert_eq!(day_name(19_782), "2024-02-29");
+        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.5), Some(2.0));
+        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.95), Some(4.0));
+        assert_eq!(quantile(&[], 0.5), None);
     }
 }

@@ -7,6 +7,8 @@ mod support;
 mod api;
 mod claude;
 mod failures;
+mod history;
+mod http;
 mod kill;
 mod restart;
 mod run;

@@ -334,6 +334,23 @@ impl Manager {
         )
     }
 
+    /// Per-day history (JSON `History`): runs, outcomes, durations, cost, failure
+    /// classes, kills and restarts, of `workflow` ("" for all) over `since` (a duration
+    /// such as "7d"; "" for 7 days).
+    async fn history(
+        &self,
+        workflow: String,
+        since: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        self.authorise(conn, &hdr, Role::Viewer, "read the history")
+            .await?;
+        let since = history_since(&since)?;
+        let workflow = Some(workflow.as_str()).filter(|w| !w.is_empty());
+        to_json(&self.engine.history(workflow, since)?)
+    }
+
     /// A run reached a new state (already recorded in the state DB).
     #[zbus(signal)]
     pub async fn run_changed(
@@ -415,6 +432,24 @@ fn action_options(
         }
     }
     Ok((from, confirm))
+}
+
+/// The start of a history window: `since` ago (a duration, "7d" when empty).
+fn history_since(since: &str) -> Result<crate::model::Timestamp, ApiError> {
+    let since = if since.trim().is_empty() {
+        "7d"
+    } else {
+        since.trim()
+    };
+    let window = humantime::parse_duration(since).map_err(|e| {
+        ApiError::InvalidArgument(format!(
+            "since {since:?}: expected a duration such as 7d or 12h: {e}"
+        ))
+    })?;
+    let millis = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    Ok(crate::model::Timestamp(
+        crate::model::Timestamp::now().0.saturating_sub(millis),
+    ))
 }
 
 /// Serves the interface on `conn` and forwards the engine's run events as `RunChanged`.

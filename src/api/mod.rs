@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod dbus;
+pub mod http;
 
 use zbus::proxy;
 
@@ -48,6 +49,7 @@ pub trait Drover {
         options: std::collections::HashMap<&str, zbus::Variant<'_>>,
     ) -> zbus::Result<String>;
     fn actions(&self, run: &str) -> zbus::Result<String>;
+    fn history(&self, workflow: &str, since: &str) -> zbus::Result<String>;
     #[zbus(signal)]
     fn run_changed(&self, run_id: String, state: String) -> zbus::Result<()>;
 }

@@ -4,6 +4,7 @@
 mod audit;
 mod checkpoint;
 mod critical;
+mod history;
 mod kill;
 mod logs;
 mod ps;
@@ -170,6 +171,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Trends per day: runs, success rate, duration p50/p95, cost, failure classes,
+    /// kills and restarts.
+    History {
+        /// Only this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// How far back, e.g. 7d, 12h, 30d.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run CMD inside a private systemd user manager, session bus and journald (for hosts
     /// whose PID 1 is not systemd; needs root).
     Sandbox {
@@ -298,6 +311,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs { run, step, follow } => {
             logs::run(&connect(bus).await?, &run, step.as_deref(), follow).await
         }
+        Command::History {
+            workflow,
+            since,
+            json,
+        } => history::run(&connect(bus).await?, workflow.as_deref(), &since, json).await,
         Command::Shim { .. } | Command::Sandbox { .. } => {
             unreachable!("handled before the runtime starts")
         }

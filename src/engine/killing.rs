@@ -109,6 +109,7 @@ impl Engine {
         record.error = Some(why.to_owned());
         record.ended_at = Some(Timestamp::now());
         self.inner.store().record_kill(&record)?;
+        crate::monitor::selfmetrics::global().kill_ended(KillResult::Refused, None);
         tracing::warn!(
             drover_run = %request.run,
             drover_event = "kill",
@@ -298,6 +299,7 @@ impl Inner {
             RunState::Failed
         };
         self.store().update_kill(&record, Some(end_state))?;
+        crate::monitor::selfmetrics::global().kill_ended(record.result, record.total_ms);
         self.announce(&run.id, &workflow.name, end_state, &record.requested_by);
         let phases: Vec<String> = record
             .phases

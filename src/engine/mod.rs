@@ -370,6 +370,18 @@ impl Engine {
             .collect())
     }
 
+    /// Per-day history since `since` of `workflow`, or of every workflow (`drover history`).
+    pub fn history(
+        &self,
+        workflow: Option<&str>,
+        since: Timestamp,
+    ) -> Result<crate::store::History> {
+        Ok(self
+            .inner
+            .store()
+            .history(workflow, since, Timestamp::now())?)
+    }
+
     /// Picks up a run the last agent left: a kill it had begun is carried through; any
     /// other run is driven on.
     fn readopt(&self, run: String) -> Result<()> {

@@ -145,6 +145,7 @@ impl Engine {
             );
             action.took_ms = started.elapsed().as_millis() as u64;
             action.id = inner.store().complete_restart(&run.id, &point, &action)?;
+            crate::monitor::selfmetrics::global().restarted(run.failure_class);
             Ok::<_, EngineError>(())
         }
         .await;

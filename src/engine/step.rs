@@ -462,6 +462,7 @@ pub(super) async fn await_end(
             ),
         );
         inner.store().record_kill(&record)?;
+        crate::monitor::selfmetrics::global().kill_ended(record.result, None);
         tracing::warn!(
             drover_run = %run.id,
             drover_step = %step.name,

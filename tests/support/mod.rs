@@ -103,20 +103,43 @@ impl Drop for Sandbox {
 pub struct TestAgent {
     pub sandbox: Sandbox,
     pub state_dir: PathBuf,
+    /// The agent's `--config` file.
+    pub config: PathBuf,
     agent: Option<Child>,
 }
 
+/// The config of `TestAgent::start`: the HTTP listener on a free port, so agents of tests
+/// running side by side do not fight over 7878 (and the host's own config stays out).
+pub const TEST_CONFIG: &str = "[http]\nlisten = \"127.0.0.1:0\"\n";
+
 impl TestAgent {
     pub fn start() -> TestAgent {
+        TestAgent::start_with_config(TEST_CONFIG)
+    }
+
+    /// An agent started with `config` (TOML) as its config file.
+    pub fn start_with_config(config: &str) -> TestAgent {
         let sandbox = Sandbox::start();
         let state_dir = sandbox.dir.path().join("state");
+        let config_path = sandbox.dir.path().join("drover.toml");
+        std::fs::write(&config_path, config).expect("write the agent's config");
         let mut agent = TestAgent {
             sandbox,
             state_dir,
+            config: config_path,
             agent: None,
         };
         agent.spawn_agent();
         agent
+    }
+
+    /// The address the agent's HTTP listener bound (`<state_dir>/http.addr`).
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        let path = self.state_dir.join("http.addr");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!("{}: {e}\nagent log:\n{}", path.display(), self.agent_log())
+        });
+        text.trim().parse().expect("http.addr holds an address")
     }
 
     fn spawn_agent(&mut self) {
@@ -130,6 +153,8 @@ impl TestAgent {
             .command(DROVER)
             .args(["agent", "--state-dir"])
             .arg(&self.state_dir)
+            .arg("--config")
+            .arg(&self.config)
             .stdin(Stdio::null())
             .stderr(log)
             .spawn()

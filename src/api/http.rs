@@ -1,0 +1,196 @@
+//! The agent's HTTP listener: `/metrics` (Prometheus text format) and `/healthz`. Read-only:
+//! nothing here changes a run, so it needs no authorisation beyond who can reach the
+//! address, which is loopback unless the operator configures otherwise (`[http] listen`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::config::HttpConfig;
+use crate::engine::Engine;
+use crate::model::{Run, RunMetrics, Timestamp};
+use crate::monitor::prometheus::{self, Snapshot};
+use crate::monitor::selfmetrics::{self, SelfMetrics};
+
+/// The file under the state directory that holds the address actually bound (useful with
+/// `listen = "127.0.0.1:0"`, which picks a free port).
+pub const ADDR_FILE: &str = "http.addr";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error(
+        "cannot listen on {addr} for HTTP (/metrics, /healthz; `[http] listen` in the config): {source}"
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write the HTTP address to {path}: {source}")]
+    AddrFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where the latest sample of each running run comes from, given every run: the monitor's
+/// store once it runs, [`prometheus::live_from_runs`] until then.
+pub type LiveSource = Arc<dyn Fn(&[Run]) -> Vec<RunMetrics> + Send + Sync>;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct HttpState {
+    pub engine: Engine,
+    pub live: LiveSource,
+    pub metrics: &'static SelfMetrics,
+}
+
+impl HttpState {
+    /// The engine's runs, the run records standing in for the monitor, the global registry.
+    pub fn new(engine: Engine) -> HttpState {
+        HttpState {
+            engine,
+            live: Arc::new(|runs| prometheus::live_from_runs(runs, Timestamp::now())),
+            metrics: selfmetrics::global(),
+        }
+    }
+}
+
+/// Binds `[http] listen`, writes the bound address to `<state_dir>/http.addr`, and serves
+/// in a task of its own. Returns the bound address, or `None` when `enabled = false`.
+pub async fn start(
+    config: &HttpConfig,
+    state_dir: &Path,
+    state: HttpState,
+) -> Result<Option<SocketAddr>, HttpError> {
+    let addr_file = state_dir.join(ADDR_FILE);
+    // A stale file from an earlier agent would point a reader at the wrong port.
+    match std::fs::remove_file(&addr_file) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(HttpError::AddrFile {
+                path: addr_file,
+                source: e,
+            });
+        }
+        _ => {}
+    }
+    if !config.enabled {
+        tracing::info!(
+            drover_event = "http-disabled",
+            "HTTP listener off ([http] enabled = false)"
+        );
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| HttpError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| HttpError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    write_atomically(&addr_file, &format!("{bound}\n")).map_err(|source| HttpError::AddrFile {
+        path: addr_file.clone(),
+        source,
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router(state)).await {
+            tracing::error!(
+                drover_event = "http-failed",
+                "HTTP listener on {bound} stopped: {e}"
+            );
+        }
+    });
+    tracing::info!(
+        drover_event = "http-listening",
+        "serving /metrics and /healthz on http://{bound}"
+    );
+    Ok(Some(bound))
+}
+
+/// The routes; every one is a GET (others get 405): this listener changes nothing.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let runs = match runs(&state).await {
+        Ok(runs) => runs,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    };
+    let live = (state.live)(&runs);
+    let agent = state.metrics.snapshot();
+    let body = prometheus::render(&Snapshot {
+        version: env!("CARGO_PKG_VERSION"),
+        live: &live,
+        runs: &runs,
+        agent: &agent,
+    });
+    ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], body).into_response()
+}
+
+/// 200 with `"status": "ok"` when the state DB answers; 503 with the error when not.
+async fn healthz(State(state): State<HttpState>) -> Response {
+    let uptime = state.metrics.snapshot().uptime_seconds;
+    let version = env!("CARGO_PKG_VERSION");
+    let body = match runs(&state).await {
+        Ok(runs) => {
+            let unfinished = runs.iter().filter(|r| !r.state.is_terminal()).count();
+            let running = runs
+                .iter()
+                .filter(|r| r.state == crate::model::RunState::Running)
+                .count();
+            serde_json::json!({
+                "status": "ok",
+                "version": version,
+                "uptime_seconds": uptime,
+                "runs": {"total": runs.len(), "unfinished": unfinished, "running": running},
+            })
+        }
+        Err(e) => {
+            let body = serde_json::json!({
+                "status": "error",
+                "version": version,
+                "uptime_seconds": uptime,
+                "error": e,
+            });
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response();
+        }
+    };
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Every run, read off the async runtime: the store is SQLite behind a mutex.
+async fn runs(state: &HttpState) -> Result<Vec<Run>, String> {
+    let engine = state.engine.clone();
+    tokio::task::spawn_blocking(move || engine.runs().map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| format!("reading the runs failed: {e}"))?
+}
+
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("addr.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
