@@ -49,12 +49,21 @@ fn until(at: Timestamp) -> Duration {
     Duration::from_millis(u64::try_from(at.0.saturating_sub(Timestamp::now().0)).unwrap_or(0))
 }
 
-/// One pass: queues the changes silences no longer hold back, then tries every due row
-/// once. Returns when the earliest row still waiting is due.
+/// Queues the changes silences no longer hold back, then delivers what is due at `now`
+/// (each row tried at most once: a failure waits for its backoff). Returns when the
+/// earliest row still waiting is due.
 pub async fn deliver_due(alerts: &Alerts, now: Timestamp) -> super::Result<Option<Timestamp>> {
     let names = alerts.sink_names();
     alerts.store().release_alerts(&names, now)?;
+    // A delivered row may uncover the next change of its alert: go again while rows go.
+    while deliver_batch(alerts, now).await? {}
+    Ok(alerts.store().outbox_next_try()?)
+}
+
+/// Tries each due row once; true if any row left the outbox.
+async fn deliver_batch(alerts: &Alerts, now: Timestamp) -> super::Result<bool> {
     let due = alerts.store().outbox_due(now, BATCH)?;
+    let mut removed = false;
     for item in due {
         let Some(sink) = alerts.sink(&item.sink) else {
             // The sink is no longer configured (its [alerts] entry was removed): nobody
@@ -67,11 +76,13 @@ pub async fn deliver_due(alerts: &Alerts, now: Timestamp) -> super::Result<Optio
                 item.sink
             );
             alerts.store().outbox_remove(item.id)?;
+            removed = true;
             continue;
         };
         match sink.send_delivery(&item.alert, item.change, item.id).await {
             Ok(()) => {
                 alerts.store().outbox_remove(item.id)?;
+                removed = true;
                 tracing::debug!(
                     drover_event = "alert-delivered",
                     "alert {} {} delivered to {} after {} failed attempts",
@@ -103,5 +114,5 @@ pub async fn deliver_due(alerts: &Alerts, now: Timestamp) -> super::Result<Optio
             }
         }
     }
-    Ok(alerts.store().outbox_next_try()?)
+    Ok(removed)
 }
