@@ -103,16 +103,33 @@ impl Drop for Sandbox {
 pub struct TestAgent {
     pub sandbox: Sandbox,
     pub state_dir: PathBuf,
+    /// The agent's `--config` file, if the test gave one.
+    pub config: Option<PathBuf>,
     agent: Option<Child>,
 }
 
 impl TestAgent {
     pub fn start() -> TestAgent {
+        TestAgent::start_with(None)
+    }
+
+    /// An agent started with `--config` naming a file that holds `toml`.
+    pub fn start_with_config(toml: &str) -> TestAgent {
+        TestAgent::start_with(Some(toml))
+    }
+
+    fn start_with(toml: Option<&str>) -> TestAgent {
         let sandbox = Sandbox::start();
         let state_dir = sandbox.dir.path().join("state");
+        let config = toml.map(|text| {
+            let path = sandbox.dir.path().join("drover.toml");
+            std::fs::write(&path, text).expect("write the agent's config");
+            path
+        });
         let mut agent = TestAgent {
             sandbox,
             state_dir,
+            config,
             agent: None,
         };
         agent.spawn_agent();
@@ -125,11 +142,12 @@ impl TestAgent {
             .append(true)
             .open(self.sandbox.dir.path().join("agent.log"))
             .expect("agent log");
-        let child = self
-            .sandbox
-            .command(DROVER)
-            .args(["agent", "--state-dir"])
-            .arg(&self.state_dir)
+        let mut command = self.sandbox.command(DROVER);
+        command.args(["agent", "--state-dir"]).arg(&self.state_dir);
+        if let Some(config) = &self.config {
+            command.arg("--config").arg(config);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stderr(log)
             .spawn()
