@@ -248,6 +248,21 @@ impl Alerts {
             .ok_or_else(|| AlertsError::NoSuchAlert(key.to_owned()))
     }
 
+    /// Resolves every firing alert of `run` (for when it ends: its rules stop looking at
+    /// it, so `observe` would never resolve them).
+    pub fn resolve_run(&self, run: &str) -> Result<Vec<AlertUpdate>> {
+        let keys: Vec<String> = self
+            .alerts(false)?
+            .into_iter()
+            .filter(|a| a.run.as_deref() == Some(run))
+            .map(|a| a.key)
+            .collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.apply(&[], &keys, Timestamp::now())
+    }
+
     /// Silences a rule or a run for `request.duration`; recorded with the audit record in
     /// one transaction.
     pub fn silence(&self, request: &SilenceRequest) -> Result<Silence> {

@@ -172,6 +172,32 @@ fn an_evaluated_key_that_stops_firing_resolves_and_others_stay() {
 }
 
 #[test]
+fn an_ended_run_has_all_its_alerts_resolved() {
+    let (_dir, alerts) = setup(vec![FakeSink::new("a", 0)]);
+    alerts
+        .observe(
+            &evaluated(&[]),
+            &[
+                firing("mem", "r1", "x"),
+                firing("cost", "r1", "y"),
+                firing("mem", "r2", "z"),
+            ],
+        )
+        .unwrap();
+    let resolved = alerts.resolve_run("r1").unwrap();
+    assert_eq!(resolved.len(), 2);
+    assert!(resolved.iter().all(|u| u.change == Some(Change::Resolved)));
+    let left: Vec<String> = alerts
+        .alerts(false)
+        .unwrap()
+        .into_iter()
+        .map(|a| a.key)
+        .collect();
+    assert_eq!(left, vec!["mem/r2".to_owned()]);
+    assert!(alerts.resolve_run("r1").unwrap().is_empty());
+}
+
+#[test]
 fn a_firing_after_a_resolve_opens_a_new_alert() {
     let (_dir, alerts) = setup(vec![FakeSink::new("a", 0)]);
     alerts
