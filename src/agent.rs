@@ -11,6 +11,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
+use crate::alerts::Alerts;
 use crate::api::{self, auth::Authorizer};
 use crate::config::{self, Bus, Config};
 use crate::engine::{Engine, EngineConfig};
@@ -79,7 +80,18 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             "{e}; the agent runs without it"
         );
     }
-    api::dbus::serve(&conn, engine, Arc::new(Authorizer::new(config.auth))).await?;
+    // Alerts open their own connection to the state DB (after the engine migrated it);
+    // the outbox task delivers what the last agent left queued, too.
+    let sinks = Alerts::sinks_from_config(&config.alerts).context("[alerts]")?;
+    let alerts = Alerts::open(&state_dir.join("state.db"), sinks)?;
+    alerts.start_delivery();
+    api::dbus::serve(
+        &conn,
+        engine,
+        alerts,
+        Arc::new(Authorizer::new(config.auth)),
+    )
+    .await?;
 
     // Take the name last, so a client that sees it finds the agent ready.
     let reply = conn

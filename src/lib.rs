@@ -2,6 +2,7 @@
 //! operators kill, restart and monitor them. See `docs/architecture.md` for the map.
 
 pub mod agent;
+pub mod alerts;
 pub mod api;
 pub mod cgroup;
 pub mod checkpoint;

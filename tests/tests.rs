@@ -4,6 +4,7 @@
 
 mod support;
 
+mod alerts;
 mod api;
 mod claude;
 mod failures;

@@ -12,6 +12,7 @@ use zbus::{Connection, OwnedVariant, Variant, interface};
 
 use super::OBJECT_PATH;
 use super::auth::{Authorizer, Caller, Role};
+use crate::alerts::{Alerts, AlertsError, SilenceRequest};
 use crate::engine::{ActionRequest, Engine, EngineError, KillRequest};
 
 /// Errors callers see, named `org.drover.Drover1.Error.*`.
@@ -61,14 +62,30 @@ impl From<EngineError> for ApiError {
     }
 }
 
+impl From<AlertsError> for ApiError {
+    fn from(e: AlertsError) -> ApiError {
+        match e {
+            AlertsError::InvalidArgument(_) | AlertsError::NoSuchAlert(_) => {
+                ApiError::InvalidArgument(e.to_string())
+            }
+            _ => ApiError::Failed(e.to_string()),
+        }
+    }
+}
+
 pub struct Manager {
     engine: Engine,
+    alerts: Alerts,
     auth: Arc<Authorizer>,
 }
 
 impl Manager {
-    pub fn new(engine: Engine, auth: Arc<Authorizer>) -> Manager {
-        Manager { engine, auth }
+    pub fn new(engine: Engine, alerts: Alerts, auth: Arc<Authorizer>) -> Manager {
+        Manager {
+            engine,
+            alerts,
+            auth,
+        }
     }
 
     async fn caller(&self, conn: &Connection, hdr: &Header<'_>) -> Result<Caller, ApiError> {
@@ -351,6 +368,90 @@ impl Manager {
         to_json(&self.engine.history(workflow, since)?)
     }
 
+    /// Firing alerts (every alert with `all`), newest first, as a JSON array.
+    async fn alerts(
+        &self,
+        all: bool,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        self.authorise(conn, &hdr, Role::Viewer, "list alerts")
+            .await?;
+        to_json(&self.alerts.alerts(all)?)
+    }
+
+    /// Silences a rule or a run (`target`) for `duration` ("1h"): its alerts are stored
+    /// but not sent until then. Operator; audited like an action, refusals included.
+    /// Returns the silence (JSON).
+    async fn silence(
+        &self,
+        target: String,
+        duration: String,
+        reason: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        let duration = crate::spec::parse_duration(&duration)
+            .map_err(|e| ApiError::InvalidArgument(format!("duration: {e}")))?;
+        let request = self
+            .action_request(conn, &hdr, target, "silence", false)
+            .await?;
+        to_json(&self.alerts.silence(&SilenceRequest {
+            target: request.run,
+            duration,
+            reason,
+            requested_by: request.requested_by,
+            uid: request.uid,
+            role: request.role,
+            channel: request.channel,
+        })?)
+    }
+
+    /// Silences in force (every silence with `all`), newest first, as a JSON array.
+    async fn silences(
+        &self,
+        all: bool,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        self.authorise(conn, &hdr, Role::Viewer, "list silences")
+            .await?;
+        to_json(&self.alerts.silences(all)?)
+    }
+
+    /// Raises an alert by hand (operators' scripts, tests): `run` may be "", `severity` is
+    /// info, warning or critical. Admin. Returns the alert (JSON).
+    async fn raise_alert(
+        &self,
+        rule: String,
+        run: String,
+        severity: String,
+        summary: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        self.authorise(conn, &hdr, Role::Admin, "raise an alert")
+            .await?;
+        let severity = crate::alerts::parse_severity(&severity).ok_or_else(|| {
+            ApiError::InvalidArgument(format!("severity {severity:?}: info, warning or critical"))
+        })?;
+        let run = Some(run.as_str()).filter(|r| !r.is_empty());
+        to_json(&self.alerts.raise(&rule, run, severity, &summary)?.alert)
+    }
+
+    /// Resolves the firing alert with this key (`<rule>/<run>`). Admin. Returns the alert
+    /// (JSON).
+    async fn resolve_alert(
+        &self,
+        key: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        self.authorise(conn, &hdr, Role::Admin, "resolve an alert")
+            .await?;
+        to_json(&self.alerts.resolve(&key)?.alert)
+    }
+
     /// A run reached a new state (already recorded in the state DB).
     #[zbus(signal)]
     pub async fn run_changed(
@@ -453,10 +554,15 @@ fn history_since(since: &str) -> Result<crate::model::Timestamp, ApiError> {
 }
 
 /// Serves the interface on `conn` and forwards the engine's run events as `RunChanged`.
-pub async fn serve(conn: &Connection, engine: Engine, auth: Arc<Authorizer>) -> zbus::Result<()> {
+pub async fn serve(
+    conn: &Connection,
+    engine: Engine,
+    alerts: Alerts,
+    auth: Arc<Authorizer>,
+) -> zbus::Result<()> {
     let mut events = engine.subscribe();
     conn.object_server()
-        .at(OBJECT_PATH, Manager::new(engine, auth))
+        .at(OBJECT_PATH, Manager::new(engine, alerts, auth))
         .await?;
     let emitter = SignalEmitter::new(conn, OBJECT_PATH)?.into_owned();
     tokio::spawn(async move {

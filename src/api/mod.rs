@@ -50,6 +50,17 @@ pub trait Drover {
     ) -> zbus::Result<String>;
     fn actions(&self, run: &str) -> zbus::Result<String>;
     fn history(&self, workflow: &str, since: &str) -> zbus::Result<String>;
+    fn alerts(&self, all: bool) -> zbus::Result<String>;
+    fn silence(&self, target: &str, duration: &str, reason: &str) -> zbus::Result<String>;
+    fn silences(&self, all: bool) -> zbus::Result<String>;
+    fn raise_alert(
+        &self,
+        rule: &str,
+        run: &str,
+        severity: &str,
+        summary: &str,
+    ) -> zbus::Result<String>;
+    fn resolve_alert(&self, key: &str) -> zbus::Result<String>;
     #[zbus(signal)]
     fn run_changed(&self, run_id: String, state: String) -> zbus::Result<()>;
 }

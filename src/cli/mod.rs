@@ -1,6 +1,7 @@
 //! The command line: argument definitions and dispatch. Every client command talks to the
 //! agent over D-Bus (`cli/<command>.rs` mirrors the API call of the same name).
 
+mod alerts;
 mod audit;
 mod checkpoint;
 mod critical;
@@ -12,6 +13,7 @@ mod restart;
 mod rollback;
 mod run;
 mod show;
+mod silence;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -183,6 +185,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List firing alerts (every alert with --all).
+    Alerts {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold back the alerts of a rule or a run for a while (they are still stored).
+    Silence {
+        /// A rule name or a run id.
+        #[arg(value_name = "RULE|RUN")]
+        target: String,
+        /// How long, e.g. "1h" or "30m".
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Why (kept in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List silences in force (every silence with --all).
+    Silences {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run CMD inside a private systemd user manager, session bus and journald (for hosts
     /// whose PID 1 is not systemd; needs root).
     Sandbox {
@@ -316,6 +346,23 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             since,
             json,
         } => history::run(&connect(bus).await?, workflow.as_deref(), &since, json).await,
+        Command::Alerts { all, json } => alerts::run(&connect(bus).await?, all, json).await,
+        Command::Silence {
+            target,
+            duration,
+            reason,
+            json,
+        } => {
+            silence::add(
+                &connect(bus).await?,
+                &target,
+                &duration,
+                reason.as_deref(),
+                json,
+            )
+            .await
+        }
+        Command::Silences { all, json } => silence::list(&connect(bus).await?, all, json).await,
         Command::Shim { .. } | Command::Sandbox { .. } => {
             unreachable!("handled before the runtime starts")
         }

@@ -1,0 +1,387 @@
+//! Alerts: what rules (and drover itself) report about runs, deduplicated by key
+//! (`<rule>/<run>`), resolved when the rule stops firing, silenced on request, stored in
+//! the state DB and sent to sinks (the journal, a webhook, later Slack).
+//!
+//! Every change is in the state DB before any sink sees it: the change and one outbox row
+//! per sink are written in one transaction, and the outbox task (`outbox`) delivers the
+//! rows, retrying with backoff, so a change is never lost across an agent restart.
+
+pub mod outbox;
+pub mod sink;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::AlertsConfig;
+use crate::model::{ActionRecord, Alert, AlertState, Firing, Severity, Timestamp};
+use crate::store::{NewAlert, Store, StoreError};
+pub use sink::{JournalSink, Sink, SinkError, WebhookSink};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlertsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("no firing alert has the key {0:?}")]
+    NoSuchAlert(String),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+type Result<T> = std::result::Result<T, AlertsError>;
+
+/// What happened to an alert, as sinks are told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Firing,
+    Resolved,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Firing => "firing",
+            Change::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Change> {
+        match text {
+            "firing" => Some(Change::Firing),
+            "resolved" => Some(Change::Resolved),
+            _ => None,
+        }
+    }
+}
+
+impl From<AlertState> for Change {
+    fn from(state: AlertState) -> Change {
+        match state {
+            AlertState::Firing => Change::Firing,
+            AlertState::Resolved => Change::Resolved,
+        }
+    }
+}
+
+pub fn severity_str(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Info => "info",
+        Severity::Warning => "warning",
+        Severity::Critical => "critical",
+    }
+}
+
+pub fn parse_severity(text: &str) -> Option<Severity> {
+    match text {
+        "info" => Some(Severity::Info),
+        "warning" => Some(Severity::Warning),
+        "critical" => Some(Severity::Critical),
+        _ => None,
+    }
+}
+
+/// A silence: alerts whose rule or run is `target` are stored but not sent until `until`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Silence {
+    pub id: i64,
+    /// A rule name or a run id.
+    pub target: String,
+    pub until: Timestamp,
+    pub reason: String,
+    pub created_by: String,
+    pub created_at: Timestamp,
+}
+
+/// Who asks for a silence, for the audit trail (the same fields as an operator's action).
+#[derive(Debug, Clone)]
+pub struct SilenceRequest {
+    pub target: String,
+    pub duration: Duration,
+    pub reason: String,
+    pub requested_by: String,
+    pub uid: Option<u32>,
+    pub role: Option<String>,
+    pub channel: String,
+}
+
+/// One alert change waiting in the outbox for one sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub sink: String,
+    pub key: String,
+    pub change: Change,
+    /// The alert as it was when the change happened.
+    pub alert: Alert,
+    /// Failed deliveries so far.
+    pub attempts: u32,
+    pub next_try_at: Timestamp,
+    pub last_error: Option<String>,
+}
+
+/// What one alert did in one `observe`/`raise`/`resolve`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertUpdate {
+    pub alert: Alert,
+    /// `Some` when the alert began or was resolved; `None` for a repeat.
+    pub change: Option<Change>,
+    /// The change was queued for the sinks (not silenced).
+    pub queued: bool,
+}
+
+/// The alerts part: cheap to clone, shared by the rules tick, the D-Bus API and the
+/// outbox task.
+#[derive(Clone)]
+pub struct Alerts {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// A connection of its own to the state DB (WAL lets it share the file with the
+    /// engine's), so alert traffic never waits on the engine's lock.
+    store: Mutex<Store>,
+    sinks: Vec<Arc<dyn Sink>>,
+    /// Wakes the outbox task when rows are queued.
+    wake: tokio::sync::Notify,
+}
+
+impl Alerts {
+    /// Opens the state DB at `db` with these sinks. Call [`Alerts::start_delivery`] to
+    /// have queued changes sent.
+    pub fn open(db: &Path, sinks: Vec<Arc<dyn Sink>>) -> Result<Alerts> {
+        let store = Store::open(db)?;
+        Ok(Alerts::with_store(store, sinks))
+    }
+
+    pub fn with_store(store: Store, sinks: Vec<Arc<dyn Sink>>) -> Alerts {
+        Alerts {
+            inner: Arc::new(Inner {
+                store: Mutex::new(store),
+                sinks,
+                wake: tokio::sync::Notify::new(),
+            }),
+        }
+    }
+
+    /// The sinks `[alerts]` asks for: the journal always, the webhook when configured.
+    pub fn sinks_from_config(config: &AlertsConfig) -> Result<Vec<Arc<dyn Sink>>> {
+        let mut sinks: Vec<Arc<dyn Sink>> = vec![Arc::new(JournalSink)];
+        if let Some(url) = &config.webhook {
+            sinks.push(Arc::new(WebhookSink::new(url)?));
+        }
+        Ok(sinks)
+    }
+
+    /// Starts the outbox task (on the current tokio runtime): it delivers queued changes
+    /// now and whenever more are queued, retries failures with backoff, and sends changes
+    /// a silence held back once it expires.
+    pub fn start_delivery(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(outbox::deliver_forever(self.clone()))
+    }
+
+    /// One rule tick: `evaluated` are the (rule, run) pairs the rules looked at, `firings`
+    /// those that fired. A new firing opens an alert, a repeat updates it (no new
+    /// notification), and an evaluated pair that did not fire resolves its alert.
+    pub fn observe(
+        &self,
+        evaluated: &[(String, String)],
+        firings: &[Firing],
+    ) -> Result<Vec<AlertUpdate>> {
+        let new: Vec<NewAlert<'_>> = firings
+            .iter()
+            .map(|f| NewAlert {
+                key: alert_key(&f.rule, Some(&f.run)),
+                rule: &f.rule,
+                run: Some(&f.run),
+                workflow: Some(&f.workflow),
+                severity: f.severity,
+                summary: &f.summary,
+            })
+            .collect();
+        let resolve: Vec<String> = evaluated
+            .iter()
+            .map(|(rule, run)| alert_key(rule, Some(run)))
+            .collect();
+        self.apply(&new, &resolve, Timestamp::now())
+    }
+
+    /// drover's own alert (a rule file that fails to compile: `raise("rules-load",
+    /// Some(file), …)`), deduplicated like a rule's. `run` may name something other than a
+    /// run; the workflow is filled in when it is one.
+    pub fn raise(
+        &self,
+        rule: &str,
+        run: Option<&str>,
+        severity: Severity,
+        summary: &str,
+    ) -> Result<AlertUpdate> {
+        if rule.trim().is_empty() {
+            return Err(AlertsError::InvalidArgument(
+                "an alert needs a rule name".into(),
+            ));
+        }
+        let run = run.filter(|r| !r.is_empty());
+        let new = NewAlert {
+            key: alert_key(rule, run),
+            rule,
+            run,
+            workflow: None,
+            severity,
+            summary,
+        };
+        let mut updates = self.apply(&[new], &[], Timestamp::now())?;
+        updates
+            .pop()
+            .ok_or_else(|| AlertsError::InvalidArgument("the alert was not recorded".into()))
+    }
+
+    /// Resolves the firing alert with this key.
+    pub fn resolve(&self, key: &str) -> Result<AlertUpdate> {
+        let mut updates = self.apply(&[], &[key.to_owned()], Timestamp::now())?;
+        updates
+            .pop()
+            .ok_or_else(|| AlertsError::NoSuchAlert(key.to_owned()))
+    }
+
+    /// Resolves every firing alert of `run` (for when it ends: its rules stop looking at
+    /// it, so `observe` would never resolve them).
+    pub fn resolve_run(&self, run: &str) -> Result<Vec<AlertUpdate>> {
+        let keys: Vec<String> = self
+            .alerts(false)?
+            .into_iter()
+            .filter(|a| a.run.as_deref() == Some(run))
+            .map(|a| a.key)
+            .collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.apply(&[], &keys, Timestamp::now())
+    }
+
+    /// Silences a rule or a run for `request.duration`; recorded with the audit record in
+    /// one transaction.
+    pub fn silence(&self, request: &SilenceRequest) -> Result<Silence> {
+        let target = request.target.trim();
+        if target.is_empty() {
+            return Err(AlertsError::InvalidArgument(
+                "a silence needs a rule name or a run id".into(),
+            ));
+        }
+        if request.duration.is_zero() {
+            return Err(AlertsError::InvalidArgument(
+                "a silence needs a duration above zero".into(),
+            ));
+        }
+        let now = Timestamp::now();
+        let millis = i64::try_from(request.duration.as_millis()).unwrap_or(i64::MAX);
+        let until = Timestamp(now.0.saturating_add(millis));
+        let silence = Silence {
+            id: 0,
+            target: target.to_owned(),
+            until,
+            reason: request.reason.clone(),
+            created_by: request.requested_by.clone(),
+            created_at: now,
+        };
+        let audit = ActionRecord {
+            id: 0,
+            run: target.to_owned(),
+            action: "silence".into(),
+            requested_by: request.requested_by.clone(),
+            uid: request.uid,
+            role: request.role.clone(),
+            channel: request.channel.clone(),
+            at: now,
+            result: "done".into(),
+            checkpoint: None,
+            detail: format!(
+                "silenced until {until} ({}){}",
+                humantime::format_duration(request.duration),
+                if request.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", request.reason)
+                }
+            ),
+            took_ms: 0,
+        };
+        let silence = self.store().add_silence(&silence, &audit)?;
+        tracing::info!(
+            drover_event = "silence",
+            "alerts of {} silenced until {} by {}",
+            silence.target,
+            silence.until,
+            silence.created_by
+        );
+        Ok(silence)
+    }
+
+    /// Firing alerts (or every alert with `all`), newest first.
+    pub fn alerts(&self, all: bool) -> Result<Vec<Alert>> {
+        Ok(self.store().alerts(all, Timestamp::now())?)
+    }
+
+    /// Silences in force (or every silence with `all`), newest first.
+    pub fn silences(&self, all: bool) -> Result<Vec<Silence>> {
+        Ok(self.store().silences(all, Timestamp::now())?)
+    }
+
+    fn apply(
+        &self,
+        new: &[NewAlert<'_>],
+        resolve: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<AlertUpdate>> {
+        let names = self.sink_names();
+        let updates = self.store().observe_alerts(new, resolve, &names, now)?;
+        if updates.iter().any(|u| u.queued) {
+            self.inner.wake.notify_one();
+        }
+        for update in &updates {
+            if let (Some(change), false) = (update.change, update.queued) {
+                // Held back by a silence: kept in the DB, said only at debug level.
+                tracing::debug!(
+                    drover_event = "alert-silenced",
+                    "alert {} {} (silenced until {:?})",
+                    update.alert.key,
+                    change.as_str(),
+                    update.alert.silenced_until.map(|t| t.to_string())
+                );
+            }
+        }
+        Ok(updates)
+    }
+
+    fn sink_names(&self) -> Vec<&str> {
+        self.inner.sinks.iter().map(|s| s.name()).collect()
+    }
+
+    fn sink(&self, name: &str) -> Option<&Arc<dyn Sink>> {
+        self.inner.sinks.iter().find(|s| s.name() == name)
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock leaves the connection usable: each write is a
+        // transaction that either committed or rolled back.
+        self.inner
+            .store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// `<rule>/<run>`, or the rule alone for an alert about no run.
+pub fn alert_key(rule: &str, run: Option<&str>) -> String {
+    match run.filter(|r| !r.is_empty()) {
+        Some(run) => format!("{rule}/{run}"),
+        None => rule.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
