@@ -11,6 +11,7 @@ pub mod config;
 pub mod engine;
 pub mod kill;
 pub mod model;
+pub mod monitor;
 pub mod restart;
 pub mod sandbox;
 pub mod spec;
