@@ -14,6 +14,7 @@ use zbus::fdo::{RequestNameFlags, RequestNameReply};
 use crate::api::{self, auth::Authorizer};
 use crate::config::{self, Bus, Config};
 use crate::engine::{Engine, EngineConfig};
+use crate::monitor::{Monitor, MonitorOptions};
 use crate::systemd::Systemd;
 
 pub struct AgentOptions {
@@ -62,10 +63,22 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             state_dir: state_dir.clone(),
             shim_exe,
         },
-        systemd,
+        systemd.clone(),
     )
     .await?;
-    api::dbus::serve(&conn, engine, Arc::new(Authorizer::new(config.auth))).await?;
+    let monitor = Monitor::start(
+        engine.clone(),
+        systemd,
+        MonitorOptions::from_config(&config.monitor),
+    )
+    .context("cannot start the monitor")?;
+    api::dbus::serve(
+        &conn,
+        engine,
+        Arc::new(Authorizer::new(config.auth)),
+        monitor,
+    )
+    .await?;
 
     // Take the name last, so a client that sees it finds the agent ready.
     let reply = conn

@@ -13,6 +13,7 @@ use zbus::{Connection, OwnedVariant, Variant, interface};
 use super::OBJECT_PATH;
 use super::auth::{Authorizer, Caller, Role};
 use crate::engine::{ActionRequest, Engine, EngineError, KillRequest};
+use crate::monitor::{self, Monitor};
 
 /// Errors callers see, named `org.drover.Drover1.Error.*`.
 #[derive(Debug, zbus::DBusError)]
@@ -64,11 +65,16 @@ impl From<EngineError> for ApiError {
 pub struct Manager {
     engine: Engine,
     auth: Arc<Authorizer>,
+    monitor: Monitor,
 }
 
 impl Manager {
-    pub fn new(engine: Engine, auth: Arc<Authorizer>) -> Manager {
-        Manager { engine, auth }
+    pub fn new(engine: Engine, auth: Arc<Authorizer>, monitor: Monitor) -> Manager {
+        Manager {
+            engine,
+            auth,
+            monitor,
+        }
     }
 
     async fn caller(&self, conn: &Connection, hdr: &Header<'_>) -> Result<Caller, ApiError> {
@@ -334,6 +340,38 @@ impl Manager {
         )
     }
 
+    /// A running run's live metrics and its recent samples (the last five minutes), as a
+    /// JSON object: the fields of `RunMetrics` and `series`.
+    async fn metrics(
+        &self,
+        run: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        self.authorise(conn, &hdr, Role::Viewer, "read metrics")
+            .await?;
+        if let Some(report) = self.monitor.report(&run, monitor::REPORT_SAMPLES) {
+            return to_json(&report);
+        }
+        // Not sampled: say whether the run does not exist or is not running.
+        let record = self.engine.run(&run)?;
+        Err(ApiError::InvalidState(format!(
+            "run {run} is {}: live metrics exist only while a run is unfinished (and after its first sample)",
+            record.state
+        )))
+    }
+
+    /// The latest metrics of every unfinished run, as a JSON array of `RunMetrics`.
+    async fn top(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        self.authorise(conn, &hdr, Role::Viewer, "read metrics")
+            .await?;
+        to_json(&self.monitor.all())
+    }
+
     /// A run reached a new state (already recorded in the state DB).
     #[zbus(signal)]
     pub async fn run_changed(
@@ -418,10 +456,15 @@ fn action_options(
 }
 
 /// Serves the interface on `conn` and forwards the engine's run events as `RunChanged`.
-pub async fn serve(conn: &Connection, engine: Engine, auth: Arc<Authorizer>) -> zbus::Result<()> {
+pub async fn serve(
+    conn: &Connection,
+    engine: Engine,
+    auth: Arc<Authorizer>,
+    monitor: Monitor,
+) -> zbus::Result<()> {
     let mut events = engine.subscribe();
     conn.object_server()
-        .at(OBJECT_PATH, Manager::new(engine, auth))
+        .at(OBJECT_PATH, Manager::new(engine, auth, monitor))
         .await?;
     let emitter = SignalEmitter::new(conn, OBJECT_PATH)?.into_owned();
     tokio::spawn(async move {

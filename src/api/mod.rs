@@ -48,6 +48,8 @@ pub trait Drover {
         options: std::collections::HashMap<&str, zbus::Variant<'_>>,
     ) -> zbus::Result<String>;
     fn actions(&self, run: &str) -> zbus::Result<String>;
+    fn metrics(&self, run: &str) -> zbus::Result<String>;
+    fn top(&self) -> zbus::Result<String>;
     #[zbus(signal)]
     fn run_changed(&self, run_id: String, state: String) -> zbus::Result<()>;
 }

@@ -6,11 +6,13 @@ mod checkpoint;
 mod critical;
 mod kill;
 mod logs;
+mod metrics;
 mod ps;
 mod restart;
 mod rollback;
 mod run;
 mod show;
+mod top;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -170,6 +172,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A running run's live metrics: CPU, memory, tasks, IO, output, idle time, cost.
+    Metrics {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A live table of the unfinished runs, refreshed every second (q or Ctrl-C quits).
+    Top {
+        /// Print one frame and exit (for scripts).
+        #[arg(long)]
+        once: bool,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
     /// Run CMD inside a private systemd user manager, session bus and journald (for hosts
     /// whose PID 1 is not systemd; needs root).
     Sandbox {
@@ -298,6 +315,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs { run, step, follow } => {
             logs::run(&connect(bus).await?, &run, step.as_deref(), follow).await
         }
+        Command::Metrics { run, json } => metrics::run(&connect(bus).await?, &run, json).await,
+        Command::Top { once, interval } => top::run(&connect(bus).await?, once, interval).await,
         Command::Shim { .. } | Command::Sandbox { .. } => {
             unreachable!("handled before the runtime starts")
         }
