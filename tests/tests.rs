@@ -8,6 +8,7 @@ mod api;
 mod claude;
 mod failures;
 mod kill;
+mod monitor;
 mod restart;
 mod run;
 mod sandbox;

@@ -350,11 +350,14 @@ impl Manager {
     ) -> Result<String, ApiError> {
         self.authorise(conn, &hdr, Role::Viewer, "read metrics")
             .await?;
-        if let Some(report) = self.monitor.report(&run, monitor::REPORT_SAMPLES) {
+        // The engine's word on the state: the monitor forgets an ended run only at its
+        // next tick.
+        let record = self.engine.run(&run)?;
+        if !record.state.is_terminal()
+            && let Some(report) = self.monitor.report(&run, monitor::REPORT_SAMPLES)
+        {
             return to_json(&report);
         }
-        // Not sampled: say whether the run does not exist or is not running.
-        let record = self.engine.run(&run)?;
         Err(ApiError::InvalidState(format!(
             "run {run} is {}: live metrics exist only while a run is unfinished (and after its first sample)",
             record.state
