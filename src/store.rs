@@ -1171,6 +1171,41 @@ impl RunRow {
 mod tests {
     use super::*;
 
+    #[test]
+    fn metrics_history_is_written_replaced_and_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+        let row = |minute: i64, samples: u64| MetricsMinute {
+            run: "r1".into(),
+            workflow: "w".into(),
+            step: "s".into(),
+            minute: Timestamp(minute),
+            samples,
+            cpu_avg: Some(12.5),
+            cpu_max: Some(40.0),
+            memory_max: Some(1 << 30),
+            tasks_max: Some(3),
+            io_read_bytes: None,
+            io_write_bytes: None,
+            output_bytes: 10,
+            output_lines: 2,
+            idle_max: 1.5,
+            tokens_in: Some(100),
+            tokens_out: None,
+            cost_usd: Some(0.5),
+        };
+        store
+            .write_metrics(&[row(60_000, 1), row(120_000, 60)])
+            .unwrap();
+        store.write_metrics(&[row(60_000, 59)]).unwrap();
+        assert_eq!(
+            store.metrics_history("r1").unwrap(),
+            vec![row(60_000, 59), row(120_000, 60)]
+        );
+        assert_eq!(store.prune_metrics(Timestamp(120_000)).unwrap(), 1);
+        assert_eq!(store.metrics_history("r1").unwrap(), vec![row(120_000, 60)]);
+    }
+
     fn temp_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(&dir.path().join("state.db")).expect("open");

@@ -213,6 +213,6 @@ mod tests {
         assert_eq!(bytes(1536), "1.5K");
         assert_eq!(bytes(100 * 1024 * 1024), "100.0M");
         assert_eq!(secs(75.2), "1m15s");
-        assert_eq!(secs(3 * 3600.0 + 120.0), "3h02m");
+        assert_eq!(secs(3.0 * 3600.0 + 120.0), "3h02m");
     }
 }
