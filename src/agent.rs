@@ -15,6 +15,7 @@ use crate::alerts::Alerts;
 use crate::api::{self, auth::Authorizer};
 use crate::config::{self, Bus, Config};
 use crate::engine::{Engine, EngineConfig};
+use crate::monitor::{Monitor, MonitorOptions};
 use crate::systemd::Systemd;
 
 pub struct AgentOptions {
@@ -63,9 +64,15 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             state_dir: state_dir.clone(),
             shim_exe,
         },
-        systemd,
+        systemd.clone(),
     )
     .await?;
+    let monitor = Monitor::start(
+        engine.clone(),
+        systemd,
+        MonitorOptions::from_config(&config.monitor),
+    )
+    .context("cannot start the monitor")?;
     // A listener that cannot bind is reported and the agent goes on: the runs it
     // supervises (kills, restarts, re-adoption) matter more than their metrics.
     if let Err(e) = api::http::start(
@@ -90,6 +97,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         engine,
         alerts,
         Arc::new(Authorizer::new(config.auth)),
+        monitor,
     )
     .await?;
 

@@ -135,6 +135,134 @@ impl StreamReport {
     }
 }
 
+/// Follows a running agent step's stream-json file for the monitor: reads only what was
+/// appended since the last call (a tick must not re-parse an hour of output), keeping a
+/// line cut mid-write for the next call.
+#[derive(Debug, Default)]
+pub struct StreamFollower {
+    offset: u64,
+    partial: Vec<u8>,
+    live: crate::model::AgentLive,
+    /// Usage per assistant message id: Claude Code prints one `assistant` event per content
+    /// block of a message, each with the message's usage so far, so it is replaced, not added.
+    usage: std::collections::HashMap<String, (u64, u64)>,
+    /// Tool calls without a `tool_result` yet, oldest first: (tool_use id, name).
+    pending: Vec<(String, String)>,
+    /// The latest tool call (name and input), to count repeats of the same call.
+    last_call: Option<String>,
+    /// The result event's figures, which replace the running estimate.
+    final_turns: Option<u64>,
+}
+
+impl StreamFollower {
+    /// Reads what `path` gained since the last call and returns the step's figures so far.
+    /// A file not written yet reads as nothing; a read error keeps the figures as they were.
+    pub fn catch_up(&mut self, path: &Path) -> crate::model::AgentLive {
+        use std::io::{Read, Seek, SeekFrom};
+        if let Ok(mut file) = File::open(path)
+            && file.seek(SeekFrom::Start(self.offset)).is_ok()
+        {
+            let mut buf = Vec::new();
+            if let Ok(read) = file.read_to_end(&mut buf) {
+                self.offset += read as u64;
+                self.partial.extend_from_slice(&buf);
+                let complete = self
+                    .partial
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1);
+                let lines: Vec<u8> = self.partial.drain(..complete).collect();
+                for line in lines.split(|&b| b == b'\n') {
+                    if let Ok(event) = serde_json::from_slice::<Value>(line) {
+                        self.add(&event);
+                    }
+                }
+            }
+        }
+        self.live()
+    }
+
+    fn live(&self) -> crate::model::AgentLive {
+        let mut live = self.live.clone();
+        live.turns = self.final_turns.unwrap_or(self.usage.len() as u64);
+        live.tokens_in = self.usage.values().map(|u| u.0).sum();
+        live.tokens_out = self.usage.values().map(|u| u.1).sum();
+        live.tool = self.pending.last().map(|(_, name)| name.clone());
+        live
+    }
+
+    fn add(&mut self, event: &Value) {
+        let blocks = |event: &Value| -> Vec<Value> {
+            event
+                .get("message")
+                .and_then(|m| m.get("content"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        match event.get("type").and_then(Value::as_str) {
+            Some("assistant") => {
+                let message = event.get("message");
+                if let Some(usage) = message.and_then(|m| m.get("usage")) {
+                    let n = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0);
+                    // Tokens in counts the prompt as the model saw it, cached parts included.
+                    let tokens_in = n("input_tokens")
+                        + n("cache_creation_input_tokens")
+                        + n("cache_read_input_tokens");
+                    let id = message
+                        .and_then(|m| m.get("id"))
+                        .and_then(Value::as_str)
+                        .map_or_else(|| format!("#{}", self.usage.len()), str::to_owned);
+                    self.usage.insert(id, (tokens_in, n("output_tokens")));
+                }
+                for block in blocks(event) {
+                    if block.get("type").and_then(Value::as_str) != Some("tool_use") {
+                        continue;
+                    }
+                    let name = block
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("?")
+                        .to_owned();
+                    let id = block
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let call = format!(
+                        "{name}\u{0}{}",
+                        block.get("input").map(Value::to_string).unwrap_or_default()
+                    );
+                    if self.last_call.as_ref() == Some(&call) {
+                        self.live.same_tool_calls += 1;
+                    } else {
+                        self.live.same_tool_calls = 1;
+                        self.last_call = Some(call);
+                    }
+                    self.pending.push((id, name));
+                }
+            }
+            Some("user") => {
+                for block in blocks(event) {
+                    if block.get("type").and_then(Value::as_str) == Some("tool_result")
+                        && let Some(id) = block.get("tool_use_id").and_then(Value::as_str)
+                    {
+                        self.pending.retain(|(pending, _)| pending != id);
+                    }
+                }
+            }
+            Some("result") => {
+                if let Some(cost) = event.get("total_cost_usd").and_then(Value::as_f64) {
+                    self.live.cost_usd = cost;
+                }
+                self.final_turns = event.get("num_turns").and_then(Value::as_u64);
+                self.pending.clear();
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Encoded project directories longer than this are cut and suffixed with a hash.
 const MAX_ENCODED_CWD: usize = 200;
 
@@ -441,6 +569,49 @@ fn is_prompt(entry: &Value) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_stream_follower_reads_incrementally_and_tracks_tools() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.1.stream.jsonl");
+        let mut follower = StreamFollower::default();
+        assert_eq!(follower.catch_up(&path), crate::model::AgentLive::default());
+        let call = |id: &str| {
+            format!(
+                r#"{{"type":"assistant","message":{{"id":"m{id}","usage":{{"input_tokens":10,"output_tokens":5}},"content":[{{"type":"tool_use","id":"t{id}","name":"Bash","input":{{"command":"ls"}}}}]}}}}"#
+            )
+        };
+        let result = |id: &str| {
+            format!(
+                r#"{{"type":"user","message":{{"content":[{{"type":"tool_result","tool_use_id":"t{id}"}}]}}}}"#
+            )
+        };
+        std::fs::write(
+            &path,
+            format!(
+                "{}\n{}\n{}\n{{\"type\":\"assis",
+                call("1"),
+                result("1"),
+                call("2")
+            ),
+        )
+        .unwrap();
+        let live = follower.catch_up(&path);
+        assert_eq!((live.turns, live.tokens_in, live.tokens_out), (2, 20, 10));
+        assert_eq!(live.tool.as_deref(), Some("Bash"), "t2 has no result yet");
+        assert_eq!(live.same_tool_calls, 2);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        writeln!(file, r#"tant"}}"#).unwrap();
+        writeln!(file, "{}", result("2")).unwrap();
+        writeln!(
+            file,
+            r#"{{"type":"result","subtype":"success","num_turns":3,"total_cost_usd":0.25}}"#
+        )
+        .unwrap();
+        let live = follower.catch_up(&path);
+        assert_eq!(live.tool, None);
+        assert_eq!((live.turns, live.cost_usd), (3, 0.25));
+    }
     use super::*;
 
     // Real 2.1.197 stdout lines (long lists and fields cut short).

@@ -496,6 +496,17 @@ pub struct Sample {
     pub run_elapsed_secs: f64,
     /// For Claude Code steps, what its stream-json says so far.
     pub agent: Option<AgentLive>,
+    /// Where each resource value came from ("cpu", "memory", "memory_peak", "tasks", "io"
+    /// → "systemd", "cgroup-v1" or "cgroup-v2"), for tests and debugging.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, String>,
+    /// The run's slice as a whole (every step of the run), where it can be read.
+    #[serde(default)]
+    pub run_cpu_percent: Option<f64>,
+    #[serde(default)]
+    pub run_memory_bytes: Option<u64>,
+    #[serde(default)]
+    pub run_tasks: Option<u64>,
 }
 
 /// A Claude Code step as it runs.

@@ -13,6 +13,7 @@ use crate::model::{
     ActionRecord, Alert, AlertState, CheckpointRecord, KillRecord, RestartPoint, Run, RunState,
     Severity, StepAttempt, StepOutput, StepState, Timestamp,
 };
+use crate::monitor::MetricsMinute;
 use crate::restart::{Failure, FailureClass};
 
 #[derive(Debug, thiserror::Error)]
@@ -177,6 +178,31 @@ CREATE TABLE outbox (
     last_error   TEXT
 );
 CREATE INDEX outbox_by_sink_key ON outbox(sink, key, id);
+"#,
+    r#"
+-- The monitor's downsampled history: one row per run, step and period (a minute).
+CREATE TABLE metrics_history (
+    run_id         TEXT NOT NULL,
+    workflow       TEXT NOT NULL,
+    step           TEXT NOT NULL,
+    minute         INTEGER NOT NULL,
+    samples        INTEGER NOT NULL,
+    cpu_avg        REAL,
+    cpu_max        REAL,
+    memory_max     INTEGER,
+    tasks_max      INTEGER,
+    io_read_bytes  INTEGER,
+    io_write_bytes INTEGER,
+    output_bytes   INTEGER NOT NULL,
+    output_lines   INTEGER NOT NULL,
+    idle_max       REAL NOT NULL,
+    tokens_in      INTEGER,
+    tokens_out     INTEGER,
+    cost_usd       REAL,
+    PRIMARY KEY (run_id, step, minute)
+);
+CREATE INDEX metrics_history_by_minute ON metrics_history(minute);
+CREATE INDEX metrics_history_by_workflow ON metrics_history(workflow, minute);
 "#,
 ];
 
@@ -982,6 +1008,94 @@ fn insert_action(tx: &Transaction<'_>, action: &ActionRecord) -> Result<i64> {
     Ok(id)
 }
 
+impl Store {
+    /// Writes the monitor's downsampled rows in one transaction; a row for a period already
+    /// written (the same run, step and minute) is replaced.
+    pub fn write_metrics(&mut self, rows: &[MetricsMinute]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO metrics_history (run_id, workflow, step, minute, samples,
+                     cpu_avg, cpu_max, memory_max, tasks_max, io_read_bytes, io_write_bytes,
+                     output_bytes, output_lines, idle_max, tokens_in, tokens_out, cost_usd)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            )?;
+            for r in rows {
+                let opt = |n: Option<u64>| n.map(sql_count);
+                stmt.execute(params![
+                    r.run,
+                    r.workflow,
+                    r.step,
+                    r.minute.0,
+                    sql_count(r.samples),
+                    r.cpu_avg,
+                    r.cpu_max,
+                    opt(r.memory_max),
+                    opt(r.tasks_max),
+                    opt(r.io_read_bytes),
+                    opt(r.io_write_bytes),
+                    sql_count(r.output_bytes),
+                    sql_count(r.output_lines),
+                    r.idle_max,
+                    opt(r.tokens_in),
+                    opt(r.tokens_out),
+                    r.cost_usd,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A run's downsampled history, oldest first.
+    pub fn metrics_history(&self, run: &str) -> Result<Vec<MetricsMinute>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT run_id, workflow, step, minute, samples, cpu_avg, cpu_max, memory_max,
+                    tasks_max, io_read_bytes, io_write_bytes, output_bytes, output_lines,
+                    idle_max, tokens_in, tokens_out, cost_usd
+             FROM metrics_history WHERE run_id = ?1 ORDER BY minute, step",
+        )?;
+        let rows = stmt
+            .query_map([run], |r| {
+                let count = |i: usize| -> rusqlite::Result<u64> {
+                    Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0))
+                };
+                let opt = |i: usize| -> rusqlite::Result<Option<u64>> {
+                    Ok(r.get::<_, Option<i64>>(i)?
+                        .map(|n| u64::try_from(n).unwrap_or(0)))
+                };
+                Ok(MetricsMinute {
+                    run: r.get(0)?,
+                    workflow: r.get(1)?,
+                    step: r.get(2)?,
+                    minute: Timestamp(r.get(3)?),
+                    samples: count(4)?,
+                    cpu_avg: r.get(5)?,
+                    cpu_max: r.get(6)?,
+                    memory_max: opt(7)?,
+                    tasks_max: opt(8)?,
+                    io_read_bytes: opt(9)?,
+                    io_write_bytes: opt(10)?,
+                    output_bytes: count(11)?,
+                    output_lines: count(12)?,
+                    idle_max: r.get(13)?,
+                    tokens_in: opt(14)?,
+                    tokens_out: opt(15)?,
+                    cost_usd: r.get(16)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Deletes history rows for periods that began before `before`; returns how many.
+    pub fn prune_metrics(&self, before: Timestamp) -> Result<usize> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM metrics_history WHERE minute < ?1", [before.0])?)
+    }
+}
+
 fn to_json(run: &str, value: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
         run: run.to_owned(),
@@ -1712,6 +1826,41 @@ fn queue_alert(tx: &Transaction<'_>, id: i64, sinks: &[&str], now: Timestamp) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_history_is_written_replaced_and_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+        let row = |minute: i64, samples: u64| MetricsMinute {
+            run: "r1".into(),
+            workflow: "w".into(),
+            step: "s".into(),
+            minute: Timestamp(minute),
+            samples,
+            cpu_avg: Some(12.5),
+            cpu_max: Some(40.0),
+            memory_max: Some(1 << 30),
+            tasks_max: Some(3),
+            io_read_bytes: None,
+            io_write_bytes: None,
+            output_bytes: 10,
+            output_lines: 2,
+            idle_max: 1.5,
+            tokens_in: Some(100),
+            tokens_out: None,
+            cost_usd: Some(0.5),
+        };
+        store
+            .write_metrics(&[row(60_000, 1), row(120_000, 60)])
+            .unwrap();
+        store.write_metrics(&[row(60_000, 59)]).unwrap();
+        assert_eq!(
+            store.metrics_history("r1").unwrap(),
+            vec![row(60_000, 59), row(120_000, 60)]
+        );
+        assert_eq!(store.prune_metrics(Timestamp(120_000)).unwrap(), 1);
+        assert_eq!(store.metrics_history("r1").unwrap(), vec![row(120_000, 60)]);
+    }
 
     fn temp_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -11,6 +11,7 @@ mod failures;
 mod history;
 mod http;
 mod kill;
+mod monitor;
 mod restart;
 mod run;
 mod sandbox;

@@ -14,6 +14,7 @@ use super::OBJECT_PATH;
 use super::auth::{Authorizer, Caller, Role};
 use crate::alerts::{Alerts, AlertsError, SilenceRequest};
 use crate::engine::{ActionRequest, Engine, EngineError, KillRequest};
+use crate::monitor::{self, Monitor};
 
 /// Errors callers see, named `org.drover.Drover1.Error.*`.
 #[derive(Debug, zbus::DBusError)]
@@ -77,14 +78,21 @@ pub struct Manager {
     engine: Engine,
     alerts: Alerts,
     auth: Arc<Authorizer>,
+    monitor: Monitor,
 }
 
 impl Manager {
-    pub fn new(engine: Engine, alerts: Alerts, auth: Arc<Authorizer>) -> Manager {
+    pub fn new(
+        engine: Engine,
+        alerts: Alerts,
+        auth: Arc<Authorizer>,
+        monitor: Monitor,
+    ) -> Manager {
         Manager {
             engine,
             alerts,
             auth,
+            monitor,
         }
     }
 
@@ -452,6 +460,41 @@ impl Manager {
         to_json(&self.alerts.resolve(&key)?.alert)
     }
 
+    /// A running run's live metrics and its recent samples (the last five minutes), as a
+    /// JSON object: the fields of `RunMetrics` and `series`.
+    async fn metrics(
+        &self,
+        run: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        self.authorise(conn, &hdr, Role::Viewer, "read metrics")
+            .await?;
+        // The engine's word on the state: the monitor forgets an ended run only at its
+        // next tick.
+        let record = self.engine.run(&run)?;
+        if !record.state.is_terminal()
+            && let Some(report) = self.monitor.report(&run, monitor::REPORT_SAMPLES)
+        {
+            return to_json(&report);
+        }
+        Err(ApiError::InvalidState(format!(
+            "run {run} is {}: live metrics exist only while a run is unfinished (and after its first sample)",
+            record.state
+        )))
+    }
+
+    /// The latest metrics of every unfinished run, as a JSON array of `RunMetrics`.
+    async fn top(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        self.authorise(conn, &hdr, Role::Viewer, "read metrics")
+            .await?;
+        to_json(&self.monitor.all())
+    }
+
     /// A run reached a new state (already recorded in the state DB).
     #[zbus(signal)]
     pub async fn run_changed(
@@ -559,10 +602,11 @@ pub async fn serve(
     engine: Engine,
     alerts: Alerts,
     auth: Arc<Authorizer>,
+    monitor: Monitor,
 ) -> zbus::Result<()> {
     let mut events = engine.subscribe();
     conn.object_server()
-        .at(OBJECT_PATH, Manager::new(engine, alerts, auth))
+        .at(OBJECT_PATH, Manager::new(engine, alerts, auth, monitor))
         .await?;
     let emitter = SignalEmitter::new(conn, OBJECT_PATH)?.into_owned();
     tokio::spawn(async move {

@@ -61,6 +61,8 @@ pub trait Drover {
         summary: &str,
     ) -> zbus::Result<String>;
     fn resolve_alert(&self, key: &str) -> zbus::Result<String>;
+    fn metrics(&self, run: &str) -> zbus::Result<String>;
+    fn top(&self) -> zbus::Result<String>;
     #[zbus(signal)]
     fn run_changed(&self, run_id: String, state: String) -> zbus::Result<()>;
 }

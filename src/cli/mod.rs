@@ -8,12 +8,14 @@ mod critical;
 mod history;
 mod kill;
 mod logs;
+mod metrics;
 mod ps;
 mod restart;
 mod rollback;
 mod run;
 mod show;
 mod silence;
+mod top;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -213,6 +215,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A running run's live metrics: CPU, memory, tasks, IO, output, idle time, cost.
+    Metrics {
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A live table of the unfinished runs, refreshed every second (q or Ctrl-C quits).
+    Top {
+        /// Print one frame and exit (for scripts).
+        #[arg(long)]
+        once: bool,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
     /// Run CMD inside a private systemd user manager, session bus and journald (for hosts
     /// whose PID 1 is not systemd; needs root).
     Sandbox {
@@ -363,6 +380,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
         }
         Command::Silences { all, json } => silence::list(&connect(bus).await?, all, json).await,
+        Command::Metrics { run, json } => metrics::run(&connect(bus).await?, &run, json).await,
+        Command::Top { once, interval } => top::run(&connect(bus).await?, once, interval).await,
         Command::Shim { .. } | Command::Sandbox { .. } => {
             unreachable!("handled before the runtime starts")
         }

@@ -382,6 +382,19 @@ impl Engine {
             .history(workflow, since, Timestamp::now())?)
     }
 
+    /// The output counters of the attempt running in `unit` right now (the monitor's
+    /// read of what the engine follows); `None` once the attempt has ended.
+    pub fn live_output(&self, unit: &str) -> Option<StepOutput> {
+        let live = self.inner.live_output();
+        let output = live.get(unit)?;
+        Some(output.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// The state directory (step logs and stream-json files live under `runs/`).
+    pub fn state_dir(&self) -> &Path {
+        &self.inner.config.state_dir
+    }
+
     /// Picks up a run the last agent left: a kill it had begun is carried through; any
     /// other run is driven on.
     fn readopt(&self, run: String) -> Result<()> {

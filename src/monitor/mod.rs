@@ -1,4 +1,568 @@
-//! Monitoring: the agent's self-metrics and the Prometheus exposition.
+//! Live metrics of running workflows: every `interval`, each running run's step scope and
+//! run slice are read (systemd's accounting in one `GetAll` per unit, the cgroup's own
+//! files where systemd leaves a value unset), together with drover's own figures (output
+//! rate, idle time, elapsed time, and an agent step's turns, tokens, cost and tool in use).
+//! The last hour of samples stays in memory; one row per step and minute goes to the state
+//! DB, kept for `[monitor] history`. Rules evaluate on each finished tick (`subscribe`).
 
 pub mod prometheus;
 pub mod selfmetrics;
+
+pub mod cgroupfs;
+mod downsample;
+
+pub use downsample::{Downsampler, MetricsMinute};
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::claude::StreamFollower;
+use crate::config::MonitorConfig;
+use crate::engine::Engine;
+use crate::model::{Run, RunMetrics, RunState, Sample, StepAttempt, StepState, Timestamp};
+use crate::store::{Store, StoreError};
+use crate::systemd::{Accounting, Systemd};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How the monitor samples and keeps what it samples.
+#[derive(Debug, Clone)]
+pub struct MonitorOptions {
+    pub interval: Duration,
+    /// How long downsampled rows stay in the state DB.
+    pub history: Duration,
+    /// The downsampling period of the DB rows (a minute; shorter in tests).
+    pub period: Duration,
+    /// How much of the per-interval series stays in memory.
+    pub keep: Duration,
+}
+
+impl MonitorOptions {
+    pub fn from_config(config: &MonitorConfig) -> MonitorOptions {
+        MonitorOptions {
+            interval: config.interval.max(Duration::from_millis(100)),
+            history: config.history,
+            period: Duration::from_secs(60),
+            keep: Duration::from_secs(3600),
+        }
+    }
+
+    fn ring_len(&self) -> usize {
+        let n = self.keep.as_millis() / self.interval.as_millis().max(1);
+        usize::try_from(n).unwrap_or(usize::MAX).clamp(1, 86_400)
+    }
+}
+
+/// The monitor's own cost, for the agent's self-metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SelfMetrics {
+    pub ticks: u64,
+    /// How long the last tick took (every unit read, history written).
+    pub last_sample_secs: f64,
+    /// How long the last write of history rows took.
+    pub last_db_write_secs: f64,
+    /// Units the last tick read.
+    pub units_sampled: u64,
+    /// Reads that failed (systemd or the state DB) since the agent started.
+    pub errors: u64,
+}
+
+/// `Metrics(run)`: a run's latest metrics and its recent samples, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsReport {
+    #[serde(flatten)]
+    pub metrics: RunMetrics,
+    pub series: Vec<Sample>,
+}
+
+/// What `Metrics` returns of the series: the last five minutes at 1 s.
+pub const REPORT_SAMPLES: usize = 300;
+
+#[derive(Clone)]
+pub struct Monitor {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    runs: Mutex<HashMap<String, Tracked>>,
+    stats: Mutex<SelfMetrics>,
+    ticks: broadcast::Sender<()>,
+    store: Mutex<Store>,
+    options: MonitorOptions,
+}
+
+/// A counter reading and when it was taken, to turn counters into rates.
+#[derive(Debug, Clone)]
+struct Reading {
+    key: String,
+    at: Instant,
+    value: u64,
+    lines: u64,
+}
+
+struct Tracked {
+    metrics: RunMetrics,
+    series: VecDeque<Sample>,
+    cpu: Option<Reading>,
+    slice_cpu: Option<Reading>,
+    output: Option<Reading>,
+    stream: Option<(String, StreamFollower)>,
+    down: Downsampler,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Monitor {
+    /// Opens its own connection to the state DB (the engine has migrated it) and starts the
+    /// sampler task.
+    pub fn start(
+        engine: Engine,
+        systemd: Systemd,
+        options: MonitorOptions,
+    ) -> Result<Monitor, MonitorError> {
+        let store = Store::open(&engine.state_dir().join("state.db"))?;
+        let (ticks, _) = broadcast::channel(16);
+        let monitor = Monitor {
+            shared: Arc::new(Shared {
+                runs: Mutex::default(),
+                stats: Mutex::default(),
+                ticks,
+                store: Mutex::new(store),
+                options,
+            }),
+        };
+        let sampler = Sampler {
+            monitor: monitor.clone(),
+            engine,
+            systemd,
+            mounts: cgroupfs::Mounts::discover(),
+            last_prune: None,
+        };
+        tokio::spawn(sampler.run());
+        Ok(monitor)
+    }
+
+    /// The latest metrics of every unfinished run, oldest run first.
+    pub fn all(&self) -> Vec<RunMetrics> {
+        let runs = lock(&self.shared.runs);
+        let mut all: Vec<RunMetrics> = runs.values().map(|t| t.metrics.clone()).collect();
+        all.sort_by(|a, b| {
+            (b.latest.run_elapsed_secs, &a.run)
+                .partial_cmp(&(a.latest.run_elapsed_secs, &b.run))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        all
+    }
+
+    pub fn latest(&self, run: &str) -> Option<RunMetrics> {
+        lock(&self.shared.runs).get(run).map(|t| t.metrics.clone())
+    }
+
+    /// The run's samples in memory (up to the last hour), oldest first.
+    pub fn series(&self, run: &str) -> Vec<Sample> {
+        lock(&self.shared.runs)
+            .get(run)
+            .map(|t| t.series.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The latest metrics and the last `last` samples of a running run.
+    pub fn report(&self, run: &str, last: usize) -> Option<MetricsReport> {
+        let runs = lock(&self.shared.runs);
+        let t = runs.get(run)?;
+        let skip = t.series.len().saturating_sub(last);
+        Some(MetricsReport {
+            metrics: t.metrics.clone(),
+            series: t.series.iter().skip(skip).cloned().collect(),
+        })
+    }
+
+    /// A run's downsampled history from the state DB, oldest first.
+    pub fn history(&self, run: &str) -> Result<Vec<MetricsMinute>, MonitorError> {
+        Ok(lock(&self.shared.store).metrics_history(run)?)
+    }
+
+    /// One message per finished tick.
+    pub fn subscribe(&self) -> broadcast::Receiver<()> {
+        self.shared.ticks.subscribe()
+    }
+
+    pub fn self_metrics(&self) -> SelfMetrics {
+        lock(&self.shared.stats).clone()
+    }
+}
+
+struct Sampler {
+    monitor: Monitor,
+    engine: Engine,
+    systemd: Systemd,
+    mounts: cgroupfs::Mounts,
+    last_prune: Option<Instant>,
+}
+
+/// One unit's resource values and where each came from.
+#[derive(Debug, Default)]
+struct Resources {
+    cpu_nsec: Option<u64>,
+    memory: Option<u64>,
+    memory_peak: Option<u64>,
+    tasks: Option<u64>,
+    io: Option<(u64, u64)>,
+    sources: BTreeMap<String, String>,
+}
+
+fn secs_between(from: Option<Timestamp>, to: Timestamp) -> f64 {
+    from.map_or(0.0, |from| ((to.0 - from.0).max(0) as f64) / 1000.0)
+}
+
+/// The rate of a counter since the last reading of the same key (the same unit): a new
+/// unit starts over rather than reading another unit's counter as its own.
+fn rate(
+    prev: &mut Option<Reading>,
+    key: &str,
+    now: Instant,
+    value: u64,
+    lines: u64,
+) -> Option<(f64, f64)> {
+    let rate = prev.as_ref().filter(|p| p.key == key).and_then(|p| {
+        let dt = now.duration_since(p.at).as_secs_f64();
+        (dt > 0.0).then(|| {
+            (
+                value.saturating_sub(p.value) as f64 / dt,
+                lines.saturating_sub(p.lines) as f64 / dt,
+            )
+        })
+    });
+    *prev = Some(Reading {
+        key: key.to_owned(),
+        at: now,
+        value,
+        lines,
+    });
+    rate
+}
+
+/// The attempt of `run` running now: the latest one that started and has not ended.
+fn running_attempt(run: &Run) -> Option<&StepAttempt> {
+    run.steps
+        .iter()
+        .filter(|a| matches!(a.state, StepState::Running | StepState::Starting) && a.unit.is_some())
+        .max_by_key(|a| (a.started_at, a.attempt))
+}
+
+impl Sampler {
+    async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.monitor.shared.options.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            ticker.tick().await;
+            let started = Instant::now();
+            let units = self.tick().await;
+            let mut stats = lock(&self.monitor.shared.stats);
+            stats.ticks += 1;
+            stats.units_sampled = units;
+            stats.last_sample_secs = started.elapsed().as_secs_f64();
+            drop(stats);
+            // No receiver is not an error: rules may not be running.
+            let _ = self.monitor.shared.ticks.send(());
+        }
+    }
+
+    fn error(&self) {
+        lock(&self.monitor.shared.stats).errors += 1;
+    }
+
+    /// Reads every unfinished run once; returns how many units it read.
+    async fn tick(&mut self) -> u64 {
+        let runs = {
+            let store = lock(&self.monitor.shared.store);
+            let ids = store.unfinished_runs();
+            ids.map(|ids| {
+                ids.iter()
+                    .filter_map(|id| store.run(id).ok().flatten().map(|(run, _)| run))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let runs = match runs {
+            Ok(runs) => runs,
+            Err(e) => {
+                tracing::warn!("monitor: cannot read the running runs: {e}");
+                self.error();
+                return 0;
+            }
+        };
+        let mut rows = Vec::new();
+        let mut units = 0;
+        for run in &runs {
+            let (step_res, slice_res) = self.read_units(run, &mut units).await;
+            let now = Timestamp::now();
+            let instant = Instant::now();
+            let mut all = lock(&self.monitor.shared.runs);
+            let options = &self.monitor.shared.options;
+            let ring = options.ring_len();
+            let tracked = all.entry(run.id.clone()).or_insert_with(|| Tracked {
+                metrics: RunMetrics {
+                    run: run.id.clone(),
+                    workflow: run.workflow.clone(),
+                    state: run.state,
+                    step: None,
+                    attempt: 0,
+                    unit: None,
+                    latest: Sample::default(),
+                },
+                series: VecDeque::with_capacity(ring.min(4096)),
+                cpu: None,
+                slice_cpu: None,
+                output: None,
+                stream: None,
+                down: Downsampler::new(options.period),
+            });
+            let attempt = running_attempt(run);
+            let mut sample = Sample {
+                at: Some(now),
+                run_elapsed_secs: secs_between(run.started_at, now),
+                ..Sample::default()
+            };
+            let mut output_totals = (0, 0);
+            if let (Some(attempt), Some(unit)) = (attempt, attempt.and_then(|a| a.unit.as_deref()))
+            {
+                let res = step_res.unwrap_or_default();
+                sample.cpu_percent = res.cpu_nsec.and_then(|n| {
+                    rate(&mut tracked.cpu, unit, instant, n, 0).map(|(ns, _)| ns / 1e7)
+                });
+                sample.memory_bytes = res.memory;
+                sample.memory_peak_bytes = res.memory_peak;
+                sample.tasks = res.tasks;
+                sample.io_read_bytes = res.io.map(|io| io.0);
+                sample.io_write_bytes = res.io.map(|io| io.1);
+                sample.sources = res.sources;
+                let output = self
+                    .engine
+                    .live_output(unit)
+                    .unwrap_or_else(|| attempt.output.clone());
+                output_totals = (output.bytes, output.lines);
+                if let Some((bytes, lines)) = rate(
+                    &mut tracked.output,
+                    unit,
+                    instant,
+                    output.bytes,
+                    output.lines,
+                ) {
+                    sample.output_bytes_per_sec = bytes;
+                    sample.output_lines_per_sec = lines;
+                }
+                sample.idle_secs = secs_between(output.last_output_at.or(attempt.started_at), now);
+                sample.step_elapsed_secs = secs_between(attempt.started_at, now);
+                if attempt.session_id.is_some() {
+                    let path = stream_path(self.engine.state_dir(), &run.id, attempt);
+                    if tracked.stream.as_ref().is_none_or(|(u, _)| u != unit) {
+                        tracked.stream = Some((unit.to_owned(), StreamFollower::default()));
+                    }
+                    if let Some((_, follower)) = tracked.stream.as_mut() {
+                        sample.agent = Some(follower.catch_up(&path));
+                    }
+                }
+                tracked.metrics.step = Some(attempt.name.clone());
+                tracked.metrics.attempt = attempt.attempt;
+                tracked.metrics.unit = Some(unit.to_owned());
+            } else {
+                tracked.metrics.step = None;
+                tracked.metrics.attempt = 0;
+                tracked.metrics.unit = None;
+            }
+            if let Some(slice) = slice_res {
+                let key = format!("drover-{}.slice", run.id);
+                sample.run_cpu_percent = slice.cpu_nsec.and_then(|n| {
+                    rate(&mut tracked.slice_cpu, &key, instant, n, 0).map(|(ns, _)| ns / 1e7)
+                });
+                sample.run_memory_bytes = slice.memory;
+                sample.run_tasks = slice.tasks;
+            }
+            tracked.metrics.state = run.state;
+            if let Some(step) = tracked.metrics.step.clone()
+                && let Some(row) =
+                    tracked
+                        .down
+                        .add(&run.id, &run.workflow, &step, now, &sample, output_totals)
+            {
+                rows.push(row);
+            }
+            tracked.metrics.latest = sample.clone();
+            if tracked.series.len() >= ring {
+                tracked.series.pop_front();
+            }
+            tracked.series.push_back(sample);
+        }
+        // Runs that ended: their last period is written and they leave memory.
+        {
+            let mut all = lock(&self.monitor.shared.runs);
+            let ended: Vec<String> = all
+                .keys()
+                .filter(|id| !runs.iter().any(|r| &r.id == *id))
+                .cloned()
+                .collect();
+            for id in ended {
+                if let Some(mut tracked) = all.remove(&id)
+                    && let Some(row) = tracked.down.finish()
+                {
+                    rows.push(row);
+                }
+            }
+        }
+        self.write_history(&rows);
+        units
+    }
+
+    /// The step scope's and the run slice's resources.
+    async fn read_units(
+        &self,
+        run: &Run,
+        units: &mut u64,
+    ) -> (Option<Resources>, Option<Resources>) {
+        let step = match running_attempt(run).and_then(|a| a.unit.as_deref()) {
+            Some(unit) => {
+                *units += 1;
+                self.resources(unit).await
+            }
+            None => None,
+        };
+        let slice = if run.state == RunState::Pending {
+            None
+        } else {
+            *units += 1;
+            self.resources(&format!("drover-{}.slice", run.id)).await
+        };
+        (step, slice)
+    }
+
+    /// systemd's values where it sets them, the cgroup's files for the rest.
+    async fn resources(&self, unit: &str) -> Option<Resources> {
+        let acct = match self.systemd.unit_accounting(unit).await {
+            Ok(Some(acct)) => acct,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::debug!("monitor: cannot read the accounting of {unit}: {e}");
+                self.error();
+                return None;
+            }
+        };
+        Some(self.fill(&acct))
+    }
+
+    fn fill(&self, acct: &Accounting) -> Resources {
+        let mut res = Resources::default();
+        let cg = acct.control_group.as_deref();
+        let m = &self.mounts;
+        let mut pick = |name: &str, systemd: Option<u64>, file: Option<(u64, &'static str)>| {
+            let (value, source) = match (systemd, file) {
+                (Some(v), _) => (Some(v), Some("systemd")),
+                (None, Some((v, source))) => (Some(v), Some(source)),
+                (None, None) => (None, None),
+            };
+            if let Some(source) = source {
+                res.sources.insert(name.to_owned(), source.to_owned());
+            }
+            value
+        };
+        // Each file is read only where systemd left the value unset.
+        let from_file = |f: fn(&cgroupfs::Mounts, &str) -> Option<(u64, &'static str)>,
+                         unset: bool| {
+            if unset {
+                cg.and_then(|cg| f(m, cg))
+            } else {
+                None
+            }
+        };
+        let cpu = pick(
+            "cpu",
+            acct.cpu_usage_nsec,
+            from_file(cgroupfs::cpu_usage_nsec, acct.cpu_usage_nsec.is_none()),
+        );
+        let memory = pick(
+            "memory",
+            acct.memory_current,
+            from_file(cgroupfs::memory_current, acct.memory_current.is_none()),
+        );
+        let peak = pick(
+            "memory_peak",
+            acct.memory_peak,
+            from_file(cgroupfs::memory_peak, acct.memory_peak.is_none()),
+        );
+        let tasks = pick(
+            "tasks",
+            acct.tasks_current,
+            from_file(cgroupfs::tasks, acct.tasks_current.is_none()),
+        );
+        res.cpu_nsec = cpu;
+        res.memory = memory;
+        res.memory_peak = peak;
+        res.tasks = tasks;
+        res.io = match (acct.io_read_bytes, acct.io_write_bytes) {
+            (Some(r), Some(w)) => {
+                res.sources.insert("io".into(), "systemd".into());
+                Some((r, w))
+            }
+            _ => cg
+                .and_then(|cg| cgroupfs::io_bytes(m, cg))
+                .map(|(io, source)| {
+                    res.sources.insert("io".into(), source.into());
+                    io
+                }),
+        };
+        res
+    }
+
+    /// Writes finished rows and, once per period, prunes rows older than `history`.
+    fn write_history(&mut self, rows: &[MetricsMinute]) {
+        let options = &self.monitor.shared.options;
+        let prune_due = self
+            .last_prune
+            .is_none_or(|at| at.elapsed() >= options.period);
+        if rows.is_empty() && !prune_due {
+            return;
+        }
+        let started = Instant::now();
+        let mut store = lock(&self.monitor.shared.store);
+        let mut failed = false;
+        if !rows.is_empty()
+            && let Err(e) = store.write_metrics(rows)
+        {
+            tracing::warn!("monitor: cannot write {} history rows: {e}", rows.len());
+            failed = true;
+        }
+        if prune_due {
+            self.last_prune = Some(Instant::now());
+            let keep_ms = i64::try_from(options.history.as_millis()).unwrap_or(i64::MAX);
+            let before = Timestamp(Timestamp::now().0.saturating_sub(keep_ms));
+            if let Err(e) = store.prune_metrics(before) {
+                tracing::warn!("monitor: cannot prune the metrics history: {e}");
+                failed = true;
+            }
+        }
+        drop(store);
+        let mut stats = lock(&self.monitor.shared.stats);
+        stats.last_db_write_secs = started.elapsed().as_secs_f64();
+        if failed {
+            stats.errors += 1;
+        }
+    }
+}
+
+/// An agent step's stream-json file: `<state>/runs/<run>/<step>.<n>.stream.jsonl`.
+fn stream_path(state_dir: &Path, run: &str, attempt: &StepAttempt) -> PathBuf {
+    state_dir
+        .join("runs")
+        .join(run)
+        .join(format!("{}.{}.stream.jsonl", attempt.name, attempt.attempt))
+}
