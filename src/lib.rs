@@ -12,6 +12,7 @@ pub mod engine;
 pub mod kill;
 pub mod model;
 pub mod restart;
+pub mod rules;
 pub mod sandbox;
 pub mod spec;
 pub mod store;
