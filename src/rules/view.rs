@@ -61,6 +61,9 @@ pub struct RunView {
     pub tokens_in: Option<u64>,
     pub tokens_out: Option<u64>,
     pub cost_usd: Option<f64>,
+    /// Claude Code cost of the whole run so far: the ended steps' (their latest attempts'
+    /// `result` events) plus the running step's `cost_usd`.
+    pub run_cost_usd: Option<f64>,
     pub tool: Option<String>,
     pub same_tool_calls: Option<u32>,
     pub history: History,
@@ -96,6 +99,16 @@ impl RunView {
             .or_else(|| run.steps.iter().rev().find_map(|s| s.failure_class));
         let sample = metrics.map(|m| &m.latest);
         let agent = sample.and_then(|s| s.agent.as_ref());
+        let ended_cost: Vec<f64> = run
+            .steps
+            .iter()
+            .filter(|s| s.state.is_terminal())
+            .filter_map(|s| s.agent.as_ref()?.result.as_ref()?.total_cost_usd)
+            .collect();
+        let run_cost_usd = match (agent.map(|a| a.cost_usd), ended_cost.is_empty()) {
+            (None, true) => None,
+            (live, _) => Some(live.unwrap_or(0.0) + ended_cost.iter().sum::<f64>()),
+        };
         RunView {
             run: run.id.clone(),
             workflow: run.workflow.clone(),
@@ -129,6 +142,7 @@ impl RunView {
             tokens_in: agent.map(|a| a.tokens_in),
             tokens_out: agent.map(|a| a.tokens_out),
             cost_usd: agent.map(|a| a.cost_usd),
+            run_cost_usd,
             tool: agent.and_then(|a| a.tool.clone()),
             same_tool_calls: agent.map(|a| a.same_tool_calls),
             history,
@@ -166,6 +180,7 @@ impl RunView {
             tokens_in: Some(12_000),
             tokens_out: Some(3_000),
             cost_usd: Some(0.42),
+            run_cost_usd: Some(0.42),
             tool: Some("Bash".into()),
             same_tool_calls: Some(1),
             history: History {
@@ -189,22 +204,23 @@ impl RunView {
     /// The rule's variables for this run.
     pub(crate) fn scope(&self) -> Scope<'static> {
         let mut scope = Scope::new();
-        // Constants: a rule cannot change what the next rule sees (each gets a fresh
-        // scope anyway) nor mistake an assignment for a comparison.
-        scope.push_constant("run", self.run.clone());
-        scope.push_constant("workflow", self.workflow.clone());
-        scope.push_constant("state", self.state.clone());
-        scope.push_constant_dynamic("step", text(&self.step));
-        scope.push_constant_dynamic("attempt", int(self.attempt.map(u64::from)));
-        scope.push_constant("agent_step", self.agent_step);
-        scope.push_constant_dynamic("failure_class", text(&self.failure_class));
+        // Plain variables, not constants: rules are compiled against a sample scope, and
+        // Rhai's optimizer would fold the sample's constant values into the AST. Each
+        // evaluation gets a fresh scope, so a rule assigning to one changes nothing else.
+        scope.push("run", self.run.clone());
+        scope.push("workflow", self.workflow.clone());
+        scope.push("state", self.state.clone());
+        scope.push_dynamic("step", text(&self.step));
+        scope.push_dynamic("attempt", int(self.attempt.map(u64::from)));
+        scope.push("agent_step", self.agent_step);
+        scope.push_dynamic("failure_class", text(&self.failure_class));
         let params: Map = self
             .params
             .iter()
             .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
             .collect();
-        scope.push_constant("labels", params.clone());
-        scope.push_constant("params", params);
+        scope.push("labels", params.clone());
+        scope.push("params", params);
         let mut limits = Map::new();
         limits.insert("memory_max".into(), int(self.limits.memory_max));
         limits.insert(
@@ -213,24 +229,25 @@ impl RunView {
         );
         limits.insert("tasks_max".into(), int(self.limits.tasks_max));
         limits.insert("timeout_secs".into(), float(self.limits.timeout_secs));
-        scope.push_constant("limits", limits);
-        scope.push_constant_dynamic("stall_after_secs", float(self.stall_after_secs));
-        scope.push_constant_dynamic("cpu_percent", float(self.cpu_percent));
-        scope.push_constant_dynamic("memory_bytes", int(self.memory_bytes));
-        scope.push_constant_dynamic("memory_peak_bytes", int(self.memory_peak_bytes));
-        scope.push_constant_dynamic("tasks", int(self.tasks));
-        scope.push_constant_dynamic("idle_secs", float(self.idle_secs));
-        scope.push_constant_dynamic("step_elapsed_secs", float(self.step_elapsed_secs));
-        scope.push_constant_dynamic("run_elapsed_secs", float(self.run_elapsed_secs));
-        scope.push_constant_dynamic("output_lines_per_sec", float(self.output_lines_per_sec));
-        scope.push_constant_dynamic("turns", int(self.turns));
-        scope.push_constant_dynamic("tokens_in", int(self.tokens_in));
-        scope.push_constant_dynamic("tokens_out", int(self.tokens_out));
-        scope.push_constant_dynamic("cost_usd", float(self.cost_usd));
-        scope.push_constant_dynamic("tool", text(&self.tool));
-        scope.push_constant_dynamic("same_tool_calls", int(self.same_tool_calls.map(u64::from)));
-        scope.push_constant_dynamic("step_p95_secs", float(self.history.step_p95_secs));
-        scope.push_constant_dynamic("recent_failures", int(self.history.recent_failures));
+        scope.push("limits", limits);
+        scope.push_dynamic("stall_after_secs", float(self.stall_after_secs));
+        scope.push_dynamic("cpu_percent", float(self.cpu_percent));
+        scope.push_dynamic("memory_bytes", int(self.memory_bytes));
+        scope.push_dynamic("memory_peak_bytes", int(self.memory_peak_bytes));
+        scope.push_dynamic("tasks", int(self.tasks));
+        scope.push_dynamic("idle_secs", float(self.idle_secs));
+        scope.push_dynamic("step_elapsed_secs", float(self.step_elapsed_secs));
+        scope.push_dynamic("run_elapsed_secs", float(self.run_elapsed_secs));
+        scope.push_dynamic("output_lines_per_sec", float(self.output_lines_per_sec));
+        scope.push_dynamic("turns", int(self.turns));
+        scope.push_dynamic("tokens_in", int(self.tokens_in));
+        scope.push_dynamic("tokens_out", int(self.tokens_out));
+        scope.push_dynamic("cost_usd", float(self.cost_usd));
+        scope.push_dynamic("run_cost_usd", float(self.run_cost_usd));
+        scope.push_dynamic("tool", text(&self.tool));
+        scope.push_dynamic("same_tool_calls", int(self.same_tool_calls.map(u64::from)));
+        scope.push_dynamic("step_p95_secs", float(self.history.step_p95_secs));
+        scope.push_dynamic("recent_failures", int(self.history.recent_failures));
         scope
     }
 }
