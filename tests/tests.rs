@@ -9,6 +9,7 @@ mod claude;
 mod failures;
 mod kill;
 mod restart;
+mod rules;
 mod run;
 mod sandbox;
 mod survive_restart;

@@ -444,7 +444,7 @@ impl Rules {
                             drover_event = "rule-error",
                             "{error}"
                         );
-                        outcome.errors.push(error);
+                        outcome.errors.push(*error);
                     }
                 }
             }
@@ -567,7 +567,7 @@ fn run_rule(
     name: &str,
     rule: &Rule,
     view: &RunView,
-) -> Result<Vec<sandbox::Collected>, RuleError> {
+) -> Result<Vec<sandbox::Collected>, Box<RuleError>> {
     let mut scope = view.scope();
     sandbox::begin_evaluation();
     let result = engine.run_ast_with_scope(&mut scope, &rule.ast);
@@ -575,7 +575,7 @@ fn run_rule(
     match result {
         Ok(()) => Ok(collected),
         // A failed evaluation asks for nothing, not for what it asked before failing.
-        Err(e) => Err(rule_error(name, &rule.path, view, *e)),
+        Err(e) => Err(Box::new(rule_error(name, &rule.path, view, *e))),
     }
 }
 
