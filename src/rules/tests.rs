@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -409,4 +410,90 @@ stall_after = "2m"
     assert_eq!(bare.state, "running");
     assert_eq!(bare.idle_secs, None);
     assert!(!bare.agent_step);
+}
+
+#[test]
+fn history_comes_from_the_state_db() {
+    use crate::model::{RunState, StepState, Timestamp};
+    use crate::store::{AttemptEnd, NewAttempt, NewRun, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+    let params = BTreeMap::new();
+    for (i, outcome) in [
+        StepState::Succeeded,
+        StepState::Succeeded,
+        StepState::Failed,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("r{i}");
+        store
+            .create_run(&NewRun {
+                id: &id,
+                workflow: "wf",
+                workflow_file: "/wf.toml",
+                spec_json: "{}",
+                params: &params,
+                requested_by: "me",
+            })
+            .unwrap();
+        store
+            .set_run_state(&id, &[RunState::Pending], RunState::Running, "drover", None)
+            .unwrap();
+        store
+            .start_attempt(&NewAttempt {
+                run: &id,
+                index: 0,
+                name: "build",
+                attempt: 1,
+                unit: "u.scope",
+                log_path: "/l",
+                session_id: None,
+                note: None,
+            })
+            .unwrap();
+        store.attempt_running(&id, 0, 1, 1).unwrap();
+        store
+            .end_attempt(
+                &id,
+                0,
+                1,
+                &AttemptEnd {
+                    state: outcome,
+                    exit_code: Some(0),
+                    signal: None,
+                    result: "success",
+                    output: &Default::default(),
+                    failure: None,
+                    agent: None,
+                },
+            )
+            .unwrap();
+        let end = if outcome == StepState::Failed {
+            RunState::Failed
+        } else {
+            RunState::Succeeded
+        };
+        store
+            .set_run_state(&id, &[RunState::Running], end, "drover", None)
+            .unwrap();
+    }
+    let durations = store.step_durations("wf", "build", "r0", 10).unwrap();
+    assert_eq!(durations.len(), 1, "r1 only: r0 excluded, r2 failed");
+    assert!(durations[0] >= 0.0);
+    assert!(
+        store
+            .step_durations("other", "build", "", 10)
+            .unwrap()
+            .is_empty()
+    );
+    let since = Timestamp(Timestamp::now().0 - 60_000);
+    assert_eq!(store.failed_runs_since("wf", since).unwrap(), 1);
+    assert_eq!(
+        store
+            .failed_runs_since("wf", Timestamp(Timestamp::now().0 + 60_000))
+            .unwrap(),
+        0
+    );
 }

@@ -252,6 +252,34 @@ impl RunView {
     }
 }
 
+/// How many of the step's latest successful durations its p95 is taken over.
+pub const P95_WINDOW: u32 = 50;
+
+/// The view of `run` as the agent builds it each tick: its stored workflow and history
+/// from the engine, `metrics` from the monitor. What cannot be read is logged and left
+/// unknown (`()`), so one bad run never stops the tick.
+pub fn view_of(engine: &crate::engine::Engine, run: &Run, metrics: Option<&RunMetrics>) -> RunView {
+    let workflow = engine
+        .workflow_of(&run.id)
+        .map_err(|e| tracing::warn!(drover_run = %run.id, "rules: no workflow for the run: {e}"))
+        .ok();
+    let mut view = RunView::new(run, workflow.as_ref(), metrics, History::default());
+    if let Some(step) = &view.step {
+        match engine.step_durations(&run.workflow, step, &run.id, P95_WINDOW) {
+            Ok(durations) => view.history.step_p95_secs = p95(&durations),
+            Err(e) => tracing::warn!(drover_run = %run.id, "rules: step durations: {e}"),
+        }
+    }
+    let since = crate::model::Timestamp(
+        crate::model::Timestamp::now().0 - RECENT_FAILURES_WINDOW.as_millis() as i64,
+    );
+    match engine.failed_runs_since(&run.workflow, since) {
+        Ok(n) => view.history.recent_failures = Some(n),
+        Err(e) => tracing::warn!(drover_run = %run.id, "rules: recent failures: {e}"),
+    }
+    view
+}
+
 fn text(value: &Option<String>) -> Dynamic {
     value.clone().map_or(Dynamic::UNIT, Dynamic::from)
 }
