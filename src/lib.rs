@@ -14,6 +14,7 @@ pub mod kill;
 pub mod model;
 pub mod monitor;
 pub mod restart;
+pub mod rules;
 pub mod sandbox;
 pub mod spec;
 pub mod store;

@@ -1823,6 +1823,45 @@ fn queue_alert(tx: &Transaction<'_>, id: i64, sinks: &[&str], now: Timestamp) ->
     Ok(true)
 }
 
+/// History the rules part reads (`step_p95_secs`, `recent_failures`).
+impl Store {
+    /// Seconds each successful attempt of step `step` took in runs of `workflow` other
+    /// than `except`, newest first, at most `limit` of them.
+    pub fn step_durations(
+        &self,
+        workflow: &str,
+        step: &str,
+        except: &str,
+        limit: u32,
+    ) -> Result<Vec<f64>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT a.ended_at - a.started_at FROM step_attempts a JOIN runs r ON r.id = a.run_id
+             WHERE r.workflow = ?1 AND a.name = ?2 AND a.run_id != ?3 AND a.state = 'succeeded'
+               AND a.started_at IS NOT NULL AND a.ended_at IS NOT NULL
+             ORDER BY a.ended_at DESC LIMIT ?4",
+        )?;
+        let millis = stmt
+            .query_map(params![workflow, step, except, limit], |r| {
+                r.get::<_, i64>(0)
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(millis
+            .into_iter()
+            .map(|ms| ms.max(0) as f64 / 1000.0)
+            .collect())
+    }
+
+    /// How many runs of `workflow` ended failed at or after `since`.
+    pub fn failed_runs_since(&self, workflow: &str, since: Timestamp) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM runs WHERE workflow = ?1 AND state = 'failed' AND ended_at >= ?2",
+            params![workflow, since.0],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ mod http;
 mod kill;
 mod monitor;
 mod restart;
+mod rules;
 mod run;
 mod sandbox;
 mod survive_restart;

@@ -12,6 +12,7 @@ mod metrics;
 mod ps;
 mod restart;
 mod rollback;
+mod rules;
 mod run;
 mod show;
 mod silence;
@@ -62,6 +63,18 @@ impl BusArgs {
 }
 
 #[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Compile and dry-run every rule against a sample run (no agent needed).
+    Check {
+        /// A directory of *.rhai files (default: the configured rules directories).
+        dir: Option<PathBuf>,
+        /// Configuration file naming the rules directories.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run the agent (the daemon that owns org.drover.Drover1).
     Agent {
@@ -71,6 +84,11 @@ enum Command {
         /// State directory (default: from the config, else /var/lib/drover or $XDG_STATE_HOME/drover).
         #[arg(long)]
         state_dir: Option<PathBuf>,
+    },
+    /// Rhai alert and automation rules.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
     },
     /// Start a run of a workflow file; prints the run id.
     Run {
@@ -316,6 +334,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             .await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Rules {
+            command: RulesCommand::Check { dir, config },
+        } => rules::check(dir.as_deref(), config, bus),
         Command::Run { file, params, wait } => {
             run::run(&connect(bus).await?, &file, params, wait).await
         }

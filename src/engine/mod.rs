@@ -361,6 +361,32 @@ impl Engine {
             .ok_or_else(|| EngineError::NoSuchRun(id.to_owned()))
     }
 
+    /// The workflow as stored with the run (what its steps run with, whatever its file
+    /// says now).
+    pub fn workflow_of(&self, run: &str) -> Result<Workflow> {
+        Ok(self.inner.load(run)?.1)
+    }
+
+    /// Seconds each successful attempt of `step` took in other runs of `workflow`,
+    /// newest first, at most `limit`.
+    pub fn step_durations(
+        &self,
+        workflow: &str,
+        step: &str,
+        except_run: &str,
+        limit: u32,
+    ) -> Result<Vec<f64>> {
+        Ok(self
+            .inner
+            .store()
+            .step_durations(workflow, step, except_run, limit)?)
+    }
+
+    /// Runs of `workflow` that ended failed since `since`.
+    pub fn failed_runs_since(&self, workflow: &str, since: Timestamp) -> Result<u64> {
+        Ok(self.inner.store().failed_runs_since(workflow, since)?)
+    }
+
     /// Every run, newest first.
     pub fn runs(&self) -> Result<Vec<Run>> {
         let runs = self.inner.store().runs()?;

@@ -1,0 +1,171 @@
+//! The Rhai engine rules run in: resource limits, no `eval`, no `import`, no file or
+//! process access (core Rhai has none, and only the standard package is registered), the
+//! helpers (`gib`, `minutes`, …) and the actions (`alert`, `kill`, …), which are only
+//! collected here: the integrator carries them out after the tick.
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use rhai::packages::{Package, StandardPackage};
+use rhai::{Dynamic, Engine, EvalAltResult, FLOAT, INT, Position};
+
+use crate::model::Severity;
+
+/// Operations one rule may spend on one run: generous for a rule of a few dozen lines
+/// (the shipped ones take a few hundred), small enough that a runaway loop ends in
+/// milliseconds instead of holding the tick.
+pub const MAX_OPERATIONS: u64 = 100_000;
+/// Wall-clock cap per evaluation, on top of the operation count: an operation can be slow
+/// (a long string built up), and the tick must go on.
+pub const MAX_EVAL_TIME: Duration = Duration::from_millis(250);
+pub const MAX_CALL_LEVELS: usize = 16;
+pub const MAX_STRING_SIZE: usize = 16 * 1024;
+pub const MAX_ARRAY_SIZE: usize = 1024;
+pub const MAX_MAP_SIZE: usize = 256;
+pub const MAX_EXPR_DEPTH: usize = 64;
+pub const MAX_FN_EXPR_DEPTH: usize = 32;
+
+/// What a rule asked for in one evaluation, in the order it asked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Collected {
+    Alert { severity: Severity, summary: String },
+    Kill { reason: String },
+    Restart,
+    Checkpoint { label: String },
+}
+
+thread_local! {
+    // Rhai calls registered functions on the evaluating thread, so a thread-local is the
+    // simplest way for `alert()` and friends to reach the evaluation that called them
+    // without making the (shared, Send + Sync) engine stateful.
+    static COLLECTED: RefCell<Vec<Collected>> = const { RefCell::new(Vec::new()) };
+    static DEADLINE: RefCell<Option<Instant>> = const { RefCell::new(None) };
+}
+
+fn collect(action: Collected) {
+    COLLECTED.with(|c| c.borrow_mut().push(action));
+}
+
+/// Starts collecting actions for one evaluation on this thread.
+pub(crate) fn begin_evaluation() {
+    COLLECTED.with(|c| c.borrow_mut().clear());
+    DEADLINE.with(|d| *d.borrow_mut() = Some(Instant::now() + MAX_EVAL_TIME));
+}
+
+/// The actions collected since [`begin_evaluation`].
+pub(crate) fn end_evaluation() -> Vec<Collected> {
+    DEADLINE.with(|d| *d.borrow_mut() = None);
+    COLLECTED.with(|c| std::mem::take(&mut *c.borrow_mut()))
+}
+
+type FnResult<T> = Result<T, Box<EvalAltResult>>;
+
+fn runtime_error(message: String) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(message.into(), Position::NONE))
+}
+
+fn severity(text: &str) -> FnResult<Severity> {
+    match text.to_ascii_lowercase().as_str() {
+        "info" => Ok(Severity::Info),
+        "warning" | "warn" => Ok(Severity::Warning),
+        "critical" | "crit" => Ok(Severity::Critical),
+        other => Err(runtime_error(format!(
+            "alert: unknown severity {other:?} (use \"info\", \"warning\" or \"critical\")"
+        ))),
+    }
+}
+
+fn scaled_int(n: INT, factor: INT) -> FnResult<INT> {
+    n.checked_mul(factor)
+        .ok_or_else(|| runtime_error(format!("{n} × {factor} overflows")))
+}
+
+fn scaled_float(n: FLOAT, factor: INT) -> INT {
+    // Saturating: a rule asking for gib(1e30) means "never", not an error.
+    (n * factor as FLOAT) as INT
+}
+
+/// The engine every rule is compiled and evaluated with.
+pub fn engine() -> Engine {
+    // `new_raw` leaves out the file module resolver and stdout printing that `new` adds;
+    // the standard package is arithmetic, strings, arrays, maps and math only.
+    let mut engine = Engine::new_raw();
+    engine.register_global_module(StandardPackage::new().as_shared_module());
+    engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
+    // Rejected at compile time, so `drover rules check` names the line.
+    engine.disable_symbol("eval");
+    engine.disable_symbol("import");
+    engine.disable_symbol("export");
+
+    engine.set_max_operations(MAX_OPERATIONS);
+    engine.set_max_call_levels(MAX_CALL_LEVELS);
+    engine.set_max_string_size(MAX_STRING_SIZE);
+    engine.set_max_array_size(MAX_ARRAY_SIZE);
+    engine.set_max_map_size(MAX_MAP_SIZE);
+    engine.set_max_expr_depths(MAX_EXPR_DEPTH, MAX_FN_EXPR_DEPTH);
+    engine.on_progress(|_| {
+        let late = DEADLINE.with(|d| d.borrow().is_some_and(|at| Instant::now() > at));
+        late.then(|| Dynamic::from(format!("took longer than {MAX_EVAL_TIME:?}")))
+    });
+    // A misspelt variable is a compile error, not a silent `()` at run time.
+    engine.set_strict_variables(true);
+    engine.on_print(|text| tracing::info!(drover_event = "rule-print", "rule: {text}"));
+    engine.on_debug(|text, source, pos| {
+        tracing::debug!(drover_event = "rule-print", "rule {source:?} {pos}: {text}")
+    });
+
+    register_helpers(&mut engine);
+    register_actions(&mut engine);
+    engine
+}
+
+fn register_helpers(engine: &mut Engine) {
+    const KIB: INT = 1024;
+    engine.register_fn("kib", |n: INT| scaled_int(n, KIB));
+    engine.register_fn("mib", |n: INT| scaled_int(n, KIB * KIB));
+    engine.register_fn("gib", |n: INT| scaled_int(n, KIB * KIB * KIB));
+    engine.register_fn("kib", |n: FLOAT| scaled_float(n, KIB));
+    engine.register_fn("mib", |n: FLOAT| scaled_float(n, KIB * KIB));
+    engine.register_fn("gib", |n: FLOAT| scaled_float(n, KIB * KIB * KIB));
+    // Durations are seconds, like `idle_secs` and `step_elapsed_secs`.
+    engine.register_fn("seconds", |n: INT| n);
+    engine.register_fn("minutes", |n: INT| scaled_int(n, 60));
+    engine.register_fn("hours", |n: INT| scaled_int(n, 3600));
+    engine.register_fn("seconds", |n: FLOAT| n);
+    engine.register_fn("minutes", |n: FLOAT| n * 60.0);
+    engine.register_fn("hours", |n: FLOAT| n * 3600.0);
+    // `has(x)`: whether a value is known, so rules read `if has(memory_bytes) && …`.
+    engine.register_fn("has", |v: Dynamic| !v.is_unit());
+}
+
+fn register_actions(engine: &mut Engine) {
+    engine.register_fn("alert", |sev: &str, summary: &str| -> FnResult<()> {
+        collect(Collected::Alert {
+            severity: severity(sev)?,
+            summary: summary.to_owned(),
+        });
+        Ok(())
+    });
+    engine.register_fn("alert", |summary: &str| {
+        collect(Collected::Alert {
+            severity: Severity::Warning,
+            summary: summary.to_owned(),
+        })
+    });
+    engine.register_fn("kill", |reason: &str| {
+        collect(Collected::Kill {
+            reason: reason.to_owned(),
+        })
+    });
+    engine.register_fn("restart", || collect(Collected::Restart));
+    engine.register_fn("checkpoint", |label: &str| {
+        collect(Collected::Checkpoint {
+            label: label.to_owned(),
+        })
+    });
+    engine.register_fn("checkpoint", || {
+        collect(Collected::Checkpoint {
+            label: String::new(),
+        })
+    });
+}
