@@ -13,9 +13,12 @@ use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
 use crate::alerts::Alerts;
 use crate::api::{self, auth::Authorizer};
+use crate::automation;
 use crate::config::{self, Bus, Config};
 use crate::engine::{Engine, EngineConfig};
 use crate::monitor::{Monitor, MonitorOptions};
+use crate::rules::actions::parse_role;
+use crate::rules::{RuleDirs, Rules};
 use crate::systemd::Systemd;
 
 pub struct AgentOptions {
@@ -75,13 +78,10 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     .context("cannot start the monitor")?;
     // A listener that cannot bind is reported and the agent goes on: the runs it
     // supervises (kills, restarts, re-adoption) matter more than their metrics.
-    if let Err(e) = api::http::start(
-        &config.http,
-        &state_dir,
-        api::http::HttpState::new(engine.clone()),
-    )
-    .await
-    {
+    let mut http = api::http::HttpState::new(engine.clone());
+    let live = monitor.clone();
+    http.live = Arc::new(move |_| live.all());
+    if let Err(e) = api::http::start(&config.http, &state_dir, http).await {
         tracing::error!(
             drover_event = "http-failed",
             "{e}; the agent runs without it"
@@ -92,6 +92,20 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let sinks = Alerts::sinks_from_config(&config.alerts).context("[alerts]")?;
     let alerts = Alerts::open(&state_dir.join("state.db"), sinks)?;
     alerts.start_delivery();
+    let rules = Rules::load(RuleDirs::from_config(&config.rules, &config_path))
+        .context("cannot load the rules")?;
+    for error in rules.load_errors() {
+        tracing::error!(drover_event = "rule-load", "{error}");
+    }
+    // Dropping the watcher would stop the hot reload: it lives as long as the agent.
+    let _rules_watcher = rules.watch().context("cannot watch the rule directories")?;
+    let role = parse_role(&config.rules.role).with_context(|| {
+        format!(
+            "[rules] role {:?}: viewer, operator or admin",
+            config.rules.role
+        )
+    })?;
+    automation::start(engine.clone(), monitor.clone(), rules, alerts.clone(), role);
     api::dbus::serve(
         &conn,
         engine,

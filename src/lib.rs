@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod alerts;
 pub mod api;
+pub mod automation;
 pub mod cgroup;
 pub mod checkpoint;
 pub mod claude;

@@ -82,12 +82,7 @@ pub struct Manager {
 }
 
 impl Manager {
-    pub fn new(
-        engine: Engine,
-        alerts: Alerts,
-        auth: Arc<Authorizer>,
-        monitor: Monitor,
-    ) -> Manager {
+    pub fn new(engine: Engine, alerts: Alerts, auth: Arc<Authorizer>, monitor: Monitor) -> Manager {
         Manager {
             engine,
             alerts,

@@ -1,0 +1,117 @@
+//! What the agent does on its own, tick by tick: after each monitor tick the rules
+//! evaluate every unfinished run; what fires goes to the alerts part (which dedupes and
+//! resolves), what they ask for goes to the engine as the `rules` principal (authorised by
+//! its configured role and audited); a run's end resolves its alerts; a rule file that
+//! fails to compile raises an alert of its own until it compiles again.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::alerts::Alerts;
+use crate::api::auth::Role;
+use crate::engine::Engine;
+use crate::model::Severity;
+use crate::monitor::{Monitor, selfmetrics};
+use crate::rules::{self, Rules, view};
+
+/// The rule name of drover's own alerts about rule files.
+const RULES_LOAD: &str = "rules-load";
+
+/// Starts the tasks; they end with the agent.
+pub fn start(engine: Engine, monitor: Monitor, rules: Rules, alerts: Alerts, role: Role) {
+    tokio::spawn(resolve_ended_runs(engine.clone(), alerts.clone()));
+    tokio::spawn(evaluate_each_tick(engine, monitor, rules, alerts, role));
+}
+
+async fn evaluate_each_tick(
+    engine: Engine,
+    monitor: Monitor,
+    rules: Rules,
+    alerts: Alerts,
+    role: Role,
+) {
+    let mut ticks = monitor.subscribe();
+    let mut load_errors = BTreeSet::new();
+    loop {
+        match ticks.recv().await {
+            Ok(()) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+        let metrics = selfmetrics::global();
+        metrics.set_sampling_duration(Duration::from_secs_f64(
+            monitor.self_metrics().last_sample_secs,
+        ));
+        report_load_errors(&rules, &alerts, &mut load_errors);
+        let Ok(runs) = engine.runs() else { continue };
+        let views: Vec<_> = runs
+            .iter()
+            .filter(|run| !run.state.is_terminal())
+            .map(|run| view::view_of(&engine, run, monitor.latest(&run.id).as_ref()))
+            .collect();
+        let outcome = rules.evaluate(&views);
+        metrics.set_rule_evaluation_duration(Duration::from_micros(rules.stats().last_tick_micros));
+        for error in &outcome.errors {
+            tracing::warn!(drover_event = "rule-error", "{error}");
+        }
+        if let Err(e) = alerts.observe(&outcome.evaluated, &outcome.firings) {
+            tracing::error!(drover_event = "alert-failed", "cannot record alerts: {e}");
+        }
+        for action in outcome.actions {
+            // A kill takes seconds: the next tick does not wait for it.
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                if let Err(e) = rules::actions::execute(&engine, role, &action).await {
+                    tracing::warn!(
+                        drover_run = %action.run,
+                        drover_event = "rule-action",
+                        "rule {}: {e}",
+                        action.rule
+                    );
+                }
+            });
+        }
+    }
+}
+
+/// Raises an alert for each rule file that fails to compile, and resolves it once the
+/// file compiles again (or is gone).
+fn report_load_errors(rules: &Rules, alerts: &Alerts, reported: &mut BTreeSet<String>) {
+    let now: BTreeSet<String> = rules
+        .load_errors()
+        .into_iter()
+        .map(|error| {
+            let file = error.path.display().to_string();
+            if !reported.contains(&file)
+                && let Err(e) = alerts.raise(
+                    RULES_LOAD,
+                    Some(&file),
+                    Severity::Critical,
+                    &error.to_string(),
+                )
+            {
+                tracing::error!(drover_event = "alert-failed", "cannot raise an alert: {e}");
+            }
+            file
+        })
+        .collect();
+    for fixed in reported.difference(&now) {
+        let _ = alerts.resolve(&format!("{RULES_LOAD}/{fixed}"));
+    }
+    *reported = now;
+}
+
+async fn resolve_ended_runs(engine: Engine, alerts: Alerts) {
+    let mut events = engine.subscribe();
+    loop {
+        match events.recv().await {
+            Ok(event) if event.state.is_terminal() => {
+                if let Err(e) = alerts.resolve_run(&event.run) {
+                    tracing::warn!(drover_run = %event.run, "cannot resolve the run's alerts: {e}");
+                }
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
