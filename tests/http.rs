@@ -92,12 +92,16 @@ fn metrics_of_a_running_run_pass_promtool_and_escape_labels() {
     let labels = format!("{{run=\"{id}\",workflow=\"sleeper\",step=\"work\"}}");
     // The run's series appear with the monitor's first sample of it.
     let mut text = String::new();
-    wait_until(Duration::from_secs(20), "the run's series in /metrics", || {
-        let (status, body) = http(addr, "GET", "/metrics");
-        assert_eq!(status, 200, "{body}");
-        text = body;
-        text.contains(&format!("drover_run_step_elapsed_seconds{labels} "))
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "the run's series in /metrics",
+        || {
+            let (status, body) = http(addr, "GET", "/metrics");
+            assert_eq!(status, 200, "{body}");
+            text = body;
+            text.contains(&format!("drover_run_step_elapsed_seconds{labels} "))
+        },
+    );
     promtool(&text);
     for family in [
         "drover_run_step_elapsed_seconds",

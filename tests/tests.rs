@@ -6,6 +6,7 @@ mod support;
 
 mod alerts;
 mod api;
+mod automation;
 mod claude;
 mod failures;
 mod history;
