@@ -89,6 +89,11 @@ fn main() {
         polling,
         None,
     );
+    let (rule_count, per_rule_run) = rule_evaluation(rules, runs);
+    println!();
+    println!(
+        "Rule evaluation (the {rule_count} shipped rules over {runs} sample runs, 200 ticks): {per_rule_run:.1} µs per rule per run-tick"
+    );
     println!();
     println!(
         "Goal: under 2% of a core and under 100 MB: {}",
@@ -98,6 +103,32 @@ fn main() {
             "NOT met"
         }
     );
+}
+
+/// Microseconds per rule per run-tick: the shipped rules evaluated over `runs` sample
+/// runs, in this process.
+fn rule_evaluation(dir: &str, runs: usize) -> (usize, f64) {
+    use drover::rules::{RuleDirs, Rules, view::RunView};
+    let rules = Rules::load(RuleDirs {
+        shipped: Some(dir.into()),
+        operator: None,
+    })
+    .expect("the shipped rules load");
+    let views: Vec<RunView> = (0..runs)
+        .map(|i| RunView {
+            run: format!("run{i}"),
+            ..RunView::sample()
+        })
+        .collect();
+    let count = rules.rules().len();
+    let ticks = 200;
+    let started = Instant::now();
+    for _ in 0..ticks {
+        let outcome = rules.evaluate(&views);
+        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    }
+    let micros = started.elapsed().as_secs_f64() * 1e6;
+    (count, micros / (ticks * runs * count) as f64)
 }
 
 struct Usage {

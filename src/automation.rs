@@ -1,5 +1,6 @@
 //! What the agent does on its own, tick by tick: after each monitor tick the rules
-//! evaluate every unfinished run; what fires goes to the alerts part (which dedupes and
+//! evaluate every unfinished run (and those ended in the last ten minutes, which a rule
+//! may restart); what fires goes to the alerts part (which dedupes and
 //! resolves), what they ask for goes to the engine as the `rules` principal (authorised by
 //! its configured role and audited); a run's end resolves its alerts; a rule file that
 //! fails to compile raises an alert of its own until it compiles again.
@@ -10,7 +11,7 @@ use std::time::Duration;
 use crate::alerts::Alerts;
 use crate::api::auth::Role;
 use crate::engine::Engine;
-use crate::model::Severity;
+use crate::model::{Run, Severity, Timestamp};
 use crate::monitor::{Monitor, selfmetrics};
 use crate::rules::{self, Rules, view};
 
@@ -44,12 +45,26 @@ async fn evaluate_each_tick(
         ));
         report_load_errors(&rules, &alerts, &mut load_errors);
         let Ok(runs) = engine.runs() else { continue };
+        let now = Timestamp::now();
         let views: Vec<_> = runs
             .iter()
-            .filter(|run| !run.state.is_terminal())
+            .filter(|run| watched(run, now))
             .map(|run| view::view_of(&engine, run, monitor.latest(&run.id).as_ref()))
             .collect();
-        let outcome = rules.evaluate(&views);
+        let mut outcome = rules.evaluate(&views);
+        // Alerts are about unfinished runs (a run's end resolves its alerts); ended runs
+        // are in view only for what a rule does with them.
+        let unfinished: BTreeSet<&str> = runs
+            .iter()
+            .filter(|run| !run.state.is_terminal())
+            .map(|run| run.id.as_str())
+            .collect();
+        outcome
+            .evaluated
+            .retain(|(_, run)| unfinished.contains(run.as_str()));
+        outcome
+            .firings
+            .retain(|firing| unfinished.contains(firing.run.as_str()));
         metrics.set_rule_evaluation_duration(Duration::from_micros(rules.stats().last_tick_micros));
         for error in &outcome.errors {
             tracing::warn!(drover_event = "rule-error", "{error}");
@@ -71,6 +86,20 @@ async fn evaluate_each_tick(
                 }
             });
         }
+    }
+}
+
+/// How long an ended run stays before the rules (so a rule can `restart()` it); a rule's
+/// action is given once per run while the run stays in view, so a run it restarted that
+/// fails again is not restarted by it again.
+const ENDED_IN_VIEW: Duration = Duration::from_secs(10 * 60);
+
+/// The runs the rules see: every unfinished run, and the ones that ended lately.
+fn watched(run: &Run, now: Timestamp) -> bool {
+    match run.ended_at {
+        _ if !run.state.is_terminal() => true,
+        Some(ended) => now.0 - ended.0 <= ENDED_IN_VIEW.as_millis() as i64,
+        None => false,
     }
 }
 

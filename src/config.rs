@@ -203,6 +203,24 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("## Configuration and roles")
+            .nth(1)
+            .expect("the README has a configuration section");
+        let block = section
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a toml block");
+        let config: Config = toml::from_str(block).expect("the README's config parses");
+        assert_eq!(config.monitor.interval, std::time::Duration::from_secs(1));
+        assert_eq!(config.rules.role, "operator");
+        assert!(config.alerts.webhook.is_some());
+    }
+
+    #[test]
     fn unknown_keys_are_refused_with_their_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("drover.toml");

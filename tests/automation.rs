@@ -199,3 +199,63 @@ fn a_rule_acting_with_the_viewer_role_is_refused_and_audited() {
     );
     assert_state(&agent.show(&id), RunState::Running);
 }
+
+#[test]
+fn rules_restart_a_failed_run_once_and_checkpoint_a_running_one() {
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rules.path().join("again.rhai"),
+        "if state == \"failed\" && failure_class == \"exit\" { restart(); }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        rules.path().join("keep.rhai"),
+        "if state == \"running\" && step == \"work\" { checkpoint(\"by rule\"); }\n",
+    )
+    .unwrap();
+    let agent = agent_with_rules(rules.path(), "operator");
+    let dir = agent.sandbox.dir.path();
+    let repo = crate::support::GitRepo::init(dir.join("repo"));
+    let count = dir.join("count");
+    // Fails its first attempt, then works a while and succeeds.
+    let script = format!(
+        "n=$(($(cat {c} 2>/dev/null || echo 0) + 1)); echo $n > {c}; [ $n -ge 2 ] || exit 3; echo done > out.txt; sleep 3",
+        c = count.display()
+    );
+    let wf = agent.workflow(
+        "flaky.toml",
+        &format!(
+            "name = \"flaky\"\nworkspace = \"{}\"\n[[step]]\nname = \"work\"\nrun = {}\n",
+            repo.path.display(),
+            serde_json::to_string(&script).unwrap()
+        ),
+    );
+    let id = agent.run(&wf);
+    wait_until(Duration::from_secs(30), "the rule's restart", || {
+        let run = agent.show(&id);
+        run.steps[0].attempt >= 2 && run.state.is_terminal()
+    });
+    let run = agent.show(&id);
+    assert_state(&run, RunState::Succeeded);
+    let out = agent.drover(&["audit", "--run", &id, "--json"]);
+    let trail: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let actions = trail["actions"].as_array().cloned().unwrap_or_default();
+    assert!(
+        actions
+            .iter()
+            .any(|a| a["action"] == "restart" && a["requested_by"] == "rules (again)"),
+        "{trail:#}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| a["action"] == "checkpoint" && a["requested_by"] == "rules (keep)"),
+        "{trail:#}"
+    );
+    let out = agent.drover(&["checkpoints", &id, "--json"]);
+    let checkpoints: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        checkpoints.iter().any(|c| c["label"] == "by rule"),
+        "{checkpoints:#?}"
+    );
+}
