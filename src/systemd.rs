@@ -187,11 +187,27 @@ impl Systemd {
             .receive_job_removed()
             .await
             .map_err(call("JobRemoved match"))?;
-        let job = self
+        // The stream is read while the call is in flight: a signal stream left unread
+        // fills its queue and then stalls the whole connection, this call's reply included
+        // (many steps starting at once each see every JobRemoved).
+        let start = self
             .manager
-            .start_transient_unit(unit, "fail", &properties, &[])
-            .await
-            .map_err(call("StartTransientUnit"))?;
+            .start_transient_unit(unit, "fail", &properties, &[]);
+        tokio::pin!(start);
+        let mut ended_meanwhile = Vec::new();
+        let job = loop {
+            tokio::select! {
+                reply = &mut start => break reply.map_err(call("StartTransientUnit"))?,
+                Some(signal) = removed.next() => {
+                    if let Ok(args) = signal.args() {
+                        ended_meanwhile.push((args.job.to_owned(), args.result.to_owned()));
+                    }
+                }
+            }
+        };
+        if let Some((_, result)) = ended_meanwhile.into_iter().find(|(j, _)| *j == job) {
+            return job_outcome(unit, Some(result.to_string()));
+        }
         let wait = async {
             while let Some(signal) = removed.next().await {
                 let Ok(args) = signal.args() else { continue };
@@ -201,16 +217,10 @@ impl Systemd {
             }
             None
         };
-        match tokio::time::timeout(JOB_TIMEOUT, wait).await {
-            Ok(Some(result)) if result == "done" => Ok(()),
-            Ok(Some(result)) => Err(SystemdError::JobFailed {
-                unit: unit.to_owned(),
-                result,
-            }),
-            Ok(None) | Err(_) => Err(SystemdError::JobTimeout {
-                unit: unit.to_owned(),
-            }),
-        }
+        job_outcome(
+            unit,
+            tokio::time::timeout(JOB_TIMEOUT, wait).await.ok().flatten(),
+        )
     }
 
     /// Drover's scopes that systemd still has loaded (running, or failed and not reset).
@@ -442,6 +452,20 @@ impl Systemd {
             return Ok(None);
         }
         Ok(Some(accounting))
+    }
+}
+
+/// A start job's `result`, or `None` if it did not end in time.
+fn job_outcome(unit: &str, result: Option<String>) -> Result<()> {
+    match result {
+        Some(result) if result == "done" => Ok(()),
+        Some(result) => Err(SystemdError::JobFailed {
+            unit: unit.to_owned(),
+            result,
+        }),
+        None => Err(SystemdError::JobTimeout {
+            unit: unit.to_owned(),
+        }),
     }
 }
 
