@@ -232,3 +232,41 @@ wait({end:?})
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_claude_code_step_shows_its_turns_tokens_and_the_tool_in_use() {
+    use crate::support::anthropic::{ModelServer, Turn, claude_command, step_toml};
+    let agent = TestAgent::start();
+    let dir = agent.sandbox.dir.path();
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let server = ModelServer::start(vec![Turn::bash("echo warming up"), Turn::bash("sleep 300")]);
+    let mut claude = claude_command(&server, &home, dir);
+    claude.arg("Work for a while");
+    let wf = agent.workflow(
+        "agent.toml",
+        &format!(
+            "name = \"agent\"\n[kill]\ngrace = \"2s\"\n[[step]]\nname = \"claude\"\nagent = \"claude-code\"\n{}",
+            step_toml(&claude)
+        ),
+    );
+    let id = agent.run(&wf);
+    let mut seen = None;
+    wait_until(
+        Duration::from_secs(60),
+        "the Bash tool in use in the metrics",
+        || {
+            seen = metrics(&agent, &id).and_then(|(m, _)| m.latest.agent);
+            seen.as_ref()
+                .is_some_and(|a| a.tool.as_deref() == Some("Bash") && a.turns >= 1)
+        },
+    );
+    let live = seen.unwrap();
+    assert!(live.tokens_in > 0 && live.tokens_out > 0, "{live:#?}");
+    let out = agent.drover(&["kill", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
