@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::alerts::Alerts;
 use crate::api::auth::Role;
 use crate::engine::Engine;
-use crate::model::{Run, Severity, Timestamp};
+use crate::model::{Severity, Timestamp};
 use crate::monitor::{Monitor, selfmetrics};
 use crate::rules::{self, Rules, view};
 
@@ -33,6 +33,7 @@ async fn evaluate_each_tick(
 ) {
     let mut ticks = monitor.subscribe();
     let mut load_errors = BTreeSet::new();
+    let mut cache = view::ViewCache::default();
     loop {
         match ticks.recv().await {
             Ok(()) => {}
@@ -44,12 +45,14 @@ async fn evaluate_each_tick(
             monitor.self_metrics().last_sample_secs,
         ));
         report_load_errors(&rules, &alerts, &mut load_errors);
-        let Ok(runs) = engine.runs() else { continue };
-        let now = Timestamp::now();
+        let since = Timestamp(Timestamp::now().0 - ENDED_IN_VIEW.as_millis() as i64);
+        let Ok(runs) = engine.runs_ended_since(Some(since)) else {
+            continue;
+        };
+        cache.retain_runs(&runs);
         let views: Vec<_> = runs
             .iter()
-            .filter(|run| watched(run, now))
-            .map(|run| view::view_of(&engine, run, monitor.latest(&run.id).as_ref()))
+            .map(|run| view::view_of(&engine, run, monitor.latest(&run.id).as_ref(), &mut cache))
             .collect();
         let mut outcome = rules.evaluate(&views);
         // Alerts are about unfinished runs (a run's end resolves its alerts); ended runs
@@ -93,15 +96,6 @@ async fn evaluate_each_tick(
 /// action is given once per run while the run stays in view, so a run it restarted that
 /// fails again is not restarted by it again.
 const ENDED_IN_VIEW: Duration = Duration::from_secs(10 * 60);
-
-/// The runs the rules see: every unfinished run, and the ones that ended lately.
-fn watched(run: &Run, now: Timestamp) -> bool {
-    match run.ended_at {
-        _ if !run.state.is_terminal() => true,
-        Some(ended) => now.0 - ended.0 <= ENDED_IN_VIEW.as_millis() as i64,
-        None => false,
-    }
-}
 
 /// Raises an alert for each rule file that fails to compile, and resolves it once the
 /// file compiles again (or is gone).

@@ -862,14 +862,22 @@ impl Store {
 
     /// Every run, newest first.
     pub fn runs(&self) -> Result<Vec<Run>> {
-        let mut stmt = self.conn.prepare(
+        self.runs_ended_since(None)
+    }
+
+    /// The unfinished runs and those that ended at `since` or later (every run for
+    /// `None`), newest first.
+    pub fn runs_ended_since(&self, since: Option<Timestamp>) -> Result<Vec<Run>> {
+        let mut stmt = self.conn.prepare_cached(
             "SELECT id, workflow, workflow_file, spec_json, params_json, state, worktree,
                     requested_by, created_at, started_at, ended_at, error,
                     next_attempt_at, restart_json, failure_class
-             FROM runs ORDER BY created_at DESC, id",
+             FROM runs
+             WHERE ?1 IS NULL OR ended_at IS NULL OR ended_at >= ?1
+             ORDER BY created_at DESC, id",
         )?;
         let rows = stmt
-            .query_map([], run_row)?
+            .query_map([since.map(|t| t.0)], run_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter()
             .map(|row| {

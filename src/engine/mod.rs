@@ -389,7 +389,13 @@ impl Engine {
 
     /// Every run, newest first.
     pub fn runs(&self) -> Result<Vec<Run>> {
-        let runs = self.inner.store().runs()?;
+        self.runs_ended_since(None)
+    }
+
+    /// The unfinished runs and those that ended at `since` or later (every run for `None`),
+    /// newest first.
+    pub fn runs_ended_since(&self, since: Option<Timestamp>) -> Result<Vec<Run>> {
+        let runs = self.inner.store().runs_ended_since(since)?;
         Ok(runs
             .into_iter()
             .map(|run| self.inner.with_live_output(run))

@@ -255,28 +255,80 @@ impl RunView {
 /// How many of the step's latest successful durations its p95 is taken over.
 pub const P95_WINDOW: u32 = 50;
 
+/// What `view_of` reads from the state DB, kept between ticks: a run's workflow never
+/// changes, and history moves slowly, so it is read again once a minute, not per tick.
+#[derive(Default)]
+pub struct ViewCache {
+    workflows: std::collections::HashMap<String, Option<Workflow>>,
+    p95: std::collections::HashMap<(String, String), (std::time::Instant, Option<f64>)>,
+    failures: std::collections::HashMap<String, (std::time::Instant, Option<u64>)>,
+}
+
+/// How long history read for the rules is used before it is read again.
+const HISTORY_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl ViewCache {
+    /// Forgets the runs not in `runs` (ended and out of view).
+    pub fn retain_runs(&mut self, runs: &[Run]) {
+        self.workflows
+            .retain(|id, _| runs.iter().any(|r| &r.id == id));
+    }
+}
+
 /// The view of `run` as the agent builds it each tick: its stored workflow and history
-/// from the engine, `metrics` from the monitor. What cannot be read is logged and left
-/// unknown (`()`), so one bad run never stops the tick.
-pub fn view_of(engine: &crate::engine::Engine, run: &Run, metrics: Option<&RunMetrics>) -> RunView {
-    let workflow = engine
-        .workflow_of(&run.id)
-        .map_err(|e| tracing::warn!(drover_run = %run.id, "rules: no workflow for the run: {e}"))
-        .ok();
+/// from the engine (through `cache`), `metrics` from the monitor. What cannot be read is
+/// logged and left unknown (`()`), so one bad run never stops the tick.
+pub fn view_of(
+    engine: &crate::engine::Engine,
+    run: &Run,
+    metrics: Option<&RunMetrics>,
+    cache: &mut ViewCache,
+) -> RunView {
+    let workflow = cache
+        .workflows
+        .entry(run.id.clone())
+        .or_insert_with(|| {
+            engine
+                .workflow_of(&run.id)
+                .map_err(
+                    |e| tracing::warn!(drover_run = %run.id, "rules: no workflow for the run: {e}"),
+                )
+                .ok()
+        })
+        .clone();
     let mut view = RunView::new(run, workflow.as_ref(), metrics, History::default());
+    let fresh = |at: &std::time::Instant| at.elapsed() < HISTORY_TTL;
     if let Some(step) = &view.step {
-        match engine.step_durations(&run.workflow, step, &run.id, P95_WINDOW) {
-            Ok(durations) => view.history.step_p95_secs = p95(&durations),
-            Err(e) => tracing::warn!(drover_run = %run.id, "rules: step durations: {e}"),
+        let key = (run.workflow.clone(), step.clone());
+        view.history.step_p95_secs = match cache.p95.get(&key) {
+            Some((at, p95)) if fresh(at) => *p95,
+            _ => {
+                let read = engine
+                    .step_durations(&run.workflow, step, &run.id, P95_WINDOW)
+                    .map_err(|e| tracing::warn!(drover_run = %run.id, "rules: step durations: {e}"))
+                    .ok()
+                    .and_then(|durations| p95(&durations));
+                cache.p95.insert(key, (std::time::Instant::now(), read));
+                read
+            }
+        };
+    }
+    view.history.recent_failures = match cache.failures.get(&run.workflow) {
+        Some((at, n)) if fresh(at) => *n,
+        _ => {
+            let since = crate::model::Timestamp(
+                crate::model::Timestamp::now().0 - RECENT_FAILURES_WINDOW.as_millis() as i64,
+            );
+            let read = engine
+                .failed_runs_since(&run.workflow, since)
+                .map_err(|e| tracing::warn!(drover_run = %run.id, "rules: recent failures: {e}"))
+                .ok();
+            cache
+                .failures
+                .insert(run.workflow.clone(), (std::time::Instant::now(), read));
+            read
         }
-    }
-    let since = crate::model::Timestamp(
-        crate::model::Timestamp::now().0 - RECENT_FAILURES_WINDOW.as_millis() as i64,
-    );
-    match engine.failed_runs_since(&run.workflow, since) {
-        Ok(n) => view.history.recent_failures = Some(n),
-        Err(e) => tracing::warn!(drover_run = %run.id, "rules: recent failures: {e}"),
-    }
+    };
     view
 }
 
