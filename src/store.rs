@@ -607,7 +607,7 @@ impl Store {
 
     /// Labels of the run's open critical spans.
     pub fn open_critical_spans(&self, run: &str) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT label FROM critical_spans WHERE run_id = ?1 AND left_at IS NULL ORDER BY id",
         )?;
         let labels = stmt
@@ -740,7 +740,7 @@ impl Store {
 
     /// By step index, the highest attempt number the run has used.
     pub fn attempt_counts(&self, run: &str) -> Result<BTreeMap<u32, u32>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT idx, MAX(attempt) FROM step_attempts WHERE run_id = ?1 GROUP BY idx",
         )?;
         let counts = stmt
@@ -785,7 +785,7 @@ impl Store {
 
     /// The run's checkpoints, oldest first.
     pub fn checkpoints(&self, run: &str) -> Result<Vec<CheckpointRecord>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT run_id, n, label, reason, step, next_step, created_at, reference, commit_id,
                     files_changed, took_ms
              FROM checkpoints WHERE run_id = ?1 ORDER BY n",
@@ -844,14 +844,13 @@ impl Store {
     pub fn run(&self, id: &str) -> Result<Option<(Run, String)>> {
         let row = self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT id, workflow, workflow_file, spec_json, params_json, state, worktree,
                         requested_by, created_at, started_at, ended_at, error,
                         next_attempt_at, restart_json, failure_class
                  FROM runs WHERE id = ?1",
-                [id],
-                run_row,
-            )
+            )?
+            .query_row([id], run_row)
             .optional()?;
         let Some(row) = row else { return Ok(None) };
         let (mut run, spec_json) = row.into_run()?;
@@ -891,7 +890,7 @@ impl Store {
 
     /// Ids of the runs that have not reached a final state: the ones to re-adopt.
     pub fn unfinished_runs(&self) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT id FROM runs WHERE state IN ('pending', 'running', 'stopping', 'killing', 'restarting') ORDER BY created_at",
         )?;
         let ids = stmt
@@ -901,7 +900,7 @@ impl Store {
     }
 
     pub fn transitions(&self, run: &str) -> Result<Vec<Transition>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT seq, step, attempt, from_state, to_state, at, who, reason
              FROM transitions WHERE run_id = ?1 ORDER BY seq",
         )?;
@@ -923,7 +922,7 @@ impl Store {
     }
 
     fn latest_attempts(&self, run: &str) -> Result<Vec<StepAttempt>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT name, idx, attempt, state, unit, pid, exit_code, signal, result, log_path, started_at, ended_at,
                     output_bytes, output_lines, last_output_at,
                     failure_class, failure_evidence, session_id, agent_json, note
@@ -1057,7 +1056,7 @@ impl Store {
 
     /// A run's downsampled history, oldest first.
     pub fn metrics_history(&self, run: &str) -> Result<Vec<MetricsMinute>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT run_id, workflow, step, minute, samples, cpu_avg, cpu_max, memory_max,
                     tasks_max, io_read_bytes, io_write_bytes, output_bytes, output_lines,
                     idle_max, tokens_in, tokens_out, cost_usd
@@ -1348,7 +1347,7 @@ impl Store {
         let mut durations: Vec<Vec<f64>> = vec![Vec::new(); days.len()];
         let slot = |at: i64| usize::try_from(at.div_euclid(MILLIS_PER_DAY) - first).ok();
 
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT created_at, started_at, ended_at, state, failure_class FROM runs
              WHERE created_at >= ?1 AND (?2 IS NULL OR workflow = ?2)",
         )?;
@@ -1389,7 +1388,7 @@ impl Store {
 
         // Costs by the day their run was created; agent_json is drover's own JSON, but a
         // damaged value is skipped rather than failing the whole report.
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT r.created_at,
                     json_extract(a.agent_json, '$.result.total_cost_usd')
              FROM step_attempts a JOIN runs r ON r.id = a.run_id
@@ -1407,7 +1406,7 @@ impl Store {
             }
         }
 
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT k.requested_at FROM kills k JOIN runs r ON r.id = k.run_id
              WHERE k.requested_at >= ?1 AND (?2 IS NULL OR r.workflow = ?2)
                AND k.result IN ('killed', 'failed', 'external')",
@@ -1417,7 +1416,7 @@ impl Store {
                 day.kills += 1;
             }
         }
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT x.at FROM actions x JOIN runs r ON r.id = x.run_id
              WHERE x.at >= ?1 AND (?2 IS NULL OR r.workflow = ?2)
                AND x.action = 'restart' AND x.result = 'done'",
@@ -1842,7 +1841,7 @@ impl Store {
         except: &str,
         limit: u32,
     ) -> Result<Vec<f64>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT a.ended_at - a.started_at FROM step_attempts a JOIN runs r ON r.id = a.run_id
              WHERE r.workflow = ?1 AND a.name = ?2 AND a.run_id != ?3 AND a.state = 'succeeded'
                AND a.started_at IS NOT NULL AND a.ended_at IS NOT NULL
