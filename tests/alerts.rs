@@ -12,12 +12,6 @@ use drover::model::{ActionRecord, Alert, AlertState};
 
 use crate::support::{TestAgent, wait_until};
 
-const DEST: [&str; 3] = [
-    "org.drover.Drover1",
-    "/org/drover/Drover1",
-    "org.drover.Drover1.Manager",
-];
-
 /// One request the receiver got, and what it answered.
 #[derive(Debug, Clone)]
 struct Received {
@@ -130,23 +124,6 @@ fn config(receiver: &Receiver) -> String {
     )
 }
 
-/// `busctl call` of a Manager method, as root or as nobody (a viewer).
-fn busctl(agent: &TestAgent, as_nobody: bool, method: &str, args: &[&str]) -> std::process::Output {
-    let mut cmd = if as_nobody {
-        let mut c = agent.sandbox.command("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "busctl"]);
-        c
-    } else {
-        agent.sandbox.command("busctl")
-    };
-    cmd.args(["--user", "--json=short", "call"])
-        .args(DEST)
-        .arg(method)
-        .args(args)
-        .output()
-        .expect("busctl")
-}
-
 fn reply<T: serde::de::DeserializeOwned>(agent: &TestAgent, out: &std::process::Output) -> T {
     assert!(
         out.status.success(),
@@ -159,12 +136,7 @@ fn reply<T: serde::de::DeserializeOwned>(agent: &TestAgent, out: &std::process::
 }
 
 fn raise(agent: &TestAgent, rule: &str, run: &str, severity: &str, summary: &str) -> Alert {
-    let out = busctl(
-        agent,
-        false,
-        "RaiseAlert",
-        &["ssss", rule, run, severity, summary],
-    );
+    let out = agent.busctl(false, "RaiseAlert", &["ssss", rule, run, severity, summary]);
     reply(agent, &out)
 }
 
@@ -213,7 +185,7 @@ fn the_webhook_gets_firing_then_resolved_once_each_after_retries() {
     assert!(requests[0].delivery.is_some());
     assert!(requests.iter().all(|r| r.delivery == requests[0].delivery));
 
-    let out = busctl(&agent, false, "ResolveAlert", &["s", "stalled/run-1"]);
+    let out = agent.busctl(false, "ResolveAlert", &["s", "stalled/run-1"]);
     let resolved: Alert = reply(&agent, &out);
     assert_eq!(resolved.state, AlertState::Resolved);
     wait_until(
@@ -279,14 +251,14 @@ fn a_silence_holds_the_webhook_back_but_the_alert_is_stored() {
     let agent = TestAgent::start_with_config(&config(&receiver));
 
     // A viewer may neither silence (refused, audited) nor raise.
-    let out = busctl(&agent, true, "Silence", &["sss", "noisy", "1h", "x"]);
+    let out = agent.busctl(true, "Silence", &["sss", "noisy", "1h", "x"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("operator"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = busctl(&agent, true, "RaiseAlert", &["ssss", "r", "", "info", "x"]);
+    let out = agent.busctl(true, "RaiseAlert", &["ssss", "r", "", "info", "x"]);
     assert!(!out.status.success());
 
     let out = agent.drover(&["silence", "noisy", "--for", "1h", "--reason", "known issue"]);

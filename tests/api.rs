@@ -6,32 +6,6 @@ use drover::model::RunState;
 
 use crate::support::{TestAgent, assert_state};
 
-const DEST: [&str; 3] = [
-    "org.drover.Drover1",
-    "/org/drover/Drover1",
-    "org.drover.Drover1.Manager",
-];
-
-fn busctl_call(
-    agent: &TestAgent,
-    as_nobody: bool,
-    method: &str,
-    args: &[&str],
-) -> std::process::Output {
-    let mut cmd = if as_nobody {
-        let mut c = agent.sandbox.command("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "busctl"]);
-        c
-    } else {
-        agent.sandbox.command("busctl")
-    };
-    cmd.args(["--user", "--json=short", "call"])
-        .args(DEST)
-        .arg(method)
-        .args(args);
-    cmd.output().expect("busctl")
-}
-
 /// The one string a `busctl --json` reply carries.
 fn reply_string(out: &std::process::Output) -> String {
     assert!(
@@ -52,7 +26,13 @@ fn the_api_works_through_busctl_and_is_introspectable() {
     let agent = TestAgent::start();
     let introspect = agent.sandbox.output(
         "busctl",
-        &["--user", "introspect", DEST[0], DEST[1], DEST[2]],
+        &[
+            "--user",
+            "introspect",
+            "org.drover.Drover1",
+            "/org/drover/Drover1",
+            "org.drover.Drover1.Manager",
+        ],
     );
     let text = String::from_utf8_lossy(&introspect.stdout);
     for member in [".Run", ".List", ".Get", ".RunChanged"] {
@@ -66,8 +46,7 @@ fn the_api_works_through_busctl_and_is_introspectable() {
         "hello.toml",
         "name = \"hello\"\n[[step]]\nname = \"hi\"\nrun = \"echo hi $DROVER_PARAM_WHO\"\n",
     );
-    let id = reply_string(&busctl_call(
-        &agent,
+    let id = reply_string(&agent.busctl(
         false,
         "Run",
         &["sa{ss}", &wf.to_string_lossy(), "1", "who", "busctl"],
@@ -76,13 +55,8 @@ fn the_api_works_through_busctl_and_is_introspectable() {
     assert_state(&run, RunState::Succeeded);
     assert_eq!(agent.log_of(&run, "hi"), "hi busctl\n");
 
-    let got: serde_json::Value = serde_json::from_str(&reply_string(&busctl_call(
-        &agent,
-        false,
-        "Get",
-        &["s", &id],
-    )))
-    .unwrap();
+    let got: serde_json::Value =
+        serde_json::from_str(&reply_string(&agent.busctl(false, "Get", &["s", &id]))).unwrap();
     assert_eq!(got["id"], id.as_str());
     assert_eq!(got["state"], "succeeded");
     for key in [
@@ -101,13 +75,13 @@ fn the_api_works_through_busctl_and_is_introspectable() {
         );
     }
     let list: serde_json::Value =
-        serde_json::from_str(&reply_string(&busctl_call(&agent, false, "List", &[]))).unwrap();
+        serde_json::from_str(&reply_string(&agent.busctl(false, "List", &[]))).unwrap();
     assert_eq!(list[0]["id"], id.as_str());
 
-    let unknown = busctl_call(&agent, false, "Get", &["s", "nosuchrun"]);
+    let unknown = agent.busctl(false, "Get", &["s", "nosuchrun"]);
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no run nosuchrun"));
-    let relative = busctl_call(&agent, false, "Run", &["sa{ss}", "hello.toml", "0"]);
+    let relative = agent.busctl(false, "Run", &["sa{ss}", "hello.toml", "0"]);
     assert!(String::from_utf8_lossy(&relative.stderr).contains("must be absolute"));
 }
 
@@ -118,12 +92,12 @@ fn a_caller_without_the_operator_role_is_refused_and_may_still_read() {
         "hello.toml",
         "name = \"hello\"\n[[step]]\nname = \"hi\"\nrun = \"true\"\n",
     );
-    let refused = busctl_call(&agent, true, "Run", &["sa{ss}", &wf.to_string_lossy(), "0"]);
+    let refused = agent.busctl(true, "Run", &["sa{ss}", &wf.to_string_lossy(), "0"]);
     assert!(!refused.status.success(), "uid 65534 started a run");
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("needs the operator role"), "{err}");
     // A viewer may read: the refused call created nothing.
-    assert_eq!(reply_string(&busctl_call(&agent, true, "List", &[])), "[]");
+    assert_eq!(reply_string(&agent.busctl(true, "List", &[])), "[]");
     assert!(
         agent.agent_log().contains("refused: uid 65534"),
         "the refusal is not logged"

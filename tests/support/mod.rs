@@ -196,6 +196,29 @@ impl TestAgent {
         path
     }
 
+    /// `busctl --user --json=short call` of a `org.drover.Drover1.Manager` method with
+    /// `args` (signature first), as root or as nobody (uid 65534: a viewer at most).
+    pub fn busctl(&self, as_nobody: bool, method: &str, args: &[&str]) -> Output {
+        let mut command = if as_nobody {
+            let mut c = self.sandbox.command("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "busctl"]);
+            c
+        } else {
+            self.sandbox.command("busctl")
+        };
+        command
+            .args(["--user", "--json=short", "call"])
+            .args([
+                "org.drover.Drover1",
+                "/org/drover/Drover1",
+                "org.drover.Drover1.Manager",
+            ])
+            .arg(method)
+            .args(args)
+            .output()
+            .expect("busctl")
+    }
+
     /// `drover ARGS…` inside the sandbox.
     pub fn drover(&self, args: &[&str]) -> Output {
         self.sandbox
