@@ -8,28 +8,11 @@ use std::path::PathBuf;
 /// hierarchy when it is mounted, otherwise the v2 unified tree.
 fn own_memory_cgroup() -> Option<(PathBuf, &'static str)> {
     let membership = fs::read_to_string("/proc/self/cgroup").ok()?;
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mut v1_memory_mount = None;
-    let mut v2_mount = None;
-    for line in mountinfo.lines() {
-        // "<id> <parent> <dev> <root> <mountpoint> <opts> … - <fstype> <source> <superopts>"
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mount_point = left.split(' ').nth(4);
-        let mut right = right.split(' ');
-        match (right.next(), mount_point) {
-            (Some("cgroup"), Some(mp))
-                if right
-                    .nth(1)
-                    .is_some_and(|opts| opts.split(',').any(|o| o == "memory")) =>
-            {
-                v1_memory_mount = Some(PathBuf::from(mp));
-            }
-            (Some("cgroup2"), Some(mp)) => v2_mount = Some(PathBuf::from(mp)),
-            _ => {}
-        }
-    }
+    let Mounts {
+        memory: v1_memory_mount,
+        unified: v2_mount,
+        ..
+    } = Mounts::discover();
     for line in membership.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
@@ -64,32 +47,71 @@ pub fn own_oom_kills(unit: &str) -> Option<u64> {
     })
 }
 
+/// Where each cgroup hierarchy drover reads is mounted.
+#[derive(Debug, Clone, Default)]
+pub struct Mounts {
+    pub unified: Option<PathBuf>,
+    pub memory: Option<PathBuf>,
+    pub pids: Option<PathBuf>,
+    pub blkio: Option<PathBuf>,
+    pub cpuacct: Option<PathBuf>,
+    /// The v1 `name=systemd` hierarchy (hybrid hosts track units there and in `unified`).
+    pub named_systemd: Option<PathBuf>,
+}
+
+impl Mounts {
+    /// Read once from `/proc/self/mountinfo` (mounts do not move while the agent runs).
+    pub fn discover() -> Mounts {
+        fs::read_to_string("/proc/self/mountinfo")
+            .map(|text| Mounts::parse(&text))
+            .unwrap_or_default()
+    }
+
+    pub fn parse(mountinfo: &str) -> Mounts {
+        let mut mounts = Mounts::default();
+        for line in mountinfo.lines() {
+            // "<id> <parent> <dev> <root> <mountpoint> <opts> … - <fstype> <source> <superopts>"
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let Some(mount_point) = left.split(' ').nth(4) else {
+                continue;
+            };
+            let mut right = right.split(' ');
+            match right.next() {
+                Some("cgroup2") => mounts.unified = Some(PathBuf::from(mount_point)),
+                Some("cgroup") => {
+                    let opts: Vec<&str> = right.nth(1).unwrap_or_default().split(',').collect();
+                    let has = |c: &str| opts.contains(&c);
+                    let path = || Some(PathBuf::from(mount_point));
+                    if has("memory") {
+                        mounts.memory = path();
+                    }
+                    if has("pids") {
+                        mounts.pids = path();
+                    }
+                    if has("blkio") {
+                        mounts.blkio = path();
+                    }
+                    if has("cpuacct") {
+                        mounts.cpuacct = path();
+                    }
+                    if has("name=systemd") {
+                        mounts.named_systemd = path();
+                    }
+                }
+                _ => {}
+            }
+        }
+        mounts
+    }
+}
+
 /// The mount point of the hierarchy systemd tracks units in: the v2 tree (unified or
 /// hybrid), else the v1 `name=systemd` hierarchy.
 fn tracking_mount() -> Option<PathBuf> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mut named_systemd = None;
-    for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let Some(mount_point) = left.split(' ').nth(4) else {
-            continue;
-        };
-        let mut right = right.split(' ');
-        match right.next() {
-            Some("cgroup2") => return Some(PathBuf::from(mount_point)),
-            Some("cgroup")
-                if right
-                    .nth(1)
-                    .is_some_and(|o| o.split(',').any(|o| o == "name=systemd")) =>
-            {
-                named_systemd = Some(PathBuf::from(mount_point));
-            }
-            _ => {}
-        }
-    }
-    named_systemd
+    let mounts = Mounts::discover();
+    mounts.unified.or(mounts.named_systemd)
 }
 
 /// The processes in the cgroup systemd reports as a unit's `ControlGroup` (and in the

@@ -5,60 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Where each hierarchy the monitor reads is mounted.
-#[derive(Debug, Clone, Default)]
-pub struct Mounts {
-    pub unified: Option<PathBuf>,
-    pub memory: Option<PathBuf>,
-    pub pids: Option<PathBuf>,
-    pub blkio: Option<PathBuf>,
-    pub cpuacct: Option<PathBuf>,
-}
-
-impl Mounts {
-    /// Read once from `/proc/self/mountinfo` (mounts do not move while the agent runs).
-    pub fn discover() -> Mounts {
-        fs::read_to_string("/proc/self/mountinfo")
-            .map(|text| Mounts::parse(&text))
-            .unwrap_or_default()
-    }
-
-    fn parse(mountinfo: &str) -> Mounts {
-        let mut mounts = Mounts::default();
-        for line in mountinfo.lines() {
-            // "<id> <parent> <dev> <root> <mountpoint> <opts> … - <fstype> <source> <superopts>"
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let Some(mount_point) = left.split(' ').nth(4) else {
-                continue;
-            };
-            let mut right = right.split(' ');
-            match right.next() {
-                Some("cgroup2") => mounts.unified = Some(PathBuf::from(mount_point)),
-                Some("cgroup") => {
-                    let opts: Vec<&str> = right.nth(1).unwrap_or_default().split(',').collect();
-                    let has = |c: &str| opts.contains(&c);
-                    let path = || Some(PathBuf::from(mount_point));
-                    if has("memory") {
-                        mounts.memory = path();
-                    }
-                    if has("pids") {
-                        mounts.pids = path();
-                    }
-                    if has("blkio") {
-                        mounts.blkio = path();
-                    }
-                    if has("cpuacct") {
-                        mounts.cpuacct = path();
-                    }
-                }
-                _ => {}
-            }
-        }
-        mounts
-    }
-}
+pub use crate::cgroup::Mounts;
 
 /// Which file a value came from: named in samples for tests and debugging.
 pub const CGROUP_V1: &str = "cgroup-v1";
