@@ -9,6 +9,7 @@ mod killing;
 mod restarting;
 pub mod shim;
 mod step;
+mod wakeups;
 
 pub use killing::KillRequest;
 pub use restarting::ActionRequest;
@@ -146,6 +147,8 @@ struct Inner {
     /// Which step scopes systemd has active, refreshed every second by one task for all
     /// the steps being awaited (one D-Bus call, not one per step).
     live_scopes: tokio::sync::watch::Sender<LiveScopes>,
+    /// Wakes a step's wait when its exit file or log is written.
+    wakeups: wakeups::FileWakeups,
 }
 
 /// A snapshot of the active `drover-*.scope` units.
@@ -290,6 +293,7 @@ impl Engine {
                 events,
                 locks: Mutex::default(),
                 live_scopes: tokio::sync::watch::Sender::new(LiveScopes::default()),
+                wakeups: wakeups::FileWakeups::new(),
             }),
         };
         tokio::spawn(watch_scopes(Arc::downgrade(&engine.inner)));

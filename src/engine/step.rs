@@ -7,7 +7,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::Watcher;
 use tokio::io::AsyncWriteExt;
 
 use super::follow::Follower;
@@ -570,28 +569,13 @@ async fn wait_for_exit_file(
     follower: &mut Follower,
     watch: &Watch,
 ) -> Result<Ended> {
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let wake_on_write = wake.clone();
-    let watched = [files.exit.clone(), files.log.clone()];
-    // inotify wakes the wait at once; the periodic unit check covers a missed event and a
+    // inotify wakes the wait at once; the periodic check covers a missed event and a
     // scope that vanished without an exit file.
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Only writes: our own reads of the log raise access events, and waking on those
-        // would spin the wait.
-        let written = |e: &notify::Event| {
-            matches!(
-                e.kind,
-                notify::EventKind::Create(_) | notify::EventKind::Modify(_)
-            ) && e.paths.iter().any(|p| watched.contains(p))
-        };
-        if event.is_ok_and(|e| written(&e)) {
-            wake_on_write.notify_one();
-        }
-    })
-    .ok();
-    if let (Some(watcher), Some(dir)) = (watcher.as_mut(), files.exit.parent()) {
-        let _ = watcher.watch(dir, notify::RecursiveMode::NonRecursive);
-    }
+    let dir = files.exit.parent().unwrap_or(Path::new("/"));
+    let registration = inner
+        .wakeups
+        .register(dir, &[files.exit.clone(), files.log.clone()]);
+    let wake = &registration.wake;
     let exit_file = files.exit.as_path();
     let mut scopes = inner.live_scopes.subscribe();
     let began = tokio::time::Instant::now();
