@@ -78,9 +78,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     .context("cannot start the monitor")?;
     // A listener that cannot bind is reported and the agent goes on: the runs it
     // supervises (kills, restarts, re-adoption) matter more than their metrics.
-    let mut http = api::http::HttpState::new(engine.clone());
-    let live = monitor.clone();
-    http.live = Arc::new(move |_| live.all());
+    let http = api::http::HttpState::new(engine.clone(), monitor.clone());
     if let Err(e) = api::http::start(&config.http, &state_dir, http).await {
         tracing::error!(
             drover_event = "http-failed",

@@ -40,10 +40,6 @@ async fn evaluate_each_tick(
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
-        let metrics = selfmetrics::global();
-        metrics.set_sampling_duration(Duration::from_secs_f64(
-            monitor.self_metrics().last_sample_secs,
-        ));
         report_load_errors(&rules, &alerts, &mut load_errors);
         let since = Timestamp(Timestamp::now().0 - ENDED_IN_VIEW.as_millis() as i64);
         let Ok(runs) = engine.runs_ended_since(Some(since)) else {
@@ -68,7 +64,8 @@ async fn evaluate_each_tick(
         outcome
             .firings
             .retain(|firing| unfinished.contains(firing.run.as_str()));
-        metrics.set_rule_evaluation_duration(Duration::from_micros(rules.stats().last_tick_micros));
+        selfmetrics::global()
+            .set_rule_evaluation_duration(Duration::from_micros(rules.stats().last_tick_micros));
         for error in &outcome.errors {
             tracing::warn!(drover_event = "rule-error", "{error}");
         }

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -14,7 +13,8 @@ use axum::routing::get;
 
 use crate::config::HttpConfig;
 use crate::engine::Engine;
-use crate::model::{Run, RunMetrics, Timestamp};
+use crate::model::Run;
+use crate::monitor::Monitor;
 use crate::monitor::prometheus::{self, Snapshot};
 use crate::monitor::selfmetrics::{self, SelfMetrics};
 
@@ -40,24 +40,20 @@ pub enum HttpError {
     },
 }
 
-/// Where the latest sample of each running run comes from, given every run: the monitor's
-/// store once it runs, [`prometheus::live_from_runs`] until then.
-pub type LiveSource = Arc<dyn Fn(&[Run]) -> Vec<RunMetrics> + Send + Sync>;
-
 /// What the handlers read.
 #[derive(Clone)]
 pub struct HttpState {
     pub engine: Engine,
-    pub live: LiveSource,
+    pub monitor: Monitor,
     pub metrics: &'static SelfMetrics,
 }
 
 impl HttpState {
-    /// The engine's runs, the run records standing in for the monitor, the global registry.
-    pub fn new(engine: Engine) -> HttpState {
+    /// The engine's runs, the monitor's samples, the global registry.
+    pub fn new(engine: Engine, monitor: Monitor) -> HttpState {
         HttpState {
             engine,
-            live: Arc::new(|runs| prometheus::live_from_runs(runs, Timestamp::now())),
+            monitor,
             metrics: selfmetrics::global(),
         }
     }
@@ -130,7 +126,7 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         Ok(runs) => runs,
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     };
-    let live = (state.live)(&runs);
+    let live = state.monitor.all();
     let agent = state.metrics.snapshot();
     let body = prometheus::render(&Snapshot {
         version: env!("CARGO_PKG_VERSION"),

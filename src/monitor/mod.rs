@@ -272,8 +272,10 @@ impl Sampler {
             let mut stats = lock(&self.monitor.shared.stats);
             stats.ticks += 1;
             stats.units_sampled = units;
-            stats.last_sample_secs = started.elapsed().as_secs_f64();
+            let took = started.elapsed();
+            stats.last_sample_secs = took.as_secs_f64();
             drop(stats);
+            selfmetrics::global().set_sampling_duration(took);
             // No receiver is not an error: rules may not be running.
             let _ = self.monitor.shared.ticks.send(());
         }

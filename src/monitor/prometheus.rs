@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::model::{Run, RunMetrics, RunState, StepState, Timestamp};
+use crate::model::{Run, RunMetrics, RunState, StepState};
 use crate::monitor::selfmetrics::{HistogramSnapshot, SelfMetricsSnapshot};
 
 /// The `Content-Type` of the text format.
@@ -17,7 +17,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct Snapshot<'a> {
     /// The agent's version (`drover_agent_info`).
     pub version: &'a str,
-    /// The latest sample of each running run (the monitor's, or [`live_from_runs`]).
+    /// The monitor's latest sample of each running run.
     pub live: &'a [RunMetrics],
     /// Every run the state DB holds (`Engine::runs()`), for the aggregates.
     pub runs: &'a [Run],
@@ -402,37 +402,6 @@ pub fn number(value: f64) -> String {
     } else {
         value.to_string()
     }
-}
-
-/// What can be said of the running runs without the monitor: the current step, elapsed
-/// and idle time from the run records. The agent serves this until the monitor's samples
-/// take over (they hold the same fields and more).
-pub fn live_from_runs(runs: &[Run], now: Timestamp) -> Vec<RunMetrics> {
-    let secs_since = |t: Option<Timestamp>| t.map_or(0.0, |t| (now.0 - t.0).max(0) as f64 / 1000.0);
-    runs.iter()
-        .filter(|r| !r.state.is_terminal() && r.state != RunState::Pending)
-        .filter_map(|run| {
-            let step = run
-                .steps
-                .iter()
-                .find(|s| matches!(s.state, StepState::Starting | StepState::Running))?;
-            Some(RunMetrics {
-                run: run.id.clone(),
-                workflow: run.workflow.clone(),
-                state: run.state,
-                step: Some(step.name.clone()),
-                attempt: step.attempt,
-                unit: step.unit.clone(),
-                latest: crate::model::Sample {
-                    at: Some(now),
-                    idle_secs: secs_since(step.output.last_output_at.or(step.started_at)),
-                    step_elapsed_secs: secs_since(step.started_at),
-                    run_elapsed_secs: secs_since(run.started_at),
-                    ..Default::default()
-                },
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]
