@@ -58,6 +58,9 @@ fn main() {
     std::thread::sleep(Duration::from_secs(5));
     let monitoring = measure(agent, window);
     let polling = poll_with_systemctl(&env, &units, window);
+    let mut scopes_and_slices = units.clone();
+    scopes_and_slices.extend(ids.iter().map(|id| format!("drover-{id}.slice")));
+    let dbus_reads = runtime.block_on(poll_with_zbus(&env, &scopes_and_slices, window));
 
     println!();
     println!(
@@ -87,6 +90,14 @@ fn main() {
     row(
         &format!("`systemctl --user show` of the {runs} scopes, once a second (baseline)"),
         polling,
+        None,
+    );
+    row(
+        &format!(
+            "the monitor's D-Bus reads alone: `GetAll` of the {} scopes and slices, once a second, in the bench process",
+            scopes_and_slices.len()
+        ),
+        dbus_reads,
         None,
     );
     let (rule_count, per_rule_run) = rule_evaluation(rules, runs);
@@ -179,6 +190,39 @@ fn poll_with_systemctl(env: &BenchEnv, units: &[String], window: Duration) -> f6
         }
     }
     100.0 * (children_cpu() - before) / started.elapsed().as_secs_f64()
+}
+
+/// What the reads the monitor makes of systemd cost by themselves: the same
+/// `Systemd::unit_accounting` calls (one `GetAll` per unit, up to 32 in flight), once a
+/// second, from this process over its own connection; its CPU over the window, % of one
+/// core. Nothing else runs in this process meanwhile.
+async fn poll_with_zbus(env: &BenchEnv, units: &[String], window: Duration) -> f64 {
+    use futures_util::StreamExt;
+    let conn = zbus::connection::Builder::address(env.info.bus_address.as_str())
+        .build()
+        .await
+        .expect("connect to the sandbox's bus");
+    let systemd = drover::systemd::Systemd::new(&conn)
+        .await
+        .expect("systemd's manager");
+    let me = std::process::id();
+    let before = cpu_ticks(me);
+    let started = Instant::now();
+    while started.elapsed() < window {
+        let tick = Instant::now();
+        let read = futures_util::stream::iter(units)
+            .map(|unit| systemd.unit_accounting(unit))
+            .buffered(32)
+            .filter(|reply| std::future::ready(matches!(reply, Ok(Some(_)))))
+            .count()
+            .await;
+        assert_eq!(read, units.len(), "every unit's accounting was read");
+        if let Some(left) = Duration::from_secs(1).checked_sub(tick.elapsed()) {
+            tokio::time::sleep(left).await;
+        }
+    }
+    let seconds = (cpu_ticks(me) - before) as f64 / clock_ticks_per_second();
+    100.0 * seconds / started.elapsed().as_secs_f64()
 }
 
 /// The process's own CPU time (utime + stime), in clock ticks.

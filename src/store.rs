@@ -1,7 +1,7 @@
 //! The state DB (SQLite in WAL mode): runs, step attempts and every transition with who
 //! asked and why. Only this module runs SQL; each unit of work is one transaction.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
@@ -265,6 +265,13 @@ pub struct Transition {
     pub reason: Option<String>,
 }
 
+/// The states of a run that has not ended (what the agent re-adopts, and monitors).
+macro_rules! unfinished_states {
+    () => {
+        "'pending', 'running', 'stopping', 'killing', 'restarting'"
+    };
+}
+
 pub struct Store {
     conn: Connection,
 }
@@ -320,6 +327,9 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
         migrate(&mut conn).map_err(open_err)?;
+        // Every statement stays prepared: the default 16 is fewer than the engine uses,
+        // and re-parsing SQL each time was the most of the monitor's cost.
+        conn.set_prepared_statement_cache_capacity(256);
         Ok(Store { conn })
     }
 
@@ -546,13 +556,16 @@ impl Store {
     }
 
     /// The run's latest kill record, if any.
-    fn latest_kill(&self, run: &str) -> Result<Option<KillRecord>> {
-        let latest = self.query_records(
-            "SELECT run_id, record_json FROM kills WHERE run_id = ?1 ORDER BY id DESC LIMIT 1",
-            Some(run),
+    /// The latest kill record of each of `runs` that has one.
+    fn latest_kills(&self, runs: &str) -> Result<HashMap<String, KillRecord>> {
+        let latest: Vec<KillRecord> = self.query_records(
+            "SELECT run_id, record_json FROM kills WHERE id IN
+                 (SELECT MAX(id) FROM kills WHERE run_id IN (SELECT value FROM json_each(?1))
+                  GROUP BY run_id)",
+            Some(runs),
             "kill record",
         )?;
-        Ok(latest.into_iter().next())
+        Ok(latest.into_iter().map(|k| (k.run.clone(), k)).collect())
     }
 
     /// Records kept as JSON (`run_id`, `record_json` columns), of one run or all.
@@ -853,10 +866,9 @@ impl Store {
             .query_row([id], run_row)
             .optional()?;
         let Some(row) = row else { return Ok(None) };
-        let (mut run, spec_json) = row.into_run()?;
-        run.steps = self.latest_attempts(id)?;
-        run.kill = self.latest_kill(id)?;
-        Ok(Some((run, spec_json)))
+        let (run, spec_json) = row.into_run()?;
+        let run = self.with_steps_and_kills(vec![run])?.pop();
+        Ok(run.map(|run| (run, spec_json)))
     }
 
     /// Every run, newest first.
@@ -875,24 +887,58 @@ impl Store {
              WHERE ?1 IS NULL OR ended_at IS NULL OR ended_at >= ?1
              ORDER BY created_at DESC, id",
         )?;
-        let rows = stmt
+        let runs = stmt
             .query_map([since.map(|t| t.0)], run_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter()
-            .map(|row| {
-                let (mut run, _) = row.into_run()?;
-                run.steps = self.latest_attempts(&run.id)?;
-                run.kill = self.latest_kill(&run.id)?;
-                Ok(run)
-            })
-            .collect()
+            .collect::<rusqlite::Result<Vec<_>>>()?
+            .into_iter()
+            .map(|row| Ok(row.into_run()?.0))
+            .collect::<Result<Vec<_>>>()?;
+        self.with_steps_and_kills(runs)
+    }
+
+    /// The runs that have not reached a final state, oldest first, with their steps.
+    pub fn unfinished(&self) -> Result<Vec<Run>> {
+        let mut stmt = self.conn.prepare_cached(concat!(
+            "SELECT id, workflow, workflow_file, spec_json, params_json, state, worktree,
+                    requested_by, created_at, started_at, ended_at, error,
+                    next_attempt_at, restart_json, failure_class
+             FROM runs WHERE state IN (",
+            unfinished_states!(),
+            ") ORDER BY created_at"
+        ))?;
+        let runs = stmt
+            .query_map([], run_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+            .into_iter()
+            .map(|row| Ok(row.into_run()?.0))
+            .collect::<Result<Vec<_>>>()?;
+        self.with_steps_and_kills(runs)
+    }
+
+    /// Fills in each run's latest attempts and latest kill: two queries for the whole
+    /// list, not two per run (the monitor lists every unfinished run each second).
+    fn with_steps_and_kills(&self, mut runs: Vec<Run>) -> Result<Vec<Run>> {
+        if runs.is_empty() {
+            return Ok(runs);
+        }
+        let ids = serde_json::to_string(&runs.iter().map(|r| &r.id).collect::<Vec<_>>())
+            .unwrap_or_else(|_| "[]".into());
+        let mut steps = self.latest_attempts(&ids)?;
+        let mut kills = self.latest_kills(&ids)?;
+        for run in &mut runs {
+            run.steps = steps.remove(&run.id).unwrap_or_default();
+            run.kill = kills.remove(&run.id);
+        }
+        Ok(runs)
     }
 
     /// Ids of the runs that have not reached a final state: the ones to re-adopt.
     pub fn unfinished_runs(&self) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id FROM runs WHERE state IN ('pending', 'running', 'stopping', 'killing', 'restarting') ORDER BY created_at",
-        )?;
+        let mut stmt = self.conn.prepare_cached(concat!(
+            "SELECT id FROM runs WHERE state IN (",
+            unfinished_states!(),
+            ") ORDER BY created_at"
+        ))?;
         let ids = stmt
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
@@ -921,19 +967,23 @@ impl Store {
         Ok(rows)
     }
 
-    fn latest_attempts(&self, run: &str) -> Result<Vec<StepAttempt>> {
+    /// The latest attempt of every step of each of `runs` (a JSON array of ids), in step
+    /// order.
+    fn latest_attempts(&self, runs: &str) -> Result<HashMap<String, Vec<StepAttempt>>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT name, idx, attempt, state, unit, pid, exit_code, signal, result, log_path, started_at, ended_at,
                     output_bytes, output_lines, last_output_at,
-                    failure_class, failure_evidence, session_id, agent_json, note
+                    failure_class, failure_evidence, session_id, agent_json, note, run_id
              FROM step_attempts a
-             WHERE run_id = ?1 AND attempt = (SELECT MAX(attempt) FROM step_attempts b
-                                              WHERE b.run_id = a.run_id AND b.idx = a.idx)
-             ORDER BY idx",
+             WHERE run_id IN (SELECT value FROM json_each(?1))
+               AND attempt = (SELECT MAX(attempt) FROM step_attempts b
+                              WHERE b.run_id = a.run_id AND b.idx = a.idx)
+             ORDER BY run_id, idx",
         )?;
         let rows = stmt
-            .query_map([run], |r| {
+            .query_map([runs], |r| {
                 Ok((
+                    r.get::<_, String>(20)?,
                     StepAttempt {
                         name: r.get(0)?,
                         index: r.get(1)?,
@@ -964,24 +1014,25 @@ impl Store {
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let corrupt = |reason: String| StoreError::Corrupt {
-            run: run.to_owned(),
-            reason,
-        };
-        rows.into_iter()
-            .map(|(mut step, state, class, agent)| {
-                step.state = state.parse().map_err(corrupt)?;
-                step.failure_class = class
-                    .map(|c| c.parse::<FailureClass>())
-                    .transpose()
-                    .map_err(|e| corrupt(e.to_string()))?;
-                step.agent = agent
-                    .map(|json| serde_json::from_str(&json))
-                    .transpose()
-                    .map_err(|e| corrupt(format!("agent report: {e}")))?;
-                Ok(step)
-            })
-            .collect()
+        let mut by_run: HashMap<String, Vec<StepAttempt>> = HashMap::new();
+        for (run, mut step, state, class, agent) in rows {
+            let corrupt = |reason: String| StoreError::Corrupt {
+                run: run.clone(),
+                reason,
+            };
+
+            step.state = state.parse().map_err(corrupt)?;
+            step.failure_class = class
+                .map(|c| c.parse::<FailureClass>())
+                .transpose()
+                .map_err(|e| corrupt(e.to_string()))?;
+            step.agent = agent
+                .map(|json| serde_json::from_str(&json))
+                .transpose()
+                .map_err(|e| corrupt(format!("agent report: {e}")))?;
+            by_run.entry(run).or_default().push(step);
+        }
+        Ok(by_run)
     }
 }
 
@@ -1456,20 +1507,20 @@ impl Store {
         now: Timestamp,
     ) -> Result<Vec<AlertUpdate>> {
         let tx = self.write()?;
+        // Few alerts fire at once, while every rule is evaluated over every run each tick:
+        // one read of the firing ones, not a lookup per (rule, run).
+        let firing: HashMap<String, i64> = tx
+            .prepare_cached("SELECT key, id FROM alerts WHERE state = 'firing'")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
         let mut changed = Vec::new();
         for alert in new {
-            let firing: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM alerts WHERE key = ?1 AND state = 'firing'",
-                    [&alert.key],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(id) = firing {
-                tx.execute(
+            if let Some(&id) = firing.get(&alert.key) {
+                tx.prepare_cached(
                     "UPDATE alerts SET last_seen = ?2, count = count + 1, summary = ?3, severity = ?4
                      WHERE id = ?1",
-                    params![
+                )?
+                .execute(params![
                         id,
                         now.0,
                         alert.summary,
@@ -1508,18 +1559,11 @@ impl Store {
             if new.iter().any(|a| &a.key == key) {
                 continue;
             }
-            let firing: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM alerts WHERE key = ?1 AND state = 'firing'",
-                    [key],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(id) = firing {
-                tx.execute(
+            if let Some(&id) = firing.get(key) {
+                tx.prepare_cached(
                     "UPDATE alerts SET state = 'resolved', resolved_at = ?2 WHERE id = ?1",
-                    params![id, now.0],
-                )?;
+                )?
+                .execute(params![id, now.0])?;
                 changed.push((id, Some(Change::Resolved)));
             }
         }

@@ -370,25 +370,35 @@ pub struct Accounting {
     pub control_group: Option<String>,
 }
 
-impl Accounting {
-    fn from_properties(
-        props: &std::collections::HashMap<String, zbus::OwnedVariant>,
-    ) -> Accounting {
-        let number = |name: &str| match props.get(name).map(|v| &**v) {
-            Some(Variant::U64(n)) if *n != u64::MAX => Some(*n),
-            _ => None,
-        };
+/// The properties of a unit's `GetAll` reply that `Accounting` keeps; the rest of the
+/// reply (a scope has some two hundred properties) is skipped unread, without building a
+/// value for each.
+#[derive(Debug, Default, zbus::DeserializeDict, zbus::Type)]
+#[zbus(signature = "a{sv}", rename_all = "PascalCase")]
+struct AccountingProperties {
+    #[zbus(rename = "CPUUsageNSec")]
+    cpu_usage_nsec: Option<u64>,
+    memory_current: Option<u64>,
+    memory_peak: Option<u64>,
+    tasks_current: Option<u64>,
+    #[zbus(rename = "IOReadBytes")]
+    io_read_bytes: Option<u64>,
+    #[zbus(rename = "IOWriteBytes")]
+    io_write_bytes: Option<u64>,
+    control_group: Option<String>,
+}
+
+impl From<AccountingProperties> for Accounting {
+    fn from(props: AccountingProperties) -> Accounting {
+        let set = |n: Option<u64>| n.filter(|n| *n != u64::MAX);
         Accounting {
-            cpu_usage_nsec: number("CPUUsageNSec"),
-            memory_current: number("MemoryCurrent"),
-            memory_peak: number("MemoryPeak"),
-            tasks_current: number("TasksCurrent"),
-            io_read_bytes: number("IOReadBytes"),
-            io_write_bytes: number("IOWriteBytes"),
-            control_group: match props.get("ControlGroup").map(|v| &**v) {
-                Some(Variant::Str(s)) if !s.is_empty() => Some(s.as_str().to_owned()),
-                _ => None,
-            },
+            cpu_usage_nsec: set(props.cpu_usage_nsec),
+            memory_current: set(props.memory_current),
+            memory_peak: set(props.memory_peak),
+            tasks_current: set(props.tasks_current),
+            io_read_bytes: set(props.io_read_bytes),
+            io_write_bytes: set(props.io_write_bytes),
+            control_group: props.control_group.filter(|cg| !cg.is_empty()),
         }
     }
 }
@@ -442,11 +452,11 @@ impl Systemd {
                 });
             }
         };
-        let props: std::collections::HashMap<String, zbus::OwnedVariant> = reply
+        let accounting: Accounting = reply
             .body()
-            .deserialize()
-            .map_err(call("Properties.GetAll reply"))?;
-        let accounting = Accounting::from_properties(&props);
+            .deserialize::<AccountingProperties>()
+            .map_err(call("Properties.GetAll reply"))?
+            .into();
         // A name systemd merely loaded for the call (no such unit running) has no cgroup.
         if accounting.control_group.is_none() && accounting.tasks_current.is_none() {
             return Ok(None);

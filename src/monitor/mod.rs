@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -84,6 +85,9 @@ pub struct MetricsReport {
     pub series: Vec<Sample>,
 }
 
+/// How many `GetAll` calls a tick has in flight at once.
+const CALLS_IN_FLIGHT: usize = 32;
+
 /// What `Metrics` returns of the series: the last five minutes at 1 s.
 pub const REPORT_SAMPLES: usize = 300;
 
@@ -146,7 +150,7 @@ impl Monitor {
             monitor: monitor.clone(),
             engine,
             systemd,
-            mounts: cgroupfs::Mounts::discover(),
+            files: cgroupfs::Files::new(cgroupfs::Mounts::discover()),
             last_prune: None,
         };
         tokio::spawn(sampler.run());
@@ -207,7 +211,7 @@ struct Sampler {
     monitor: Monitor,
     engine: Engine,
     systemd: Systemd,
-    mounts: cgroupfs::Mounts,
+    files: cgroupfs::Files,
     last_prune: Option<Instant>,
 }
 
@@ -287,15 +291,7 @@ impl Sampler {
 
     /// Reads every unfinished run once; returns how many units it read.
     async fn tick(&mut self) -> u64 {
-        let runs = {
-            let store = lock(&self.monitor.shared.store);
-            let ids = store.unfinished_runs();
-            ids.map(|ids| {
-                ids.iter()
-                    .filter_map(|id| store.run(id).ok().flatten().map(|(run, _)| run))
-                    .collect::<Vec<_>>()
-            })
-        };
+        let runs = lock(&self.monitor.shared.store).unfinished();
         let runs = match runs {
             Ok(runs) => runs,
             Err(e) => {
@@ -305,9 +301,8 @@ impl Sampler {
             }
         };
         let mut rows = Vec::new();
-        let mut units = 0;
-        for run in &runs {
-            let (step_res, slice_res) = self.read_units(run, &mut units).await;
+        let (resources, units) = self.read_units(&runs).await;
+        for (run, (step_res, slice_res)) in runs.iter().zip(resources) {
             let now = Timestamp::now();
             let instant = Instant::now();
             let mut all = lock(&self.monitor.shared.runs);
@@ -422,90 +417,96 @@ impl Sampler {
                 }
             }
         }
+        self.files.end_tick();
         self.write_history(&rows);
         units
     }
 
-    /// The step scope's and the run slice's resources.
+    /// Each run's step scope's and run slice's resources, and how many units were read.
+    /// The `GetAll` calls are in flight together (up to `CALLS_IN_FLIGHT`), so a tick
+    /// costs a few bus round trips rather than two per run.
     async fn read_units(
-        &self,
-        run: &Run,
-        units: &mut u64,
-    ) -> (Option<Resources>, Option<Resources>) {
-        let step = match running_attempt(run).and_then(|a| a.unit.as_deref()) {
-            Some(unit) => {
-                *units += 1;
-                self.resources(unit).await
-            }
-            None => None,
-        };
-        let slice = if run.state == RunState::Pending {
-            None
-        } else {
-            *units += 1;
-            self.resources(&format!("drover-{}.slice", run.id)).await
-        };
-        (step, slice)
+        &mut self,
+        runs: &[Run],
+    ) -> (Vec<(Option<Resources>, Option<Resources>)>, u64) {
+        let units: Vec<Option<String>> = runs
+            .iter()
+            .flat_map(|run| {
+                let step = running_attempt(run).and_then(|a| a.unit.clone());
+                let slice =
+                    (run.state != RunState::Pending).then(|| format!("drover-{}.slice", run.id));
+                [step, slice]
+            })
+            .collect();
+        let read = units.iter().flatten().count() as u64;
+        let replies: Vec<_> = futures_util::stream::iter(units)
+            .map(|unit| {
+                let systemd = self.systemd.clone();
+                async move {
+                    let unit = unit?;
+                    let reply = systemd.unit_accounting(&unit).await;
+                    Some((unit, reply))
+                }
+            })
+            .buffered(CALLS_IN_FLIGHT)
+            .collect()
+            .await;
+        let accounting: Vec<Option<Accounting>> = replies
+            .into_iter()
+            .map(|reply| match reply? {
+                (_, Ok(acct)) => acct,
+                (unit, Err(e)) => {
+                    tracing::debug!("monitor: cannot read the accounting of {unit}: {e}");
+                    self.error();
+                    None
+                }
+            })
+            .collect();
+        // Two units per run, in run order: the step scope, then the run slice.
+        let pairs = accounting
+            .chunks_exact(2)
+            .map(|pair| {
+                let mut fill = |acct: &Option<Accounting>| acct.as_ref().map(|a| self.fill(a));
+                (fill(&pair[0]), fill(&pair[1]))
+            })
+            .collect();
+        (pairs, read)
     }
 
-    /// systemd's values where it sets them, the cgroup's files for the rest.
-    async fn resources(&self, unit: &str) -> Option<Resources> {
-        let acct = match self.systemd.unit_accounting(unit).await {
-            Ok(Some(acct)) => acct,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::debug!("monitor: cannot read the accounting of {unit}: {e}");
-                self.error();
-                return None;
-            }
-        };
-        Some(self.fill(&acct))
-    }
-
-    fn fill(&self, acct: &Accounting) -> Resources {
+    fn fill(&mut self, acct: &Accounting) -> Resources {
         let mut res = Resources::default();
         let cg = acct.control_group.as_deref();
-        let m = &self.mounts;
-        let mut pick = |name: &str, systemd: Option<u64>, file: Option<(u64, &'static str)>| {
-            let (value, source) = match (systemd, file) {
-                (Some(v), _) => (Some(v), Some("systemd")),
-                (None, Some((v, source))) => (Some(v), Some(source)),
-                (None, None) => (None, None),
+        let files = &mut self.files;
+        let mut pick =
+            |name: &str,
+             systemd: Option<u64>,
+             file: fn(&mut cgroupfs::Files, &str) -> Option<(u64, &'static str)>| {
+                // A file is read only where systemd left the value unset.
+                let (value, source) = match (systemd, cg) {
+                    (Some(v), _) => (Some(v), Some("systemd")),
+                    (None, Some(cg)) => match file(files, cg) {
+                        Some((v, source)) => (Some(v), Some(source)),
+                        None => (None, None),
+                    },
+                    (None, None) => (None, None),
+                };
+                if let Some(source) = source {
+                    res.sources.insert(name.to_owned(), source.to_owned());
+                }
+                value
             };
-            if let Some(source) = source {
-                res.sources.insert(name.to_owned(), source.to_owned());
-            }
-            value
-        };
-        // Each file is read only where systemd left the value unset.
-        let from_file = |f: fn(&cgroupfs::Mounts, &str) -> Option<(u64, &'static str)>,
-                         unset: bool| {
-            if unset {
-                cg.and_then(|cg| f(m, cg))
-            } else {
-                None
-            }
-        };
-        let cpu = pick(
-            "cpu",
-            acct.cpu_usage_nsec,
-            from_file(cgroupfs::cpu_usage_nsec, acct.cpu_usage_nsec.is_none()),
-        );
+        let cpu = pick("cpu", acct.cpu_usage_nsec, cgroupfs::Files::cpu_usage_nsec);
         let memory = pick(
             "memory",
             acct.memory_current,
-            from_file(cgroupfs::memory_current, acct.memory_current.is_none()),
+            cgroupfs::Files::memory_current,
         );
         let peak = pick(
             "memory_peak",
             acct.memory_peak,
-            from_file(cgroupfs::memory_peak, acct.memory_peak.is_none()),
+            cgroupfs::Files::memory_peak,
         );
-        let tasks = pick(
-            "tasks",
-            acct.tasks_current,
-            from_file(cgroupfs::tasks, acct.tasks_current.is_none()),
-        );
+        let tasks = pick("tasks", acct.tasks_current, cgroupfs::Files::tasks);
         res.cpu_nsec = cpu;
         res.memory = memory;
         res.memory_peak = peak;
@@ -516,7 +517,7 @@ impl Sampler {
                 Some((r, w))
             }
             _ => cg
-                .and_then(|cg| cgroupfs::io_bytes(m, cg))
+                .and_then(|cg| self.files.io_bytes(cg))
                 .map(|(io, source)| {
                     res.sources.insert("io".into(), source.into());
                     io
