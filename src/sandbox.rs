@@ -746,7 +746,7 @@ impl Sandbox {
         let units = dir.join("systemd/user");
         fs::create_dir_all(&units).map_err(io_err(format!("creating {}", units.display())))?;
         let config = dir.join("dbus.conf");
-        write_file(&config, dbus_config().as_bytes())?;
+        write_file(&config, dbus_config(&dir).as_bytes())?;
         write_file(&units.join("dbus.socket"), DBUS_SOCKET_UNIT.as_bytes())?;
         let service = DBUS_SERVICE_UNIT
             .replace(
@@ -1247,16 +1247,20 @@ fn dev_log_overlay() -> Result<(), SandboxError> {
 }
 
 /// The session bus: any local user may connect, own names and talk to anyone (tests act as
-/// other uids to check roles), EXTERNAL auth only.
-/// The session bus's policy: any local user may connect, own names and call (drover's
-/// own role checks decide what a caller may do).
-fn dbus_config() -> String {
-    r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+/// other uids to check roles; drover's own role checks decide what a caller may do),
+/// EXTERNAL auth only. Activation files are read from `$XDG_RUNTIME_DIR/dbus-1/services`
+/// alone (a real session bus also reads /usr/share/dbus-1/services: left out so that a
+/// drover installed on the host stays out of the sandbox).
+fn dbus_config(runtime_dir: &Path) -> String {
+    let services = runtime_dir.join("dbus-1/services");
+    format!(
+        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <type>session</type>
   <listen>systemd:</listen>
   <auth>EXTERNAL</auth>
+  <servicedir>{}</servicedir>
   <policy context="default">
     <allow user="*"/>
     <allow own="*"/>
@@ -1264,8 +1268,9 @@ fn dbus_config() -> String {
     <allow eavesdrop="true"/>
   </policy>
 </busconfig>
-"#
-    .to_owned()
+"#,
+        services.display()
+    )
 }
 
 const DBUS_SOCKET_UNIT: &str = "[Unit]

@@ -18,4 +18,5 @@ mod rules;
 mod run;
 mod sandbox;
 mod survive_restart;
+mod units;
 mod workflow_errors;
