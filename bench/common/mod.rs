@@ -16,10 +16,10 @@ use futures_util::StreamExt;
 
 pub const DROVER: &str = env!("CARGO_BIN_EXE_drover");
 
-/// A sandbox with an agent in it; both end on drop.
+/// A sandbox with (usually) an agent in it; both end on drop.
 pub struct BenchEnv {
     sandbox: Child,
-    agent: Child,
+    agent: Option<Child>,
     pub info: SandboxInfo,
     pub dir: tempfile::TempDir,
 }
@@ -31,6 +31,27 @@ impl BenchEnv {
 
     /// A sandbox and an agent run with the configuration file `config` (TOML), if given.
     pub fn start_with_config(config: Option<&str>) -> BenchEnv {
+        let mut env = BenchEnv::sandbox_only();
+        let mut agent = env.info.command(DROVER);
+        agent
+            .args(["agent", "--state-dir"])
+            .arg(env.dir.path().join("state"));
+        if let Some(config) = config {
+            let path = env.dir.path().join("drover.toml");
+            std::fs::write(&path, config).expect("write the agent's config");
+            agent.arg("--config").arg(path);
+        }
+        let agent = agent
+            .env("DROVER_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the agent");
+        env.agent = Some(agent);
+        env
+    }
+
+    /// A sandbox with no agent (the benchmark starts its own, e.g. through systemd).
+    pub fn sandbox_only() -> BenchEnv {
         let dir = tempfile::tempdir().expect("temp dir");
         let info_file = dir.path().join("sandbox.json");
         let mut sandbox = Command::new(DROVER)
@@ -47,30 +68,16 @@ impl BenchEnv {
             std::thread::sleep(Duration::from_millis(20));
         }
         let info = SandboxInfo::load(&info_file).expect("sandbox info");
-        let mut agent = info.command(DROVER);
-        agent
-            .args(["agent", "--state-dir"])
-            .arg(dir.path().join("state"));
-        if let Some(config) = config {
-            let path = dir.path().join("drover.toml");
-            std::fs::write(&path, config).expect("write the agent's config");
-            agent.arg("--config").arg(path);
-        }
-        let agent = agent
-            .env("DROVER_LOG", "warn")
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the agent");
         BenchEnv {
             sandbox,
-            agent,
+            agent: None,
             info,
             dir,
         }
     }
 
     pub fn agent_pid(&self) -> u32 {
-        self.agent.id()
+        self.agent.as_ref().expect("an agent was started").id()
     }
 
     /// Writes a workflow file and returns its path.
@@ -83,8 +90,10 @@ impl BenchEnv {
 
 impl Drop for BenchEnv {
     fn drop(&mut self) {
-        let _ = self.agent.kill();
-        let _ = self.agent.wait();
+        if let Some(agent) = &mut self.agent {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.sandbox.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
