@@ -16,6 +16,7 @@ mod monitor;
 mod restart;
 mod rules;
 mod run;
+mod runbook;
 mod sandbox;
 mod survive_restart;
 mod units;
