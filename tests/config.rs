@@ -231,6 +231,13 @@ fn reload_keeps_the_running_config_when_the_file_is_broken_and_applies_a_fixed_o
         },
     );
     assert_eq!(agent.show(&run).state, RunState::Running);
+    // The new directory is watched: a file dropped in it is loaded without a reload.
+    std::fs::write(second.join("third.rhai"), "alert(\"info\", \"third\");\n").unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "the new directory's new rule to load",
+        || agent.agent_log().contains("rule third loaded"),
+    );
 
     let results: Vec<String> = reloads(&agent).into_iter().map(|a| a.result).collect();
     assert_eq!(results, ["failed", "done", "done"]);
