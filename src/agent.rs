@@ -17,7 +17,7 @@ use crate::automation;
 use crate::config::{self, Bus, Config};
 use crate::engine::{Engine, EngineConfig};
 use crate::monitor::{Monitor, MonitorOptions};
-use crate::rules::actions::parse_role;
+use crate::reload::{self, Reloader};
 use crate::rules::{RuleDirs, Rules};
 use crate::systemd::Systemd;
 
@@ -95,23 +95,29 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     for error in rules.load_errors() {
         tracing::error!(drover_event = "rule-load", "{error}");
     }
-    // Dropping the watcher would stop the hot reload: it lives as long as the agent.
-    let _rules_watcher = rules.watch().context("cannot watch the rule directories")?;
-    let role = parse_role(&config.rules.role).with_context(|| {
-        format!(
-            "[rules] role {:?}: viewer, operator or admin",
-            config.rules.role
-        )
-    })?;
-    automation::start(engine.clone(), monitor.clone(), rules, alerts.clone(), role);
-    api::dbus::serve(
-        &conn,
-        engine,
-        alerts,
-        Arc::new(Authorizer::new(config.auth)),
-        monitor,
-    )
-    .await?;
+    let watcher = rules.watch().context("cannot watch the rule directories")?;
+    let (role, role_rx) = tokio::sync::watch::channel(config.rules.role);
+    automation::start(
+        engine.clone(),
+        monitor.clone(),
+        rules.clone(),
+        alerts.clone(),
+        role_rx,
+    );
+    let auth = Arc::new(Authorizer::new(config.auth.clone()));
+    // The reloader owns the rules watcher: dropping it would stop the hot reload, and it
+    // lives as long as the agent.
+    let reloader = Arc::new(Reloader::new(reload::Parts {
+        config_path,
+        required,
+        config,
+        rules,
+        watcher,
+        role,
+        auth: auth.clone(),
+        engine: engine.clone(),
+    }));
+    api::dbus::serve(&conn, engine, alerts, auth, monitor, reloader.clone()).await?;
 
     // Take the name last, so a client that sees it finds the agent ready.
     let reply = conn
@@ -133,9 +139,16 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     );
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            // The reloader logs and audits the outcome; a bad file leaves the agent as it was.
+            _ = hangup.recv() => {
+                let _ = reloader.reload(&reload::Requester::signal());
+            }
+        }
     }
     // Runs keep going in their scopes; the next agent re-adopts them.
     tracing::info!(

@@ -8,6 +8,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use crate::alerts::Alerts;
 use crate::api::auth::Role;
 use crate::engine::Engine;
@@ -18,8 +20,15 @@ use crate::rules::{self, Rules, view};
 /// The rule name of drover's own alerts about rule files.
 const RULES_LOAD: &str = "rules-load";
 
-/// Starts the tasks; they end with the agent.
-pub fn start(engine: Engine, monitor: Monitor, rules: Rules, alerts: Alerts, role: Role) {
+/// Starts the tasks; they end with the agent. `role` is the rules' `[rules] role`, which
+/// a config reload may change.
+pub fn start(
+    engine: Engine,
+    monitor: Monitor,
+    rules: Rules,
+    alerts: Alerts,
+    role: watch::Receiver<Role>,
+) {
     tokio::spawn(resolve_ended_runs(engine.clone(), alerts.clone()));
     tokio::spawn(evaluate_each_tick(engine, monitor, rules, alerts, role));
 }
@@ -29,7 +38,7 @@ async fn evaluate_each_tick(
     monitor: Monitor,
     rules: Rules,
     alerts: Alerts,
-    role: Role,
+    role: watch::Receiver<Role>,
 ) {
     let mut ticks = monitor.subscribe();
     let mut load_errors = BTreeSet::new();
@@ -72,6 +81,7 @@ async fn evaluate_each_tick(
         if let Err(e) = alerts.observe(&outcome.evaluated, &outcome.firings) {
             tracing::error!(drover_event = "alert-failed", "cannot record alerts: {e}");
         }
+        let role = *role.borrow();
         for action in outcome.actions {
             // A kill takes seconds: the next tick does not wait for it.
             let engine = engine.clone();

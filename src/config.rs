@@ -1,20 +1,26 @@
 //! The agent's configuration file: `/etc/drover/drover.toml` for the system agent,
 //! `$XDG_CONFIG_HOME/drover/drover.toml` for a user agent. A missing file means defaults;
 //! a malformed one is refused with its line and reason.
+//!
+//! [`Config::load`] is the one validation: the agent at start and on reload, and
+//! `drover config check`, all go through it. Every check runs while the file is
+//! deserialised, so a bad value is reported at its own line and column.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::api::auth::AuthConfig;
+use crate::api::auth::{AuthConfig, Role};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
+    // The reason is in the message rather than a `source`: callers show this one line
+    // (the D-Bus reply, the CLI), and a source would print the reason twice.
+    #[error("{path}: cannot read: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}:{line}:{column}: {reason}")]
     Invalid {
@@ -48,10 +54,11 @@ impl Bus {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where the state DB, step logs and worktrees live.
+    #[serde(default, deserialize_with = "absolute_path")]
     pub state_dir: Option<PathBuf>,
     #[serde(default)]
     pub auth: AuthConfig,
@@ -66,31 +73,38 @@ pub struct Config {
 }
 
 /// `[monitor]`: how often running units are sampled and how long history is kept.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MonitorConfig {
     /// Sampling period, e.g. "1s".
-    #[serde(with = "crate::spec::duration")]
-    pub interval: std::time::Duration,
+    #[serde(
+        serialize_with = "crate::spec::duration::serialize",
+        deserialize_with = "positive_duration"
+    )]
+    pub interval: Duration,
     /// How long the 1-minute history stays in the state DB, e.g. "30d".
-    #[serde(with = "crate::spec::duration")]
-    pub history: std::time::Duration,
+    #[serde(
+        serialize_with = "crate::spec::duration::serialize",
+        deserialize_with = "positive_duration"
+    )]
+    pub history: Duration,
 }
 
 impl Default for MonitorConfig {
     fn default() -> MonitorConfig {
         MonitorConfig {
-            interval: std::time::Duration::from_secs(1),
-            history: std::time::Duration::from_secs(30 * 24 * 3600),
+            interval: Duration::from_secs(1),
+            history: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
 
 /// `[http]`: the agent's HTTP listener (`/metrics`, `/healthz`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address to listen on; loopback unless the operator says otherwise.
+    #[serde(deserialize_with = "socket_addr")]
     pub listen: std::net::SocketAddr,
     /// `false` turns the listener off.
     pub enabled: bool,
@@ -106,15 +120,17 @@ impl Default for HttpConfig {
 }
 
 /// `[rules]`: the operator's rule directory and the role rules act with.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
     /// The operator's rules (`*.rhai`), beside the shipped ones; default `<config dir>/rules`.
+    #[serde(deserialize_with = "absolute_path")]
     pub dir: Option<PathBuf>,
     /// The shipped rules' directory; default the `rules/` installed with drover.
+    #[serde(deserialize_with = "absolute_path")]
     pub shipped_dir: Option<PathBuf>,
-    /// The role of the `rules` principal: "viewer" (alerts only), "operator" or "admin".
-    pub role: String,
+    /// The role of the `rules` principal: viewer (alerts only), operator or admin.
+    pub role: Role,
 }
 
 impl Default for RulesConfig {
@@ -122,17 +138,65 @@ impl Default for RulesConfig {
         RulesConfig {
             dir: None,
             shipped_dir: None,
-            role: "operator".to_owned(),
+            role: Role::Operator,
         }
     }
 }
 
 /// `[alerts]`: where alerts go besides the state DB and the journal.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
     /// POST each alert change as JSON here.
+    #[serde(deserialize_with = "webhook_url")]
     pub webhook: Option<String>,
+}
+
+/// An absolute path: the agent runs with `/` as its working directory under systemd, so
+/// a relative one would not mean what its author meant.
+fn absolute_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let path = PathBuf::deserialize(d)?;
+    if !path.is_absolute() {
+        return Err(serde::de::Error::custom(format!(
+            "{} is not an absolute path",
+            path.display()
+        )));
+    }
+    Ok(Some(path))
+}
+
+/// A duration above zero: a zero sampling interval would spin, a zero history would
+/// drop every row as it is written.
+fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    let duration = humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a duration such as \"500ms\", \"1s\", \"5m\" or \"30d\": {e}"
+        ))
+    })?;
+    if duration.is_zero() {
+        return Err(serde::de::Error::custom("must be above zero, e.g. \"1s\""));
+    }
+    Ok(duration)
+}
+
+/// `IP:PORT`; std's own message ("invalid socket address syntax") does not say what the
+/// syntax is.
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<std::net::SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not an IP:PORT address such as \"127.0.0.1:7878\" or \"[::1]:7878\""
+        ))
+    })
+}
+
+/// A URL the webhook sink can POST to, checked by the sink itself so the two never
+/// disagree.
+fn webhook_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let url = String::deserialize(d)?;
+    crate::alerts::WebhookSink::new(&url).map_err(serde::de::Error::custom)?;
+    Ok(Some(url))
 }
 
 impl Config {
@@ -143,10 +207,10 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
                 return Ok(Config::default());
             }
-            Err(source) => {
+            Err(error) => {
                 return Err(ConfigError::Read {
                     path: path.to_owned(),
-                    source,
+                    error,
                 });
             }
         };
@@ -216,7 +280,196 @@ mod tests {
             .expect("a toml block");
         let config: Config = toml::from_str(block).expect("the README's config parses");
         assert_eq!(config.monitor.interval, std::time::Duration::from_secs(1));
-        assert_eq!(config.rules.role, "operator");
+        assert_eq!(config.rules.role, Role::Operator);
+        assert!(config.alerts.webhook.is_some());
+    }
+
+    /// Loads `text` as a config file named drover.toml.
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("drover.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path, true)
+    }
+
+    fn refused(text: &str) -> String {
+        load(text).expect_err("the config is refused").to_string()
+    }
+
+    #[test]
+    fn bad_values_are_refused_at_their_line_and_column() {
+        let cases = [
+            ("[rules]\nrole = \"boss\"\n", "drover.toml:2:8:", "viewer"),
+            (
+                "[alerts]\nwebhook = \"alerts.example\"\n",
+                "drover.toml:2:11:",
+                "webhook URL",
+            ),
+            (
+                "[alerts]\nwebhook = \"https://alerts.example/\"\n",
+                "drover.toml:2:11:",
+                "only http://",
+            ),
+            (
+                "[http]\nlisten = \"localhost:80\"\n",
+                "drover.toml:2:10:",
+                "IP:PORT",
+            ),
+            (
+                "[monitor]\ninterval = \"0s\"\n",
+                "drover.toml:2:12:",
+                "above zero",
+            ),
+            (
+                "[monitor]\nhistory = \"0d\"\n",
+                "drover.toml:2:11:",
+                "above zero",
+            ),
+            (
+                "[monitor]\ninterval = \"soon\"\n",
+                "drover.toml:2:12:",
+                "soon",
+            ),
+            (
+                "\nstate_dir = \"var/drover\"\n",
+                "drover.toml:2:13:",
+                "absolute",
+            ),
+            ("[rules]\ndir = \"rules\"\n", "drover.toml:2:7:", "absolute"),
+            (
+                "[http]\nenabled = \"yes\"\n",
+                "drover.toml:2:11:",
+                "expected a boolean",
+            ),
+        ];
+        for (text, location, reason) in cases {
+            let err = refused(text);
+            assert!(err.contains(location), "{text:?}: {err}");
+            assert!(err.contains(reason), "{text:?}: {err}");
+        }
+        let good = load(
+            "state_dir = \"/srv/drover\"\n[http]\nlisten = \"[::1]:9000\"\n\
+             [alerts]\nwebhook = \"http://127.0.0.1:9/hook\"\n[rules]\nrole = \"admin\"\n",
+        )
+        .expect("a good config loads");
+        assert_eq!(good.rules.role, Role::Admin);
+        assert_eq!(good.http.listen.port(), 9000);
+    }
+
+    const EXAMPLE: &str = include_str!("../packaging/drover.toml");
+
+    /// The example's settings as `(table.key, line)`: `#key = value` lines (commented
+    /// out) or `key = value` lines, under the table header above them.
+    fn example_settings() -> Vec<(String, usize)> {
+        let mut table = String::new();
+        let mut settings = Vec::new();
+        for (n, line) in EXAMPLE.lines().enumerate() {
+            if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                table = format!("{header}.");
+            } else if let Some((key, _)) = line.trim_start_matches('#').split_once(" = ")
+                && !line.starts_with("# ")
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                settings.push((format!("{table}{key}"), n));
+            }
+        }
+        settings
+    }
+
+    /// Every setting of `Config` as a TOML key path, from its defaults serialised as JSON
+    /// (where an unset optional key is still there, as null).
+    fn config_keys() -> std::collections::BTreeSet<String> {
+        fn walk(
+            path: &str,
+            value: &serde_json::Value,
+            keys: &mut std::collections::BTreeSet<String>,
+        ) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    for (key, value) in map {
+                        let path = if path.is_empty() {
+                            key.clone()
+                        } else {
+                            format!("{path}.{key}")
+                        };
+                        walk(&path, value, keys);
+                    }
+                }
+                _ => {
+                    keys.insert(path.to_owned());
+                }
+            }
+        }
+        let mut keys = std::collections::BTreeSet::new();
+        walk(
+            "",
+            &serde_json::to_value(Config::default()).unwrap(),
+            &mut keys,
+        );
+        keys
+    }
+
+    #[test]
+    fn the_packaged_example_changes_nothing() {
+        let example = Config::load(
+            Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/packaging/drover.toml"
+            )),
+            true,
+        )
+        .expect("packaging/drover.toml loads");
+        assert_eq!(
+            serde_json::to_value(example).unwrap(),
+            serde_json::to_value(Config::default()).unwrap(),
+            "installing the example must leave every setting at its default"
+        );
+    }
+
+    #[test]
+    fn the_packaged_example_documents_every_key_with_its_default() {
+        let settings = example_settings();
+        let documented: std::collections::BTreeSet<String> =
+            settings.iter().map(|(key, _)| key.clone()).collect();
+        assert_eq!(
+            documented.len(),
+            settings.len(),
+            "a key is documented twice"
+        );
+        assert_eq!(
+            documented,
+            config_keys(),
+            "packaging/drover.toml must document exactly the keys of Config"
+        );
+        let lines: Vec<&str> = EXAMPLE.lines().collect();
+        for (key, n) in &settings {
+            // The comment block right above the setting.
+            let comment: Vec<&str> = lines[..*n]
+                .iter()
+                .rev()
+                .take_while(|l| l.starts_with("# "))
+                .copied()
+                .collect();
+            assert!(
+                comment.iter().any(|l| l.contains("Default")),
+                "{key} (line {}) needs a comment saying what it does and its default",
+                n + 1
+            );
+        }
+    }
+
+    #[test]
+    fn the_packaged_examples_values_are_valid() {
+        let uncommented: String = EXAMPLE
+            .lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(setting) if !setting.starts_with(' ') && setting.contains(" = ") => setting,
+                _ => line,
+            })
+            .flat_map(|line| [line, "\n"])
+            .collect();
+        let config = load(&uncommented).expect("every example value is valid");
+        assert_eq!(config.rules.role, Role::Viewer);
         assert!(config.alerts.webhook.is_some());
     }
 

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod kill;
 pub mod model;
 pub mod monitor;
+pub mod reload;
 pub mod restart;
 pub mod rules;
 pub mod sandbox;

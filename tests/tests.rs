@@ -8,6 +8,7 @@ mod alerts;
 mod api;
 mod automation;
 mod claude;
+mod config;
 mod dbus_policy;
 mod failures;
 mod history;

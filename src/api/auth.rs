@@ -4,9 +4,11 @@
 use std::fmt;
 
 use nix::unistd::{Gid, Group, Uid, User};
-use serde::Deserialize;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
@@ -25,7 +27,7 @@ impl fmt::Display for Role {
 }
 
 /// The `[auth]` table: users and groups per role. Root and the agent's own user are admin.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// The role of callers listed nowhere: "viewer" (the default) or "none".
@@ -54,7 +56,7 @@ fn default_role() -> DefaultRole {
     DefaultRole::Viewer
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DefaultRole {
     Viewer,
@@ -62,7 +64,7 @@ pub enum DefaultRole {
 }
 
 /// Users (names or numeric uids) and groups (names) holding a role.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Principals {
     #[serde(default)]
@@ -108,16 +110,27 @@ pub struct Denied {
 }
 
 pub struct Authorizer {
-    config: AuthConfig,
+    /// Replaced whole by a reload, so a call sees either the old mapping or the new one.
+    config: RwLock<AuthConfig>,
     agent_uid: u32,
 }
 
 impl Authorizer {
     pub fn new(config: AuthConfig) -> Authorizer {
         Authorizer {
-            config,
+            config: RwLock::new(config),
             agent_uid: Uid::effective().as_raw(),
         }
+    }
+
+    /// Puts a reloaded `[auth]` in force for the calls that follow.
+    pub fn set_config(&self, config: AuthConfig) {
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config;
+    }
+
+    fn config(&self) -> RwLockReadGuard<'_, AuthConfig> {
+        // Written only by a whole-value assignment: a panic cannot leave it half-updated.
+        self.config.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The highest role `caller` holds, if any.
@@ -132,11 +145,12 @@ impl Authorizer {
                 .any(|u| u == &caller.uid.to_string() || Some(u) == caller.name.as_ref())
                 || p.groups.iter().any(|g| groups.contains(g))
         };
-        if holds(&self.config.admin) {
+        let config = self.config();
+        if holds(&config.admin) {
             Some(Role::Admin)
-        } else if holds(&self.config.operator) {
+        } else if holds(&config.operator) {
             Some(Role::Operator)
-        } else if holds(&self.config.viewer) || self.config.default_role == DefaultRole::Viewer {
+        } else if holds(&config.viewer) || config.default_role == DefaultRole::Viewer {
             Some(Role::Viewer)
         } else {
             None
@@ -187,7 +201,7 @@ mod tests {
     fn authorizer(toml_text: &str) -> Authorizer {
         let config: AuthConfig = toml::from_str(toml_text).expect("auth config parses");
         Authorizer {
-            config,
+            config: RwLock::new(config),
             agent_uid: 4242,
         }
     }
@@ -221,6 +235,15 @@ mod tests {
             Some(Role::Admin),
             "nobody's primary group is nogroup"
         );
+    }
+
+    #[test]
+    fn a_reloaded_mapping_applies_to_the_next_call() {
+        let auth = authorizer("default_role = \"none\"\n");
+        let caller = Caller::new(1234, "test");
+        assert_eq!(auth.role_of(&caller), None);
+        auth.set_config(toml::from_str("[operator]\nusers = [\"1234\"]\n").unwrap());
+        assert_eq!(auth.role_of(&caller), Some(Role::Operator));
     }
 
     #[test]

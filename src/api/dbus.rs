@@ -15,6 +15,7 @@ use super::auth::{Authorizer, Caller, Role};
 use crate::alerts::{Alerts, AlertsError, SilenceRequest};
 use crate::engine::{ActionRequest, Engine, EngineError, KillRequest};
 use crate::monitor::{self, Monitor};
+use crate::reload::{ReloadError, Reloader, Requester};
 
 /// Errors callers see, named `org.drover.Drover1.Error.*`.
 #[derive(Debug, zbus::DBusError)]
@@ -35,6 +36,8 @@ pub enum ApiError {
     RequirementsUnmet(String),
     /// A checkpoint's ref, commit or state is missing or damaged; nothing was changed.
     CorruptCheckpoint(String),
+    /// The config file does not validate; the running configuration stays in force.
+    InvalidConfig(String),
     Failed(String),
 }
 
@@ -63,6 +66,16 @@ impl From<EngineError> for ApiError {
     }
 }
 
+impl From<ReloadError> for ApiError {
+    fn from(e: ReloadError) -> ApiError {
+        let message = format!("configuration not reloaded, the running one stays in force: {e}");
+        match e {
+            ReloadError::Config(_) => ApiError::InvalidConfig(message),
+            ReloadError::Rules(_) | ReloadError::Compare(_) => ApiError::Failed(message),
+        }
+    }
+}
+
 impl From<AlertsError> for ApiError {
     fn from(e: AlertsError) -> ApiError {
         match e {
@@ -79,15 +92,23 @@ pub struct Manager {
     alerts: Alerts,
     auth: Arc<Authorizer>,
     monitor: Monitor,
+    reloader: Arc<Reloader>,
 }
 
 impl Manager {
-    pub fn new(engine: Engine, alerts: Alerts, auth: Arc<Authorizer>, monitor: Monitor) -> Manager {
+    pub fn new(
+        engine: Engine,
+        alerts: Alerts,
+        auth: Arc<Authorizer>,
+        monitor: Monitor,
+        reloader: Arc<Reloader>,
+    ) -> Manager {
         Manager {
             engine,
             alerts,
             auth,
             monitor,
+            reloader,
         }
     }
 
@@ -455,6 +476,32 @@ impl Manager {
         to_json(&self.alerts.resolve(&key)?.alert)
     }
 
+    /// Re-reads the agent's config file and puts it in force where that can be done live
+    /// (`[auth]`, `[rules]`); an invalid file changes nothing and is the error. Admin;
+    /// audited, refusals included. Returns what changed (JSON), naming the changed
+    /// settings that take effect only after a restart.
+    async fn reload(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        let caller = self.caller(conn, &hdr).await?;
+        let by = Requester {
+            requested_by: caller.to_string(),
+            uid: Some(caller.uid),
+            role: self.auth.role_of(&caller).map(|r| r.to_string()),
+            channel: caller.channel.to_owned(),
+        };
+        if let Err(denied) = self
+            .auth
+            .require(&caller, Role::Admin, "reload the configuration")
+        {
+            self.reloader.refuse(&by, &denied.to_string());
+            return Err(ApiError::PermissionDenied(denied.to_string()));
+        }
+        to_json(&self.reloader.reload(&by)?)
+    }
+
     /// A running run's live metrics and its recent samples (the last five minutes), as a
     /// JSON object: the fields of `RunMetrics` and `series`.
     async fn metrics(
@@ -598,10 +645,14 @@ pub async fn serve(
     alerts: Alerts,
     auth: Arc<Authorizer>,
     monitor: Monitor,
+    reloader: Arc<Reloader>,
 ) -> zbus::Result<()> {
     let mut events = engine.subscribe();
     conn.object_server()
-        .at(OBJECT_PATH, Manager::new(engine, alerts, auth, monitor))
+        .at(
+            OBJECT_PATH,
+            Manager::new(engine, alerts, auth, monitor, reloader),
+        )
         .await?;
     let emitter = SignalEmitter::new(conn, OBJECT_PATH)?.into_owned();
     tokio::spawn(async move {

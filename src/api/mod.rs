@@ -63,6 +63,7 @@ pub trait Drover {
     fn resolve_alert(&self, key: &str) -> zbus::Result<String>;
     fn metrics(&self, run: &str) -> zbus::Result<String>;
     fn top(&self) -> zbus::Result<String>;
+    fn reload(&self) -> zbus::Result<String>;
     #[zbus(signal)]
     fn run_changed(&self, run_id: String, state: String) -> zbus::Result<()>;
 }

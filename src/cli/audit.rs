@@ -61,7 +61,8 @@ pub async fn run(
             println!(
                 "{:<5} {:<12} {:<10} {:<8} {:<24} {:<34} {}",
                 a.id,
-                a.run,
+                // Empty for an action on the agent itself (a reload).
+                if a.run.is_empty() { "-" } else { &a.run },
                 a.action,
                 a.result,
                 a.at.to_string(),

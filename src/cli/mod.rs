@@ -4,12 +4,14 @@
 mod alerts;
 mod audit;
 mod checkpoint;
+mod config;
 mod critical;
 mod history;
 mod kill;
 mod logs;
 mod metrics;
 mod ps;
+mod reload;
 mod restart;
 mod rollback;
 mod rules;
@@ -75,6 +77,16 @@ enum RulesCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file as the agent would (no agent needed); prints `FILE: ok`.
+    Check {
+        /// The file (default: the one the agent reads: /etc/drover/drover.toml or
+        /// $XDG_CONFIG_HOME/drover/drover.toml).
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run the agent (the daemon that owns org.drover.Drover1).
     Agent {
@@ -84,6 +96,16 @@ enum Command {
         /// State directory (default: from the config, else /var/lib/drover or $XDG_STATE_HOME/drover).
         #[arg(long)]
         state_dir: Option<PathBuf>,
+    },
+    /// The agent's configuration file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Make the agent re-read its config file (an invalid one changes nothing).
+    Reload {
+        #[arg(long)]
+        json: bool,
     },
     /// Rhai alert and automation rules.
     Rules {
@@ -334,6 +356,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             .await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => config::check(file, bus),
+        Command::Reload { json } => reload::run(&connect(bus).await?, json).await,
         Command::Rules {
             command: RulesCommand::Check { dir, config },
         } => rules::check(dir.as_deref(), config, bus),

@@ -252,6 +252,13 @@ impl Engine {
         Ok(())
     }
 
+    /// Records an action on the agent rather than on one run (a configuration reload)
+    /// in the audit trail.
+    pub fn record_action(&self, record: &ActionRecord) -> Result<()> {
+        self.inner.store().record_action(record)?;
+        Ok(())
+    }
+
     /// Restarts, rollbacks and checkpoints asked for, oldest first: of one run, or all.
     pub fn actions(&self, run: Option<&str>) -> Result<Vec<ActionRecord>> {
         Ok(self.inner.store().actions(run)?)

@@ -103,13 +103,3 @@ pub async fn execute(
         }
     }
 }
-
-/// Parses the config's `[rules] role`.
-pub fn parse_role(text: &str) -> Option<Role> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "viewer" => Some(Role::Viewer),
-        "operator" => Some(Role::Operator),
-        "admin" => Some(Role::Admin),
-        _ => None,
-    }
-}

@@ -254,7 +254,8 @@ impl ReloadReport {
 
 struct Shared {
     engine: Engine,
-    dirs: RuleDirs,
+    /// Replaced by a config reload that names other directories.
+    dirs: RwLock<RuleDirs>,
     set: RwLock<RuleSet>,
     /// (rule, run, action) already given out: an action is given once per run.
     given: Mutex<HashSet<RuleAction>>,
@@ -280,7 +281,7 @@ impl Rules {
         let rules = Rules {
             shared: Arc::new(Shared {
                 engine: sandbox::engine(),
-                dirs,
+                dirs: RwLock::new(dirs),
                 set: RwLock::new(RuleSet::default()),
                 given: Mutex::new(HashSet::new()),
                 stats: Mutex::new(EvalStats::default()),
@@ -290,14 +291,29 @@ impl Rules {
         Ok(rules)
     }
 
-    pub fn dirs(&self) -> &RuleDirs {
-        &self.shared.dirs
+    pub fn dirs(&self) -> RuleDirs {
+        self.shared
+            .dirs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Loads the rules from other directories (a config reload): rules only in the old
+    /// ones are dropped, the others (re)compiled as by [`Rules::reload`]. The actions
+    /// already given stay given, so a rule does not act twice on a run. An unreadable
+    /// directory changes nothing. A watcher watches the new directories once told
+    /// ([`watch::RulesWatcher::dirs_changed`]).
+    pub fn set_dirs(&self, dirs: RuleDirs) -> Result<ReloadReport, RulesError> {
+        dirs.files()?;
+        *self.shared.dirs.write().unwrap_or_else(|p| p.into_inner()) = dirs;
+        self.reload()
     }
 
     /// Re-reads the directories: new and changed files are compiled (a failure keeps the
     /// previous version), rules whose file is gone are dropped. Errors are logged.
     pub fn reload(&self) -> Result<ReloadReport, RulesError> {
-        let files = self.shared.dirs.files()?;
+        let files = self.dirs().files()?;
         let mut report = ReloadReport::default();
         // Read and compile outside the lock: evaluation goes on meanwhile.
         let current: BTreeMap<String, (PathBuf, String)> = {

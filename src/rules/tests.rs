@@ -497,3 +497,30 @@ fn history_comes_from_the_state_db() {
         0
     );
 }
+
+#[test]
+fn new_directories_replace_the_rules_and_an_unreadable_one_changes_nothing() {
+    let (_old, rules) = rules_with(&[("old.rhai", "alert(\"info\", \"old\");\n")]);
+    let new = tempfile::tempdir().unwrap();
+    std::fs::write(new.path().join("new.rhai"), "alert(\"info\", \"new\");\n").unwrap();
+    let dirs = RuleDirs {
+        shipped: None,
+        operator: Some(new.path().to_owned()),
+    };
+    let report = rules.set_dirs(dirs.clone()).unwrap();
+    assert_eq!(report.loaded, ["new"]);
+    assert_eq!(report.removed, ["old"]);
+    assert_eq!(rules.dirs(), dirs);
+    let outcome = rules.evaluate(&[RunView::sample()]);
+    assert_eq!(fired(&outcome, "new"), ["new"]);
+
+    // A file where a directory should be cannot be listed: the rules stay as they were.
+    let not_a_dir = new.path().join("new.rhai");
+    let err = rules.set_dirs(RuleDirs {
+        shipped: None,
+        operator: Some(not_a_dir),
+    });
+    assert!(err.is_err());
+    assert_eq!(rules.dirs(), dirs);
+    assert_eq!(rules.rules().len(), 1);
+}

@@ -24,6 +24,14 @@ pub struct RulesWatcher {
     tx: mpsc::Sender<Message>,
 }
 
+impl RulesWatcher {
+    /// Watches the rules' directories as they are now (after [`Rules::set_dirs`]) and
+    /// reloads. The old directories stay watched: a change there reloads to no effect.
+    pub fn dirs_changed(&self) {
+        let _ = self.tx.send(Message::Changed);
+    }
+}
+
 impl Drop for RulesWatcher {
     fn drop(&mut self) {
         let _ = self.tx.send(Message::Stop);
@@ -83,7 +91,8 @@ fn watch_dirs(
     watcher: &mut notify::RecommendedWatcher,
     watched: &mut HashSet<PathBuf>,
 ) -> Result<(), RulesError> {
-    for dir in rules.dirs().all() {
+    let dirs = rules.dirs();
+    for dir in dirs.all() {
         let target = if dir.is_dir() {
             Some(dir.clone())
         } else {

@@ -172,6 +172,11 @@ impl TestAgent {
         );
     }
 
+    /// The running agent's pid (to signal it).
+    pub fn agent_pid(&self) -> u32 {
+        self.agent.as_ref().expect("the agent is running").id()
+    }
+
     /// SIGKILLs the agent, as a crash would.
     pub fn kill_agent(&mut self) {
         if let Some(mut agent) = self.agent.take() {
