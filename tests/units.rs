@@ -67,6 +67,8 @@ fn every_unit_passes_systemd_analyze_verify() {
 /// session bus's activation file installed; nothing started by hand.
 struct UserSetup {
     sandbox: Sandbox,
+    /// `$XDG_CONFIG_HOME/drover/drover.toml`, the agent's config.
+    config: PathBuf,
     state: PathBuf,
 }
 
@@ -93,6 +95,7 @@ impl UserSetup {
         let config = config_home.join("drover/drover.toml");
         write(&config, "[http]\nlisten = \"127.0.0.1:0\"\n");
         let setup = UserSetup {
+            config,
             state: state_home.join("drover"),
             sandbox,
         };
@@ -268,4 +271,56 @@ fn bus_activation_starts_the_agent_and_a_restart_leaves_workflows_running() {
         setup.show(&run).state.is_terminal()
     });
     assert_eq!(setup.show(&run).state, RunState::Succeeded);
+}
+
+#[test]
+fn a_reload_with_a_broken_config_keeps_the_running_one() {
+    let setup = UserSetup::install();
+    ok(
+        &setup.systemctl(&["start", "drover.service"]),
+        "systemctl --user start drover",
+    );
+    let pid = setup.main_pid();
+
+    std::fs::write(&setup.config, "[monitor]\ninterval = \"soon\"\n").expect("break the config");
+    let reload = setup.systemctl(&["reload", "drover.service"]);
+    assert!(
+        !reload.status.success(),
+        "systemctl --user reload drover accepted a broken config"
+    );
+    assert_eq!(setup.is_active("drover.service"), "active");
+    assert_eq!(setup.main_pid(), pid, "the agent kept running");
+    // Why, in the agent's journal: the file, line and column.
+    wait_until(Duration::from_secs(10), "the reason in the journal", || {
+        let out = setup.sandbox.output(
+            "journalctl",
+            &["--no-pager", "-o", "cat", "SYSLOG_IDENTIFIER=drover"],
+        );
+        let journal = String::from_utf8_lossy(&out.stdout);
+        journal.contains(&format!("{}:2:", setup.config.display()))
+    });
+    // The old config still serves: a run starts and ends.
+    let workflow = setup.sandbox.dir.path().join("ok.toml");
+    write(
+        &workflow,
+        "name = \"ok\"\n[[step]]\nname = \"s\"\nrun = \"true\"\n",
+    );
+    let run = ok(
+        &setup.drover(&["run", &workflow.to_string_lossy()]),
+        "drover run",
+    )
+    .trim()
+    .to_owned();
+    wait_until(Duration::from_secs(30), "the run to end", || {
+        setup.show(&run).state.is_terminal()
+    });
+    assert_eq!(setup.show(&run).state, RunState::Succeeded);
+
+    // Fixed, the reload goes through.
+    std::fs::write(&setup.config, "[http]\nlisten = \"127.0.0.1:0\"\n").expect("fix the config");
+    ok(
+        &setup.systemctl(&["reload", "drover.service"]),
+        "systemctl --user reload drover",
+    );
+    assert_eq!(setup.main_pid(), pid);
 }
