@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::alerts::{AlertUpdate, Change, OutboxItem, Silence};
 use crate::claude::StreamReport;
@@ -303,8 +303,13 @@ impl Store {
     /// Begins a write; every write goes through here so its latency is measured.
     fn write(&mut self) -> rusqlite::Result<TimedTx<'_>> {
         let began = std::time::Instant::now();
+        // IMMEDIATE: the write lock is taken (waiting out `busy_timeout`) before the first
+        // read. A deferred transaction that reads and then writes fails at once with
+        // SQLITE_BUSY when another connection (the monitor's, a CLI's) committed between.
         Ok(TimedTx {
-            tx: self.conn.transaction()?,
+            tx: self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?,
             began,
         })
     }
@@ -1950,6 +1955,35 @@ mod tests {
         );
         assert_eq!(store.prune_metrics(Timestamp(120_000)).unwrap(), 1);
         assert_eq!(store.metrics_history("r1").unwrap(), vec![row(120_000, 60)]);
+    }
+
+    /// A write that reads before it writes waits out another connection's write; a
+    /// deferred transaction would fail at once (SQLITE_BUSY) once that one commits, since
+    /// its read saw the database before the commit.
+    #[test]
+    fn a_write_waits_for_another_connections_write_instead_of_failing() {
+        let (dir, mut store) = temp_store();
+        let other = Connection::open(dir.path().join("state.db")).expect("open");
+        other
+            .execute_batch("BEGIN IMMEDIATE; CREATE TABLE scratch (x);")
+            .expect("the other connection's write");
+        let committer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            other.execute_batch("COMMIT").expect("commit");
+        });
+        let alert = NewAlert {
+            key: "rule/-".into(),
+            rule: "rule",
+            run: None,
+            workflow: None,
+            severity: Severity::Warning,
+            summary: "s",
+        };
+        // Reads the firing alerts, then inserts: across the other connection's commit.
+        store
+            .observe_alerts(&[alert], &[], &[], Timestamp::now())
+            .expect("the write waited for the other one");
+        committer.join().expect("committer");
     }
 
     fn temp_store() -> (tempfile::TempDir, Store) {
