@@ -15,6 +15,7 @@ mod history;
 mod http;
 mod kill;
 mod monitor;
+mod package;
 mod restart;
 mod rules;
 mod run;
