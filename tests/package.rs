@@ -33,6 +33,7 @@ const CONTENTS: &[&str] = &[
     "/usr/share/drover/rules/tool-loop.rhai",
     "/etc/drover/drover.toml",
     "/usr/share/doc/drover/README.md.gz",
+    "/usr/share/doc/drover/runbook.md.gz",
     "/usr/share/doc/drover/copyright",
     "/usr/share/doc/drover/changelog.Debian.gz",
     "/usr/share/man/man1/drover.1.gz",
