@@ -94,7 +94,7 @@ run = ["sh", "-c", "echo second-out >&2; cat /proc/self/cgroup; echo param=$DROV
     let second = agent.log_of(&run, "second");
     // stdout and stderr are separate pipes: only the order within each is kept, so
     // stdout's last line is the last one once stderr's is left out.
-    let stdout_last = second.lines().filter(|l| *l != "second-out").last();
+    let stdout_last = second.lines().rfind(|l| *l != "second-out");
     assert!(
         second.contains("second-out\n") && stdout_last == Some("param=blue"),
         "{second}"
