@@ -3,13 +3,15 @@
 
 use crate::model::{StepOutput, Timestamp};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-/// The log of one running attempt and what has been counted of it so far.
+/// The log of one running attempt and what has been counted of it so far. The file stays
+/// open between calls (the shim only appends to it), so a call is a read and an fstat.
 pub(super) struct Follower {
     log: PathBuf,
+    file: Option<File>,
     offset: u64,
     pub(super) output: Arc<Mutex<StepOutput>>,
 }
@@ -18,6 +20,7 @@ impl Follower {
     pub(super) fn new(log: PathBuf) -> Follower {
         Follower {
             log,
+            file: None,
             offset: 0,
             output: Arc::default(),
         }
@@ -25,30 +28,35 @@ impl Follower {
 
     /// Counts what the log gained since the last call.
     pub(super) fn catch_up(&mut self) {
-        let Ok(mut file) = File::open(&self.log) else {
-            return;
-        };
-        if file.seek(SeekFrom::Start(self.offset)).is_err() {
-            return;
+        if self.file.is_none() {
+            self.file = File::open(&self.log).ok();
         }
-        let mut buf = Vec::new();
-        let Ok(read) = file.read_to_end(&mut buf) else {
+        let Some(file) = &self.file else {
             return;
         };
+        let mut chunk = [0u8; 16 * 1024];
+        let (mut read, mut lines) = (0u64, 0u64);
+        while let Ok(n) = file.read_at(&mut chunk, self.offset + read) {
+            if n == 0 {
+                break;
+            }
+            read += n as u64;
+            lines += chunk[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        }
         if read == 0 {
             return;
         }
-        self.offset += read as u64;
+        self.offset += read;
         let mut output = self.output.lock().unwrap_or_else(|p| p.into_inner());
-        output.bytes += read as u64;
-        output.lines += buf.iter().filter(|&&b| b == b'\n').count() as u64;
+        output.bytes += read;
+        output.lines += lines;
         // The file's own time, so a re-adopted step is not mistaken for a chatty one.
-        output.last_output_at = modified(&self.log).or(Some(Timestamp::now()));
+        output.last_output_at = modified(file).or(Some(Timestamp::now()));
     }
 }
 
-fn modified(path: &Path) -> Option<Timestamp> {
-    let time = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
+fn modified(file: &File) -> Option<Timestamp> {
+    let time = file.metadata().and_then(|m| m.modified()).ok()?;
     let millis = time.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
     Some(Timestamp(i64::try_from(millis).ok()?))
 }
