@@ -265,6 +265,16 @@ pub struct Transition {
     pub reason: Option<String>,
 }
 
+/// The columns `run_row` reads, in its order.
+macro_rules! run_columns {
+    () => {
+        "SELECT id, workflow, workflow_file, spec_json, params_json, state, worktree,
+                requested_by, created_at, started_at, ended_at, error,
+                next_attempt_at, restart_json, failure_class
+         FROM runs"
+    };
+}
+
 /// The states of a run that has not ended (what the agent re-adopts, and monitors).
 macro_rules! unfinished_states {
     () => {
@@ -862,12 +872,7 @@ impl Store {
     pub fn run(&self, id: &str) -> Result<Option<(Run, String)>> {
         let row = self
             .conn
-            .prepare_cached(
-                "SELECT id, workflow, workflow_file, spec_json, params_json, state, worktree,
-                        requested_by, created_at, started_at, ended_at, error,
-                        next_attempt_at, restart_json, failure_class
-                 FROM runs WHERE id = ?1",
-            )?
+            .prepare_cached(concat!(run_columns!(), " WHERE id = ?1"))?
             .query_row([id], run_row)
             .optional()?;
         let Some(row) = row else { return Ok(None) };
@@ -884,35 +889,35 @@ impl Store {
     /// The unfinished runs and those that ended at `since` or later (every run for
     /// `None`), newest first.
     pub fn runs_ended_since(&self, since: Option<Timestamp>) -> Result<Vec<Run>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, workflow, workflow_file, spec_json, params_json, state, worktree,
-                    requested_by, created_at, started_at, ended_at, error,
-                    next_attempt_at, restart_json, failure_class
-             FROM runs
-             WHERE ?1 IS NULL OR ended_at IS NULL OR ended_at >= ?1
-             ORDER BY created_at DESC, id",
-        )?;
-        let runs = stmt
-            .query_map([since.map(|t| t.0)], run_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?
-            .into_iter()
-            .map(|row| Ok(row.into_run()?.0))
-            .collect::<Result<Vec<_>>>()?;
-        self.with_steps_and_kills(runs)
+        self.query_runs(
+            concat!(
+                run_columns!(),
+                " WHERE ?1 IS NULL OR ended_at IS NULL OR ended_at >= ?1
+                 ORDER BY created_at DESC, id"
+            ),
+            [since.map(|t| t.0)],
+        )
     }
 
     /// The runs that have not reached a final state, oldest first, with their steps.
     pub fn unfinished(&self) -> Result<Vec<Run>> {
-        let mut stmt = self.conn.prepare_cached(concat!(
-            "SELECT id, workflow, workflow_file, spec_json, params_json, state, worktree,
-                    requested_by, created_at, started_at, ended_at, error,
-                    next_attempt_at, restart_json, failure_class
-             FROM runs WHERE state IN (",
-            unfinished_states!(),
-            ") ORDER BY created_at"
-        ))?;
-        let runs = stmt
-            .query_map([], run_row)?
+        self.query_runs(
+            concat!(
+                run_columns!(),
+                " WHERE state IN (",
+                unfinished_states!(),
+                ") ORDER BY created_at"
+            ),
+            [],
+        )
+    }
+
+    /// The runs `sql` (over `run_columns!()`) selects, with their steps and kills.
+    fn query_runs(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Run>> {
+        let runs = self
+            .conn
+            .prepare_cached(sql)?
+            .query_map(params, run_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?
             .into_iter()
             .map(|row| Ok(row.into_run()?.0))
@@ -1075,7 +1080,7 @@ impl Store {
     /// Writes the monitor's downsampled rows in one transaction; a row for a period already
     /// written (the same run, step and minute) is replaced.
     pub fn write_metrics(&mut self, rows: &[MetricsMinute]) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO metrics_history (run_id, workflow, step, minute, samples,
