@@ -1,4 +1,4 @@
-//! Checkpoint cost: `drover::checkpoint::write` (warm private index, chained) after 10
+//! Checkpoint cost: `drover::snapshot::write` (warm private index, chained) after 10
 //! files changed in a worktree of 10,000 files / 200 MB, beside `git add -A && git commit`
 //! (git CLI, warm index) on an identical second repository, interleaved round by round.
 //! Also once each: the first checkpoint (no private index yet) and the first commit, and
@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::percentile;
-use drover::checkpoint::{self, Checkpoint};
+use drover::snapshot::{self, Snapshot};
 use git2::Oid;
 
 const FILES: usize = 10_000;
@@ -98,17 +98,17 @@ fn main() {
             (last, &git_tips[1])
         };
         let t0 = Instant::now();
-        checkpoint::open(&drover_repo, &reference(n), Some(commits[n])).expect("open");
+        snapshot::open(&drover_repo, &reference(n), Some(commits[n])).expect("open");
         open_ms.push(ms_since(t0));
         let t0 = Instant::now();
-        checkpoint::restore(&drover_repo, commits[n], &index).expect("restore");
+        snapshot::restore(&drover_repo, commits[n], &index).expect("restore");
         restore_ms.push(ms_since(t0));
         let t0 = Instant::now();
         git(&git_repo, &["reset", "-q", "--hard", tip]);
         reset_ms.push(ms_since(t0));
         assert_eq!(
-            checkpoint::worktree_tree(&drover_repo, &index).expect("worktree tree"),
-            checkpoint::content_tree(&drover_repo, commits[n]).expect("content tree")
+            snapshot::worktree_tree(&drover_repo, &index).expect("worktree tree"),
+            snapshot::content_tree(&drover_repo, commits[n]).expect("content tree")
         );
     }
 
@@ -132,7 +132,7 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|");
     row(
         "checkpoint, warm index",
-        "drover `checkpoint::write`",
+        "drover `snapshot::write`",
         &drover_ms,
         &git_ms,
     );
@@ -144,7 +144,7 @@ fn main() {
     );
     row(
         "first checkpoint",
-        "drover `checkpoint::write`, private index seeded from the worktree's",
+        "drover `snapshot::write`, private index seeded from the worktree's",
         &[first_ms],
         &[first_git_ms],
     );
@@ -156,7 +156,7 @@ fn main() {
     );
     row(
         "no index at all",
-        "drover `checkpoint::write`",
+        "drover `snapshot::write`",
         &[bare_ms],
         &[bare_git_ms],
     );
@@ -168,7 +168,7 @@ fn main() {
     );
     row(
         "restore 10 files",
-        "drover `checkpoint::restore` (verifies, stages, checks out, re-stages)",
+        "drover `snapshot::restore` (verifies, stages, checks out, re-stages)",
         &restore_ms,
         &reset_ms,
     );
@@ -180,7 +180,7 @@ fn main() {
     );
     row(
         "verify",
-        "drover `checkpoint::open` (reads every tree, checks every blob)",
+        "drover `snapshot::open` (reads every tree, checks every blob)",
         &open_ms,
         &reset_ms,
     );
@@ -205,7 +205,7 @@ fn reference(n: usize) -> String {
 fn drover_write(repo: &Path, index: &Path, n: usize, parent: Option<Oid>) -> (Oid, u32, f64) {
     let state = format!("{{\"round\":{n}}}");
     let t0 = Instant::now();
-    let written = checkpoint::write(&Checkpoint {
+    let written = snapshot::write(&Snapshot {
         worktree: repo,
         index_file: index,
         reference: &reference(n),
@@ -228,7 +228,7 @@ fn git_commit(repo: &Path) -> f64 {
 
 /// The checkpoint holds exactly what git committed from the same files.
 fn check_same_tree(drover_repo: &Path, commit: Oid, git_repo: &Path) {
-    let content = checkpoint::content_tree(drover_repo, commit).expect("content tree");
+    let content = snapshot::content_tree(drover_repo, commit).expect("content tree");
     assert_eq!(
         content.to_string(),
         git(git_repo, &["rev-parse", "HEAD^{tree}"]),

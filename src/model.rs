@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::claude::StreamReport;
-use crate::restart::FailureClass;
+use crate::recovery::FailureClass;
 
 /// A run's place in its life: `pending → running → succeeded | failed`, and on a kill
 /// `→ stopping → killing → killed`.

@@ -16,7 +16,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::restart::FailureClass;
+use crate::recovery::FailureClass;
 
 // ---------------------------------------------------------------------------
 // Public types

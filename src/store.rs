@@ -14,7 +14,7 @@ use crate::model::{
     Severity, StepAttempt, StepOutput, StepState, Timestamp,
 };
 use crate::monitor::MetricsMinute;
-use crate::restart::{Failure, FailureClass};
+use crate::recovery::{Failure, FailureClass};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

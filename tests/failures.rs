@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use drover::model::{Run, RunState, StepAttempt};
-use drover::restart::FailureClass;
+use drover::recovery::FailureClass;
 
 use crate::support::anthropic::{ModelServer, Turn, claude_command, step_toml};
 use crate::support::{TestAgent, assert_state, wait_until};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use drover::model::{ActionRecord, CheckpointRecord, KillRecord, KillResult, Run, RunState};
-use drover::restart::FailureClass;
+use drover::recovery::FailureClass;
 use serde_json::Value;
 
 use crate::support::anthropic::{

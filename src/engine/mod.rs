@@ -3,16 +3,16 @@
 //! one stopped), records every transition before announcing it, and launches each step
 //! through its shim into a transient scope.
 
-mod checkpoints;
+mod checkpoint;
 mod follow;
-mod killing;
-mod restarting;
+mod kill;
+mod restart;
 pub mod shim;
 mod step;
 mod wakeups;
 
-pub use killing::KillRequest;
-pub use restarting::ActionRequest;
+pub use kill::KillRequest;
+pub use restart::ActionRequest;
 
 /// journald `MESSAGE_ID` of every kill record (`journalctl MESSAGE_ID=…`).
 pub const KILL_MESSAGE_ID: &str = "5f8c1d6e2a7b4c39b0e1d2c3a4b5c6d7";
@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use crate::checkpoint::CheckpointError;
 use crate::model::{Run, RunState, StepAttempt, StepOutput, StepState, Timestamp};
-use crate::restart::{self, FailureClass};
+use crate::recovery::{self, FailureClass};
+use crate::snapshot::SnapshotError;
 use crate::spec::{self, Workflow};
 use crate::store::{NewRun, Store, StoreError};
 use crate::systemd::{Systemd, SystemdError};
@@ -80,7 +80,7 @@ pub enum EngineError {
     #[error("run {run}: the stored workflow cannot be read: {reason}")]
     CorruptRun { run: String, reason: String },
     #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
+    Checkpoint(#[from] SnapshotError),
     #[error(
         "run {run} has no worktree (its workflow names no `workspace`): there is nothing to checkpoint"
     )]
@@ -224,7 +224,7 @@ fn next_action(workflow: &Workflow, run: &Run) -> Action {
             }
             StepState::Failed | StepState::Killed => {
                 let so_far = attempt.attempt + 1 - first;
-                if let Some(retry) = restart::retry_number(step, attempt.failure_class, so_far) {
+                if let Some(retry) = recovery::retry_number(step, attempt.failure_class, so_far) {
                     return Action::Retry {
                         index,
                         attempt: attempt.attempt + 1,
@@ -332,7 +332,7 @@ impl Engine {
             return Err(EngineError::RequirementsUnmet {
                 run: "(new)".into(),
                 what: format!("workflow {} cannot start", workflow.name),
-                unmet: restart::requires::describe(&unmet),
+                unmet: recovery::requires::describe(&unmet),
             });
         }
         let spec_json = serde_json::to_string(&workflow).map_err(|e| EngineError::CorruptRun {
@@ -782,7 +782,7 @@ impl Inner {
         };
         let unmet = self.unmet_requirements(Some(run), workflow, &run.params, Some(index));
         if !unmet.is_empty() {
-            let evidence = restart::requires::describe(&unmet);
+            let evidence = recovery::requires::describe(&unmet);
             return step::refuse(self, run, workflow, index, attempt, &evidence);
         }
         step::start(self, run, workflow, index, attempt, time_left, session).await
@@ -1096,7 +1096,7 @@ mod tests {
             attempt(0, 1, StepState::Succeeded, Some("success")),
             attempt(1, 1, StepState::Killed, Some("killed")),
         ]);
-        run.restart = Some(restart::restart_point(
+        run.restart = Some(recovery::restart_point(
             Some(2),
             1,
             &BTreeMap::from([(0, 1), (1, 1)]),

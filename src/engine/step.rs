@@ -13,12 +13,12 @@ use super::follow::Follower;
 use super::shim::{self, ShimOutcome, ShimSpec, StepExit};
 use super::{EngineError, Inner, NEVER_STARTED, Result};
 use crate::claude::{self, Repair, SessionStart};
-use crate::kill::{self, Clock, Target};
 use crate::model::{KillRecord, Run, StepOutput, StepState, Timestamp};
-use crate::restart::failure::{self, Evidence, Failure, FailureClass};
+use crate::recovery::failure::{self, Evidence, Failure, FailureClass};
 use crate::spec::{Step, Workflow};
 use crate::store::{AttemptEnd, NewAttempt};
 use crate::systemd::ScopeProperties;
+use crate::terminate::{self, Clock, Target};
 
 /// How long systemd waits between SIGTERM and SIGKILL when it stops a scope itself.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -662,7 +662,7 @@ async fn stop_stalled(inner: &Arc<Inner>, unit: &str, watch: &Watch, evidence: &
         shim_pid: watch.shim_pid,
         agent_step: watch.agent_step,
     };
-    if let Err(e) = kill::terminate(&inner.systemd, &target, &clock).await {
+    if let Err(e) = terminate::scope(&inner.systemd, &target, &clock).await {
         tracing::error!(
             drover_event = "stalled",
             "{unit}: stopping the stalled step failed: {e}"

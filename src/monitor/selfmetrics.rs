@@ -15,7 +15,7 @@ use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::model::KillResult;
-use crate::restart::FailureClass;
+use crate::recovery::FailureClass;
 
 /// Buckets (seconds) of the state-DB write latency: a WAL commit with
 /// `synchronous=NORMAL` takes tens of microseconds to a few milliseconds.

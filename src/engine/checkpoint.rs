@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use super::step::step_transcript;
 use super::{ActionRequest, Engine, EngineError, Inner, Result};
-use crate::checkpoint::{self, Checkpoint};
 use crate::model::{CheckpointRecord, CheckpointState, Run, StepAttempt, Timestamp};
-use crate::restart;
+use crate::recovery;
+use crate::snapshot::{self, Snapshot};
 use crate::spec::Workflow;
 
 impl Engine {
@@ -114,7 +114,7 @@ impl Inner {
                     "drover: run {} checkpoint {n}: {}",
                     record.run, record.label
                 );
-                let written = checkpoint::write(&Checkpoint {
+                let written = snapshot::write(&Snapshot {
                     worktree: &worktree,
                     index_file: &index_file,
                     reference: &record.reference,
@@ -163,7 +163,7 @@ pub(super) fn checkpoint_state(run: &Run, workflow: &Workflow) -> CheckpointStat
         run: run.id.clone(),
         workflow: run.workflow.clone(),
         params: run.params.clone(),
-        next_step: restart::next_step(workflow, run),
+        next_step: recovery::next_step(workflow, run),
         steps: run
             .steps
             .iter()

@@ -1,5 +1,5 @@
 //! A kill as the engine drives it: the request (recorded with the run's move to
-//! `stopping` in one transaction), the critical-section wait, the termination (the `kill`
+//! `stopping` in one transaction), the critical-section wait, the termination (the `terminate`
 //! part), the attempt's end, cleanup and the final snapshot, and the outcome in the audit
 //! trail. A kill that an agent restart interrupted is resumed by the next agent.
 
@@ -11,13 +11,13 @@ use super::step::{self, AttemptFiles};
 use super::{Engine, EngineError, Inner, Result};
 use crate::claude;
 use crate::engine::shim;
-use crate::kill::{self, Clock, Target};
 use crate::model::{
     KillPhase, KillRecord, KillResult, RunState, StepAttempt, StepState, Timestamp,
 };
-use crate::restart::{Failure, FailureClass};
+use crate::recovery::{Failure, FailureClass};
 use crate::spec::{Step, Workflow};
 use crate::store::AttemptEnd;
+use crate::terminate::{self, Clock, Target};
 
 /// Of the kill budget, what SIGKILL leaves for cleanup and the snapshot.
 const CLEANUP_RESERVE: Duration = Duration::from_secs(1);
@@ -180,7 +180,7 @@ impl Inner {
             record.step = Some(step.name.clone());
             record.unit = attempt.unit.clone();
             let started = Instant::now();
-            record.critical = kill::wait_critical(workflow.kill.critical_max, || {
+            record.critical = terminate::wait_critical(workflow.kill.critical_max, || {
                 let mut open = self
                     .store()
                     .open_critical_spans(&run.id)
@@ -225,7 +225,7 @@ impl Inner {
                 shim_pid: attempt.pid,
                 agent_step: step.agent.is_some(),
             };
-            match kill::terminate(&self.systemd, &target, &clock).await {
+            match terminate::scope(&self.systemd, &target, &clock).await {
                 Ok(done) => {
                     record.phases.extend(done.phases);
                     processes_left = done.processes_left;
@@ -252,7 +252,7 @@ impl Inner {
                     .into_iter()
                     .collect();
             env.extend(step.env.clone());
-            record.cleanup = kill::run_on_kill(
+            record.cleanup = terminate::run_on_kill(
                 &step.on_kill,
                 &step::step_cwd(&run),
                 &env,
@@ -273,7 +273,7 @@ impl Inner {
             let worktree = std::path::Path::new(worktree);
             record
                 .cleanup
-                .extend(kill::remove_stale_git_locks(worktree));
+                .extend(terminate::remove_stale_git_locks(worktree));
             let label = format!("killed by {} ({})", record.requested_by, record.reason);
             match self.take_checkpoint(&run.id, "kill", &label, None).await {
                 Ok(c) => record.snapshot = Some(format!("{} {}", c.reference, c.commit)),

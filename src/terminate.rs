@@ -94,7 +94,7 @@ pub async fn wait_critical(
 }
 
 /// Signals the scope until its cgroup is empty, then removes the unit.
-pub async fn terminate(
+pub async fn scope(
     systemd: &Systemd,
     target: &Target<'_>,
     clock: &Clock,

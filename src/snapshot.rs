@@ -26,7 +26,7 @@ const TRANSCRIPTS: &str = "transcripts";
 const CONTENT: [&str; 2] = ["!.drover-state", "*"];
 
 #[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
+pub enum SnapshotError {
     #[error("checkpoint in {worktree}: {source}")]
     Git {
         worktree: PathBuf,
@@ -78,7 +78,7 @@ pub enum CheckpointError {
 }
 
 /// What to write as a checkpoint.
-pub struct Checkpoint<'a> {
+pub struct Snapshot<'a> {
     pub worktree: &'a Path,
     /// The private index: kept between checkpoints of a run (its stat cache is what makes
     /// them fast), one writer at a time. Created if missing.
@@ -109,7 +109,7 @@ pub struct Restored {
 }
 
 /// Writes a checkpoint: the commit, then `reference` pointing at it.
-pub fn write(c: &Checkpoint<'_>) -> Result<Written, CheckpointError> {
+pub fn write(c: &Snapshot<'_>) -> Result<Written, SnapshotError> {
     let started = Instant::now();
     let git = git_error(c.worktree);
     let repo = open_repo(c.worktree)?;
@@ -150,13 +150,13 @@ pub fn write(c: &Checkpoint<'_>) -> Result<Written, CheckpointError> {
 
 /// The tree the worktree would get in a checkpoint now, `STATE_DIR` excluded (no commit):
 /// compare with [`content_tree`] to learn whether anything changed since a checkpoint.
-pub fn worktree_tree(worktree: &Path, index_file: &Path) -> Result<Oid, CheckpointError> {
+pub fn worktree_tree(worktree: &Path, index_file: &Path) -> Result<Oid, SnapshotError> {
     let repo = open_repo(worktree)?;
     stage(&repo, worktree, index_file)
 }
 
 /// A checkpoint's tree without `STATE_DIR`.
-pub fn content_tree(worktree: &Path, commit: Oid) -> Result<Oid, CheckpointError> {
+pub fn content_tree(worktree: &Path, commit: Oid) -> Result<Oid, SnapshotError> {
     let repo = open_repo(worktree)?;
     let tree = checkpoint_tree(&repo, worktree, &commit.to_string(), commit)?;
     without_state(&repo, &tree).map_err(git_error(worktree))
@@ -165,16 +165,12 @@ pub fn content_tree(worktree: &Path, commit: Oid) -> Result<Oid, CheckpointError
 /// Resolves `reference` and verifies the checkpoint it names before anything relies on
 /// it: the ref exists (and points to `expected`, if given), every object of its tree is
 /// there, and it holds a state. Returns the commit.
-pub fn open(
-    worktree: &Path,
-    reference: &str,
-    expected: Option<Oid>,
-) -> Result<Oid, CheckpointError> {
+pub fn open(worktree: &Path, reference: &str, expected: Option<Oid>) -> Result<Oid, SnapshotError> {
     let repo = open_repo(worktree)?;
     let found = match repo.refname_to_id(reference) {
         Ok(id) => id,
         Err(e) if e.code() == ErrorCode::NotFound => {
-            return Err(CheckpointError::MissingRef {
+            return Err(SnapshotError::MissingRef {
                 worktree: worktree.to_owned(),
                 reference: reference.to_owned(),
             });
@@ -182,7 +178,7 @@ pub fn open(
         Err(e) => return Err(git_error(worktree)(e)),
     };
     if let Some(expected) = expected.filter(|&e| e != found) {
-        return Err(CheckpointError::Moved {
+        return Err(SnapshotError::Moved {
             worktree: worktree.to_owned(),
             reference: reference.to_owned(),
             expected,
@@ -194,13 +190,13 @@ pub fn open(
 }
 
 /// The state stored in a checkpoint.
-pub fn read_state(worktree: &Path, commit: Oid) -> Result<Vec<u8>, CheckpointError> {
+pub fn read_state(worktree: &Path, commit: Oid) -> Result<Vec<u8>, SnapshotError> {
     let repo = open_repo(worktree)?;
     let label = commit.to_string();
     let tree = checkpoint_tree(&repo, worktree, &label, commit)?;
     match read_file(&repo, worktree, &label, &tree, STATE_FILE)? {
         Some(state) => Ok(state),
-        None => Err(CheckpointError::MissingState {
+        None => Err(SnapshotError::MissingState {
             worktree: worktree.to_owned(),
             checkpoint: label,
         }),
@@ -212,7 +208,7 @@ pub fn read_transcript(
     worktree: &Path,
     commit: Oid,
     name: &str,
-) -> Result<Option<Vec<u8>>, CheckpointError> {
+) -> Result<Option<Vec<u8>>, SnapshotError> {
     let repo = open_repo(worktree)?;
     let label = commit.to_string();
     let tree = checkpoint_tree(&repo, worktree, &label, commit)?;
@@ -225,11 +221,7 @@ pub fn read_transcript(
 /// are kept (like `git clean -fd`). HEAD and the worktree's own index stay as they are;
 /// the private index is left matching the worktree. Verifies the checkpoint first, so a
 /// damaged one changes nothing.
-pub fn restore(
-    worktree: &Path,
-    commit: Oid,
-    index_file: &Path,
-) -> Result<Restored, CheckpointError> {
+pub fn restore(worktree: &Path, commit: Oid, index_file: &Path) -> Result<Restored, SnapshotError> {
     let git = git_error(worktree);
     let repo = open_repo(worktree)?;
     verify(&repo, worktree, &commit.to_string(), commit)?;
@@ -268,7 +260,7 @@ pub fn restore(
     // it proves the worktree now is the checkpoint.
     let found = stage(&repo, worktree, index_file)?;
     if found != target {
-        return Err(CheckpointError::Incomplete {
+        return Err(SnapshotError::Incomplete {
             worktree: worktree.to_owned(),
             commit,
             expected: target,
@@ -278,15 +270,15 @@ pub fn restore(
     Ok(restored)
 }
 
-fn git_error(worktree: &Path) -> impl Fn(git2::Error) -> CheckpointError + Copy + '_ {
-    move |source| CheckpointError::Git {
+fn git_error(worktree: &Path) -> impl Fn(git2::Error) -> SnapshotError + Copy + '_ {
+    move |source| SnapshotError::Git {
         worktree: worktree.to_owned(),
         source,
     }
 }
 
-fn damaged(worktree: &Path, checkpoint: &str, object: Oid, e: &git2::Error) -> CheckpointError {
-    CheckpointError::Damaged {
+fn damaged(worktree: &Path, checkpoint: &str, object: Oid, e: &git2::Error) -> SnapshotError {
+    SnapshotError::Damaged {
         worktree: worktree.to_owned(),
         checkpoint: checkpoint.to_owned(),
         object,
@@ -298,7 +290,7 @@ fn damaged(worktree: &Path, checkpoint: &str, object: Oid, e: &git2::Error) -> C
     }
 }
 
-fn open_repo(worktree: &Path) -> Result<Repository, CheckpointError> {
+fn open_repo(worktree: &Path) -> Result<Repository, SnapshotError> {
     Repository::open(worktree).map_err(git_error(worktree))
 }
 
@@ -307,7 +299,7 @@ fn find_commit<'r>(
     worktree: &Path,
     label: &str,
     id: Oid,
-) -> Result<Commit<'r>, CheckpointError> {
+) -> Result<Commit<'r>, SnapshotError> {
     repo.find_commit(id)
         .map_err(|e| damaged(worktree, label, id, &e))
 }
@@ -317,7 +309,7 @@ fn checkpoint_tree<'r>(
     worktree: &Path,
     label: &str,
     commit: Oid,
-) -> Result<Tree<'r>, CheckpointError> {
+) -> Result<Tree<'r>, SnapshotError> {
     let commit = find_commit(repo, worktree, label, commit)?;
     let id = commit.tree_id();
     repo.find_tree(id)
@@ -331,7 +323,7 @@ fn verify(
     worktree: &Path,
     label: &str,
     commit: Oid,
-) -> Result<(), CheckpointError> {
+) -> Result<(), SnapshotError> {
     let root = checkpoint_tree(repo, worktree, label, commit)?;
     let odb = repo.odb().map_err(git_error(worktree))?;
     let mut trees = vec![root.id()];
@@ -343,7 +335,7 @@ fn verify(
             match entry.kind() {
                 Some(ObjectType::Tree) => trees.push(entry.id()),
                 Some(ObjectType::Blob) if !odb.exists(entry.id()) => {
-                    return Err(CheckpointError::Damaged {
+                    return Err(SnapshotError::Damaged {
                         worktree: worktree.to_owned(),
                         checkpoint: label.to_owned(),
                         object: entry.id(),
@@ -357,7 +349,7 @@ fn verify(
     }
     match root.get_path(Path::new(STATE_FILE)) {
         Ok(entry) if entry.kind() == Some(ObjectType::Blob) => Ok(()),
-        _ => Err(CheckpointError::MissingState {
+        _ => Err(SnapshotError::MissingState {
             worktree: worktree.to_owned(),
             checkpoint: label.to_owned(),
         }),
@@ -370,7 +362,7 @@ fn read_file(
     label: &str,
     tree: &Tree<'_>,
     path: &str,
-) -> Result<Option<Vec<u8>>, CheckpointError> {
+) -> Result<Option<Vec<u8>>, SnapshotError> {
     let entry = match tree.get_path(Path::new(path)) {
         Ok(entry) => entry,
         Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
@@ -410,7 +402,7 @@ fn changes(repo: &Repository, from: Option<Oid>, to: Oid) -> Result<git2::Diff<'
 /// Brings the private index up to date with the worktree (`git add -A` without
 /// `STATE_DIR`), saves it, and writes its tree. The index is attached to this `repo`
 /// handle only; the worktree's own index file is never written.
-fn stage(repo: &Repository, worktree: &Path, index_file: &Path) -> Result<Oid, CheckpointError> {
+fn stage(repo: &Repository, worktree: &Path, index_file: &Path) -> Result<Oid, SnapshotError> {
     let git = git_error(worktree);
     let mut index = private_index(repo, worktree, index_file)?;
     (|| {
@@ -452,15 +444,11 @@ fn stage(repo: &Repository, worktree: &Path, index_file: &Path) -> Result<Oid, C
 /// Opens the private index, seeding a new one from the worktree's own index: its stat
 /// data spares hashing every tracked file again, and its entries keep tracked files that
 /// `.gitignore` matches, as `git add -A` does. Without a usable one, from HEAD's tree.
-fn private_index(
-    repo: &Repository,
-    worktree: &Path,
-    file: &Path,
-) -> Result<Index, CheckpointError> {
+fn private_index(repo: &Repository, worktree: &Path, file: &Path) -> Result<Index, SnapshotError> {
     let git = git_error(worktree);
     let io = |path: &Path| {
         let path = path.to_owned();
-        move |source| CheckpointError::Io {
+        move |source| SnapshotError::Io {
             worktree: worktree.to_owned(),
             path,
             source,
@@ -500,12 +488,12 @@ fn copy_with_mtime(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// The `STATE_DIR` tree: the state and the transcripts that exist.
-fn state_tree(repo: &Repository, c: &Checkpoint<'_>) -> Result<Oid, CheckpointError> {
+fn state_tree(repo: &Repository, c: &Snapshot<'_>) -> Result<Oid, SnapshotError> {
     let git = git_error(c.worktree);
     let mut transcripts = repo.treebuilder(None).map_err(git)?;
     for (name, path) in c.transcripts {
         if name.is_empty() || name.contains(['/', '\0']) {
-            return Err(CheckpointError::TranscriptName {
+            return Err(SnapshotError::TranscriptName {
                 worktree: c.worktree.to_owned(),
                 name: name.clone(),
             });
@@ -514,7 +502,7 @@ fn state_tree(repo: &Repository, c: &Checkpoint<'_>) -> Result<Oid, CheckpointEr
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(source) => {
-                return Err(CheckpointError::Io {
+                return Err(SnapshotError::Io {
                     worktree: c.worktree.to_owned(),
                     path: path.clone(),
                     source,
@@ -585,8 +573,8 @@ mod tests {
         reference: &'a str,
         parent: Option<Oid>,
         transcripts: &'a [(String, PathBuf)],
-    ) -> Checkpoint<'a> {
-        Checkpoint {
+    ) -> Snapshot<'a> {
+        Snapshot {
             worktree: repo,
             index_file: index,
             reference,
@@ -894,7 +882,7 @@ mod tests {
             &["update-ref", "refs/drover/r1/1", &second.commit.to_string()],
         );
         let moved = open(&repo, "refs/drover/r1/1", Some(first.commit)).unwrap_err();
-        assert!(matches!(moved, CheckpointError::Moved { found, .. } if found == second.commit));
+        assert!(matches!(moved, SnapshotError::Moved { found, .. } if found == second.commit));
 
         git(&repo, &["update-ref", "-d", "refs/drover/r1/2"]);
         let missing = open(&repo, "refs/drover/r1/2", Some(second.commit)).unwrap_err();
@@ -931,7 +919,7 @@ mod tests {
         );
         assert!(matches!(
             restore(&repo, saved.commit, &index),
-            Err(CheckpointError::Damaged { .. })
+            Err(SnapshotError::Damaged { .. })
         ));
         assert_eq!(
             read(&repo, "a.txt"),
@@ -942,11 +930,11 @@ mod tests {
         remove_object(&repo, &saved.commit.to_string());
         assert!(matches!(
             open(&repo, "refs/drover/r1/1", None),
-            Err(CheckpointError::Damaged { object, .. }) if object == saved.commit
+            Err(SnapshotError::Damaged { object, .. }) if object == saved.commit
         ));
         assert!(matches!(
             read_state(&repo, saved.commit),
-            Err(CheckpointError::Damaged { .. })
+            Err(SnapshotError::Damaged { .. })
         ));
     }
 
@@ -957,11 +945,11 @@ mod tests {
         let head: Oid = git(&repo, &["rev-parse", "HEAD"]).parse().unwrap();
         assert!(matches!(
             open(&repo, "refs/drover/r1/1", None),
-            Err(CheckpointError::MissingState { .. })
+            Err(SnapshotError::MissingState { .. })
         ));
         assert!(matches!(
             read_state(&repo, head),
-            Err(CheckpointError::MissingState { .. })
+            Err(SnapshotError::MissingState { .. })
         ));
     }
 
@@ -978,7 +966,7 @@ mod tests {
                 None,
                 &transcripts
             )),
-            Err(CheckpointError::TranscriptName { .. })
+            Err(SnapshotError::TranscriptName { .. })
         ));
     }
 }

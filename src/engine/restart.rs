@@ -11,10 +11,10 @@ use git2::Oid;
 
 use super::step::{step_cwd, step_transcript};
 use super::{Engine, EngineError, Inner, Result, blocking};
-use crate::checkpoint;
 use crate::model::{ActionRecord, CheckpointRecord, CheckpointState, Run, RunState, Timestamp};
-use crate::restart::requires::{self, Unmet};
-use crate::restart::{self, FailureClass};
+use crate::recovery::requires::{self, Unmet};
+use crate::recovery::{self, FailureClass};
+use crate::snapshot;
 use crate::spec::Workflow;
 
 /// Who asks for a restart, rollback or checkpoint, and how.
@@ -76,7 +76,7 @@ impl Engine {
             None => None,
         };
         let next_step = target.as_ref().map_or_else(
-            || restart::next_step(&workflow, &run),
+            || recovery::next_step(&workflow, &run),
             |t| t.state.next_step,
         );
         if next_step as usize >= workflow.steps.len() {
@@ -136,7 +136,7 @@ impl Engine {
                 None => format!("no checkpoint: goes on with step {step_name}"),
             };
             let attempts = inner.store().attempt_counts(&run.id)?;
-            let point = restart::restart_point(
+            let point = recovery::restart_point(
                 action.checkpoint,
                 next_step,
                 &attempts,
@@ -395,8 +395,8 @@ impl Inner {
         let changed = {
             let (worktree, index_file) = (worktree.clone(), index_file.clone());
             self.git_work(&run.id, &worktree.clone(), move || {
-                Ok(checkpoint::worktree_tree(&worktree, &index_file)?
-                    != checkpoint::content_tree(&worktree, commit)?)
+                Ok(snapshot::worktree_tree(&worktree, &index_file)?
+                    != snapshot::content_tree(&worktree, commit)?)
             })
             .await?
         };
@@ -413,7 +413,7 @@ impl Inner {
         let restored = {
             let (worktree, index_file) = (worktree.clone(), index_file.clone());
             self.git_work(&run.id, &worktree.clone(), move || {
-                Ok(checkpoint::restore(&worktree, commit, &index_file)?)
+                Ok(snapshot::restore(&worktree, commit, &index_file)?)
             })
             .await?
         };
@@ -429,7 +429,7 @@ impl Inner {
             let (Some(_), Some(session)) = (step.agent, &attempt.session_id) else {
                 continue;
             };
-            let Some(bytes) = checkpoint::read_transcript(&worktree, commit, &step.name)? else {
+            let Some(bytes) = snapshot::read_transcript(&worktree, commit, &step.name)? else {
                 continue;
             };
             let path = step_transcript(run, step, session);
@@ -541,9 +541,9 @@ fn verify_checkpoint(run: &Run, steps: usize, record: CheckpointRecord) -> Resul
     let worktree = worktree_of(run)?;
     let expected = Oid::from_str(&record.commit)
         .map_err(|e| corrupt(format!("the state DB records a malformed commit id: {e}")))?;
-    let commit = checkpoint::open(&worktree, &record.reference, Some(expected))
+    let commit = snapshot::open(&worktree, &record.reference, Some(expected))
         .map_err(|e| corrupt(e.to_string()))?;
-    let bytes = checkpoint::read_state(&worktree, commit).map_err(|e| corrupt(e.to_string()))?;
+    let bytes = snapshot::read_state(&worktree, commit).map_err(|e| corrupt(e.to_string()))?;
     let state: CheckpointState = serde_json::from_slice(&bytes)
         .map_err(|e| corrupt(format!("its run state is malformed: {e}")))?;
     if state.run != run.id {
