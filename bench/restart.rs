@@ -282,8 +282,7 @@ async fn restart_round(client: &DroverClient, id: &str, markers: &Path, s: &mut 
 
 /// `Kill` over D-Bus with the benchmark's grace: ms from the call to its outcome.
 async fn kill(client: &DroverClient, id: &str) -> f64 {
-    let mut options: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
-    options.insert("grace", GRACE.into());
+    let options = HashMap::from([("grace".to_owned(), zbus::Str::from(GRACE).into())]);
     let t0 = Instant::now();
     let text = client
         .proxy
@@ -305,7 +304,7 @@ async fn kill(client: &DroverClient, id: &str) -> f64 {
 async fn fresh_run(client: &DroverClient, workflow: &Path, marker: &Path) -> (f64, f64) {
     let path = workflow.to_string_lossy();
     let value = marker.to_string_lossy();
-    let params = HashMap::from([("marker", value.as_ref())]);
+    let params = HashMap::from([("marker".to_owned(), value.into_owned())]);
     let t0 = Instant::now();
     let watch = tokio::spawn(wait_for_file(marker.to_owned(), t0));
     client.proxy.run(&path, params).await.expect("Run");

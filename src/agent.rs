@@ -12,11 +12,13 @@ use tracing_subscriber::util::SubscriberInitExt;
 use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
 use crate::alerts::Alerts;
-use crate::api::{self, auth::Authorizer};
+use crate::api;
 use crate::automation;
 use crate::config::{self, Bus, Config};
 use crate::engine::{Engine, EngineConfig};
 use crate::monitor::{Monitor, MonitorOptions};
+use crate::ops::auth::Authorizer;
+use crate::ops::{Caller, Ops};
 use crate::reload::{self, Reloader};
 use crate::rules::{RuleDirs, Rules};
 use crate::systemd::Systemd;
@@ -97,13 +99,6 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     }
     let watcher = rules.watch().context("cannot watch the rule directories")?;
     let (role, role_rx) = tokio::sync::watch::channel(config.rules.role);
-    automation::start(
-        engine.clone(),
-        monitor.clone(),
-        rules.clone(),
-        alerts.clone(),
-        role_rx,
-    );
     let auth = Arc::new(Authorizer::new(config.auth.clone()));
     // The reloader owns the rules watcher: dropping it would stop the hot reload, and it
     // lives as long as the agent.
@@ -111,13 +106,21 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         config_path,
         required,
         config,
-        rules,
+        rules: rules.clone(),
         watcher,
         role,
         auth: auth.clone(),
         engine: engine.clone(),
     }));
-    api::dbus::serve(&conn, engine, alerts, auth, monitor, reloader.clone()).await?;
+    let ops = Ops::new(
+        engine.clone(),
+        alerts.clone(),
+        auth,
+        monitor.clone(),
+        reloader,
+    );
+    automation::start(ops.clone(), engine.clone(), monitor, rules, alerts, role_rx);
+    api::dbus::serve(&conn, ops.clone(), &engine).await?;
 
     // Take the name last, so a client that sees it finds the agent ready.
     let reply = conn
@@ -144,9 +147,9 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            // The reloader logs and audits the outcome; a bad file leaves the agent as it was.
+            // The reload logs and audits the outcome; a bad file leaves the agent as it was.
             _ = hangup.recv() => {
-                let _ = reloader.reload(&reload::Requester::signal());
+                let _ = ops.reload(&Caller::signal());
             }
         }
     }

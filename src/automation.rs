@@ -1,8 +1,9 @@
 //! What the agent does on its own, tick by tick: after each monitor tick the rules
 //! evaluate every unfinished run (and those ended in the last ten minutes, which a rule
 //! may restart); what fires goes to the alerts part (which dedupes and
-//! resolves), what they ask for goes to the engine as the `rules` principal (authorised by
-//! its configured role and audited); a run's end resolves its alerts; a rule file that
+//! resolves), what they ask for goes to the operations as the `rules` caller (authorised by
+//! its configured role and audited like an operator's request, refusals included); a run's
+//! end resolves its alerts; a rule file that
 //! fails to compile raises an alert of its own until it compiles again.
 
 use std::collections::BTreeSet;
@@ -11,11 +12,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::alerts::Alerts;
-use crate::api::auth::Role;
 use crate::engine::Engine;
 use crate::model::{Severity, Timestamp};
 use crate::monitor::{Monitor, selfmetrics};
-use crate::rules::{self, Rules, view};
+use crate::ops::auth::Role;
+use crate::ops::types::{CheckpointArgs, KillArgs, RestartArgs};
+use crate::ops::{Caller, Ops};
+use crate::rules::{ActionKind, RuleAction, Rules, view};
 
 /// The rule name of drover's own alerts about rule files.
 const RULES_LOAD: &str = "rules-load";
@@ -23,6 +26,7 @@ const RULES_LOAD: &str = "rules-load";
 /// Starts the tasks; they end with the agent. `role` is the rules' `[rules] role`, which
 /// a config reload may change.
 pub fn start(
+    ops: Ops,
     engine: Engine,
     monitor: Monitor,
     rules: Rules,
@@ -30,10 +34,13 @@ pub fn start(
     role: watch::Receiver<Role>,
 ) {
     tokio::spawn(resolve_ended_runs(engine.clone(), alerts.clone()));
-    tokio::spawn(evaluate_each_tick(engine, monitor, rules, alerts, role));
+    tokio::spawn(evaluate_each_tick(
+        ops, engine, monitor, rules, alerts, role,
+    ));
 }
 
 async fn evaluate_each_tick(
+    ops: Ops,
     engine: Engine,
     monitor: Monitor,
     rules: Rules,
@@ -84,9 +91,9 @@ async fn evaluate_each_tick(
         let role = *role.borrow();
         for action in outcome.actions {
             // A kill takes seconds: the next tick does not wait for it.
-            let engine = engine.clone();
+            let ops = ops.clone();
             tokio::spawn(async move {
-                if let Err(e) = rules::actions::execute(&engine, role, &action).await {
+                if let Err(e) = execute(&ops, role, &action).await {
                     tracing::warn!(
                         drover_run = %action.run,
                         drover_event = "rule-action",
@@ -95,6 +102,41 @@ async fn evaluate_each_tick(
                     );
                 }
             });
+        }
+    }
+}
+
+/// Carries out what a rule asked for, as the `rules` caller with the config's `[rules]
+/// role`, through the same operations as an operator's request.
+async fn execute(ops: &Ops, role: Role, action: &RuleAction) -> crate::ops::Result<()> {
+    let caller = Caller::rule(&action.rule, role);
+    let run = action.run.clone();
+    match &action.kind {
+        ActionKind::Kill { reason } => {
+            let args = KillArgs {
+                run,
+                reason: format!("rule {}: {reason}", action.rule),
+                grace: None,
+                // A rule cannot confirm: a protected workflow's kill is refused (and
+                // audited), and left to a person.
+                confirm: false,
+            };
+            ops.kill(&caller, args).await.map(drop)
+        }
+        ActionKind::Restart => {
+            let args = RestartArgs {
+                run,
+                from: None,
+                confirm: false,
+            };
+            ops.restart(&caller, args).await.map(drop)
+        }
+        ActionKind::Checkpoint { label } => {
+            let args = CheckpointArgs {
+                run,
+                label: label.clone(),
+            };
+            ops.checkpoint(&caller, args).await.map(drop)
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::api::auth::{AuthConfig, Role};
+use crate::ops::auth::{AuthConfig, Role};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::claude::StreamReport;
 use crate::recovery::FailureClass;
 
+mod requester;
+pub use requester::Requester;
+
 /// A run's place in its life: `pending → running → succeeded | failed`, and on a kill
 /// `→ stopping → killing → killed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,10 +11,10 @@ use std::time::Instant;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::api::auth::{Authorizer, Role};
 use crate::config::{Config, ConfigError};
 use crate::engine::Engine;
-use crate::model::{ActionRecord, ReloadOutcome, Timestamp};
+use crate::model::{ActionRecord, ReloadOutcome, Requester, Timestamp};
+use crate::ops::auth::{Authorizer, Role};
 use crate::rules::watch::RulesWatcher;
 use crate::rules::{RuleDirs, Rules, RulesError};
 
@@ -30,29 +30,6 @@ pub enum ReloadError {
     Rules(#[from] RulesError),
     #[error("cannot compare the configurations: {0}")]
     Compare(#[from] serde_json::Error),
-}
-
-/// Who asked for a reload, for the audit trail.
-#[derive(Debug, Clone)]
-pub struct Requester {
-    pub requested_by: String,
-    pub uid: Option<u32>,
-    pub role: Option<String>,
-    /// "dbus" or "signal".
-    pub channel: String,
-}
-
-impl Requester {
-    /// A SIGHUP (systemd's `ExecReload`, or `kill -HUP`): whoever may signal the agent
-    /// may reload it.
-    pub fn signal() -> Requester {
-        Requester {
-            requested_by: "SIGHUP".to_owned(),
-            uid: None,
-            role: None,
-            channel: "signal".to_owned(),
-        }
-    }
 }
 
 /// The parts a reload changes, and the config they run with.

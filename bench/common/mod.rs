@@ -144,7 +144,7 @@ impl DroverClient {
 pub async fn wait_for(changes: &mut RunChangedStream, id: &str, states: &[&str]) {
     while let Some(signal) = changes.next().await {
         let args = signal.args().expect("RunChanged args");
-        if args.run_id == id && states.contains(&args.state.as_str()) {
+        if args.run_id == id && states.contains(&args.state) {
             return;
         }
     }

@@ -1,8 +1,10 @@
-//! The D-Bus service: `org.drover.Drover1.Manager` at `/org/drover/Drover1`. Each call is
-//! authorised by the caller's uid (asked of the bus, never taken from the message body).
+//! The D-Bus door: `org.drover.Drover1.Manager` at `/org/drover/Drover1`. Each method
+//! learns its caller from the bus (the sender's uid, never the message body), decodes its
+//! arguments and `a{sv}` options into the operation's typed request, calls [`Ops`], and
+//! encodes the result as JSON. The client proxy (`DroverProxy`, which the CLI uses) is
+//! generated from this same definition.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use zbus::fdo::DBusProxy;
@@ -11,107 +13,53 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, OwnedVariant, Variant, interface};
 
 use super::OBJECT_PATH;
-use super::auth::{Authorizer, Caller, Role};
-use crate::alerts::{Alerts, AlertsError, SilenceRequest};
-use crate::engine::{ActionRequest, Engine, EngineError, KillRequest};
-use crate::monitor::{self, Monitor};
-use crate::reload::{ReloadError, Reloader, Requester};
+use crate::engine::Engine;
+use crate::ops::types::{
+    CheckpointArgs, CriticalArgs, HistoryArgs, KillArgs, RaiseAlertArgs, RestartArgs, RollbackArgs,
+    RunArgs, SilenceArgs,
+};
+use crate::ops::{Caller, Channel, ErrorKind, Ops, OpsError};
 
-/// Errors callers see, named `org.drover.Drover1.Error.*`.
+/// Errors callers see, named `org.drover.Drover1.Error.*` (see [`ErrorKind`]).
 #[derive(Debug, zbus::DBusError)]
 #[zbus(prefix = "org.drover.Drover1.Error")]
 pub enum ApiError {
     #[zbus(error)]
     ZBus(zbus::Error),
-    /// The caller lacks the role the call needs; the message names it.
     PermissionDenied(String),
-    /// The request is malformed (bad workflow file, bad parameter); nothing was changed.
     InvalidArgument(String),
     NoSuchRun(String),
-    /// The run is not in a state that allows the call (finished, already being killed).
     InvalidState(String),
-    /// A protected workflow's kill needs `confirm=true`.
     ConfirmationRequired(String),
-    /// A start or restart was refused: the message names each requirement not met.
     RequirementsUnmet(String),
-    /// A checkpoint's ref, commit or state is missing or damaged; nothing was changed.
     CorruptCheckpoint(String),
-    /// The config file does not validate; the running configuration stays in force.
     InvalidConfig(String),
     Failed(String),
 }
 
-impl From<EngineError> for ApiError {
-    fn from(e: EngineError) -> ApiError {
-        match e {
-            EngineError::Spec(_)
-            | EngineError::InvalidParam(_)
-            | EngineError::RelativePath(_)
-            | EngineError::Worktree(_) => ApiError::InvalidArgument(e.to_string()),
-            EngineError::NoSuchRun(_) => ApiError::NoSuchRun(e.to_string()),
-            EngineError::AlreadyEnded { .. }
-            | EngineError::KillInProgress(_)
-            | EngineError::NotRunning { .. }
-            | EngineError::NoCriticalSpan { .. }
-            | EngineError::NotEnded { .. }
-            | EngineError::NoWorktree { .. }
-            | EngineError::NothingToRestart { .. } => ApiError::InvalidState(e.to_string()),
-            EngineError::NoSuchCheckpoint { .. } => ApiError::InvalidArgument(e.to_string()),
-            EngineError::RequirementsUnmet { .. } => ApiError::RequirementsUnmet(e.to_string()),
-            EngineError::CorruptCheckpoint { .. } => ApiError::CorruptCheckpoint(e.to_string()),
-            EngineError::Unconfirmed(_) => ApiError::ConfirmationRequired(e.to_string()),
-            EngineError::GraceTooLong { .. } => ApiError::InvalidArgument(e.to_string()),
-            _ => ApiError::Failed(e.to_string()),
-        }
-    }
-}
-
-impl From<ReloadError> for ApiError {
-    fn from(e: ReloadError) -> ApiError {
-        let message = format!("configuration not reloaded, the running one stays in force: {e}");
-        match e {
-            ReloadError::Config(_) => ApiError::InvalidConfig(message),
-            ReloadError::Rules(_) | ReloadError::Compare(_) => ApiError::Failed(message),
-        }
-    }
-}
-
-impl From<AlertsError> for ApiError {
-    fn from(e: AlertsError) -> ApiError {
-        match e {
-            AlertsError::InvalidArgument(_) | AlertsError::NoSuchAlert(_) => {
-                ApiError::InvalidArgument(e.to_string())
-            }
-            _ => ApiError::Failed(e.to_string()),
+impl From<OpsError> for ApiError {
+    fn from(e: OpsError) -> ApiError {
+        let message = e.to_string();
+        match e.kind() {
+            ErrorKind::PermissionDenied => ApiError::PermissionDenied(message),
+            ErrorKind::InvalidArgument => ApiError::InvalidArgument(message),
+            ErrorKind::NoSuchRun => ApiError::NoSuchRun(message),
+            ErrorKind::InvalidState => ApiError::InvalidState(message),
+            ErrorKind::ConfirmationRequired => ApiError::ConfirmationRequired(message),
+            ErrorKind::RequirementsUnmet => ApiError::RequirementsUnmet(message),
+            ErrorKind::CorruptCheckpoint => ApiError::CorruptCheckpoint(message),
+            ErrorKind::InvalidConfig => ApiError::InvalidConfig(message),
+            ErrorKind::Failed => ApiError::Failed(message),
         }
     }
 }
 
 pub struct Manager {
-    engine: Engine,
-    alerts: Alerts,
-    auth: Arc<Authorizer>,
-    monitor: Monitor,
-    reloader: Arc<Reloader>,
+    ops: Ops,
 }
 
 impl Manager {
-    pub fn new(
-        engine: Engine,
-        alerts: Alerts,
-        auth: Arc<Authorizer>,
-        monitor: Monitor,
-        reloader: Arc<Reloader>,
-    ) -> Manager {
-        Manager {
-            engine,
-            alerts,
-            auth,
-            monitor,
-            reloader,
-        }
-    }
-
+    /// The sender of the call, as the bus knows it.
     async fn caller(&self, conn: &Connection, hdr: &Header<'_>) -> Result<Caller, ApiError> {
         let sender = hdr
             .sender()
@@ -121,53 +69,7 @@ impl Manager {
             .get_connection_unix_user(sender.clone().into())
             .await
             .map_err(|e| ApiError::PermissionDenied(format!("cannot identify the caller: {e}")))?;
-        Ok(Caller::new(uid, "dbus"))
-    }
-
-    async fn authorise(
-        &self,
-        conn: &Connection,
-        hdr: &Header<'_>,
-        needed: Role,
-        action: &'static str,
-    ) -> Result<Caller, ApiError> {
-        let caller = self.caller(conn, hdr).await?;
-        match self.auth.require(&caller, needed, action) {
-            Ok(_) => Ok(caller),
-            Err(denied) => {
-                tracing::warn!(drover_event = "denied", "refused: {denied}");
-                Err(ApiError::PermissionDenied(denied.to_string()))
-            }
-        }
-    }
-}
-
-impl Manager {
-    /// The caller's request for `action` on `run`, if their role allows it (operator); a
-    /// refusal is audited.
-    async fn action_request(
-        &self,
-        conn: &Connection,
-        hdr: &Header<'_>,
-        run: String,
-        action: &'static str,
-        confirm: bool,
-    ) -> Result<ActionRequest, ApiError> {
-        let caller = self.caller(conn, hdr).await?;
-        let request = ActionRequest {
-            run,
-            requested_by: caller.to_string(),
-            uid: Some(caller.uid),
-            role: self.auth.role_of(&caller).map(|r| r.to_string()),
-            channel: caller.channel.to_owned(),
-            confirm,
-        };
-        if let Err(denied) = self.auth.require(&caller, Role::Operator, action) {
-            self.engine
-                .refuse_action(&request, action, &denied.to_string())?;
-            return Err(ApiError::PermissionDenied(denied.to_string()));
-        }
-        Ok(request)
+        Ok(self.ops.user(uid, Channel::Dbus))
     }
 }
 
@@ -175,23 +77,41 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String, ApiError> {
     serde_json::to_string(value).map_err(|e| ApiError::Failed(e.to_string()))
 }
 
-#[interface(name = "org.drover.Drover1.Manager")]
+fn critical_args(run: &str, label: &str) -> CriticalArgs {
+    CriticalArgs {
+        run: run.to_owned(),
+        label: label.to_owned(),
+    }
+}
+
+/// An optional string argument: blank means "not given".
+fn given(text: &str) -> Option<&str> {
+    Some(text).filter(|t| !t.trim().is_empty())
+}
+
+#[interface(
+    name = "org.drover.Drover1.Manager",
+    proxy(
+        default_service = "org.drover.Drover1",
+        default_path = "/org/drover/Drover1",
+        async_name = "DroverProxy"
+    )
+)]
 impl Manager {
     /// Starts a run of the workflow file (an absolute path) and returns its id.
     async fn run(
         &self,
-        workflow_path: String,
+        workflow_path: &str,
         params: HashMap<String, String>,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
-        let caller = self
-            .authorise(conn, &hdr, Role::Operator, "start a run")
-            .await?;
-        let params: BTreeMap<String, String> = params.into_iter().collect();
-        Ok(self
-            .engine
-            .submit(&workflow_path, params, &caller.to_string())?)
+        let caller = self.caller(conn, &hdr).await?;
+        let args = RunArgs {
+            workflow_path: workflow_path.to_owned(),
+            params: params.into_iter().collect(),
+        };
+        Ok(self.ops.run(&caller, args)?)
     }
 
     /// Every run, newest first, as a JSON array.
@@ -200,21 +120,19 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
-        self.authorise(conn, &hdr, Role::Viewer, "list runs")
-            .await?;
-        to_json(&self.engine.runs()?)
+        let caller = self.caller(conn, &hdr).await?;
+        to_json(&self.ops.list(&caller)?)
     }
 
     /// One run with its steps, as a JSON object.
     async fn get(
         &self,
-        run_id: String,
+        run_id: &str,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
-        self.authorise(conn, &hdr, Role::Viewer, "read a run")
-            .await?;
-        to_json(&self.engine.run(&run_id)?)
+        let caller = self.caller(conn, &hdr).await?;
+        to_json(&self.ops.get(&caller, run_id)?)
     }
 
     /// Kills a run: critical-section wait, SIGTERM to its scope, grace, SIGKILL, verify
@@ -223,105 +141,93 @@ impl Manager {
     /// `confirm` (bool, needed for a protected workflow).
     async fn kill(
         &self,
-        run: String,
-        reason: String,
+        run: &str,
+        reason: &str,
         options: HashMap<String, OwnedVariant>,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
         let caller = self.caller(conn, &hdr).await?;
         let (grace, confirm) = kill_options(&options)?;
-        let held = self.auth.role_of(&caller);
-        let request = KillRequest {
-            run,
-            reason: if reason.trim().is_empty() {
-                "no reason given".to_owned()
-            } else {
-                reason
-            },
-            requested_by: caller.to_string(),
-            uid: Some(caller.uid),
-            role: held.map(|r| r.to_string()),
-            channel: caller.channel.to_owned(),
+        let args = KillArgs {
+            run: run.to_owned(),
+            reason: reason.to_owned(),
             grace,
             confirm,
         };
-        if let Err(denied) = self.auth.require(&caller, Role::Operator, "kill a run") {
-            self.engine.refuse_kill(&request, &denied.to_string())?;
-            return Err(ApiError::PermissionDenied(denied.to_string()));
-        }
-        to_json(&self.engine.kill(request).await?)
+        to_json(&self.ops.kill(&caller, args).await?)
     }
 
     /// Opens a critical span in a running run (a kill waits for it, up to `critical_max`).
     async fn enter_critical(
         &self,
-        run: String,
-        label: String,
+        run: &str,
+        label: &str,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), ApiError> {
-        let caller = self
-            .authorise(conn, &hdr, Role::Operator, "open a critical section")
-            .await?;
+        let caller = self.caller(conn, &hdr).await?;
         Ok(self
-            .engine
-            .enter_critical(&run, &label, &caller.to_string())?)
+            .ops
+            .enter_critical(&caller, &critical_args(run, label))?)
     }
 
     async fn leave_critical(
         &self,
-        run: String,
-        label: String,
+        run: &str,
+        label: &str,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), ApiError> {
-        self.authorise(conn, &hdr, Role::Operator, "close a critical section")
-            .await?;
-        Ok(self.engine.leave_critical(&run, &label)?)
+        let caller = self.caller(conn, &hdr).await?;
+        Ok(self
+            .ops
+            .leave_critical(&caller, &critical_args(run, label))?)
     }
 
     /// The kill audit trail (JSON array, oldest first) of one run, or of all runs for "".
     async fn audit(
         &self,
-        run: String,
+        run: &str,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
-        self.authorise(conn, &hdr, Role::Viewer, "read the audit trail")
-            .await?;
-        to_json(
-            &self
-                .engine
-                .kills(Some(run.as_str()).filter(|r| !r.is_empty()))?,
-        )
+        let caller = self.caller(conn, &hdr).await?;
+        to_json(&self.ops.kills(&caller, given(run))?)
     }
 
     /// Takes a checkpoint of a run now; returns it (JSON).
     async fn checkpoint(
         &self,
-        run: String,
-        label: String,
+        run: &str,
+        label: &str,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
-        let request = self
-            .action_request(conn, &hdr, run, "checkpoint", false)
-            .await?;
-        let label = Some(label.as_str()).filter(|l| !l.trim().is_empty());
-        to_json(&self.engine.checkpoint(&request, label).await?)
+        let caller = self.caller(conn, &hdr).await?;
+        to_json(
+            &self
+                .ops
+                .checkpoint(
+                    &caller,
+                    CheckpointArgs {
+                        run: run.to_owned(),
+                        label: label.to_owned(),
+                    },
+                )
+                .await?,
+        )
     }
 
     /// A run's checkpoints, oldest first (JSON array).
     async fn checkpoints(
         &self,
-        run: String,
+        run: &str,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
-        self.authorise(conn, &hdr, Role::Viewer, "list checkpoints")
-            .await?;
-        to_json(&self.engine.checkpoints(&run)?)
+        let caller = self.caller(conn, &hdr).await?;
+        to_json(&self.ops.checkpoints(&caller, run)?)
     }
 
     /// Restarts an ended run from a checkpoint. Options: `from` (the checkpoint number,
@@ -329,50 +235,51 @@ impl Manager {
     /// audit record (JSON) once the run is running again.
     async fn restart(
         &self,
-        run: String,
+        run: &str,
         options: HashMap<String, OwnedVariant>,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
         let (from, confirm) = action_options(&options, "Restart", true)?;
-        let request = self
-            .action_request(conn, &hdr, run, "restart", confirm)
-            .await?;
-        to_json(&self.engine.restart(&request, from).await?)
+        let caller = self.caller(conn, &hdr).await?;
+        let args = RestartArgs {
+            run: run.to_owned(),
+            from,
+            confirm,
+        };
+        to_json(&self.ops.restart(&caller, args).await?)
     }
 
     /// Resets an ended run's worktree to checkpoint `to`, starting nothing. Options:
     /// `confirm` (b, needed for a protected workflow). Returns the audit record (JSON).
     async fn rollback(
         &self,
-        run: String,
+        run: &str,
         to: u32,
         options: HashMap<String, OwnedVariant>,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
         let (_, confirm) = action_options(&options, "Rollback", false)?;
-        let request = self
-            .action_request(conn, &hdr, run, "rollback", confirm)
-            .await?;
-        to_json(&self.engine.rollback(&request, to).await?)
+        let caller = self.caller(conn, &hdr).await?;
+        let args = RollbackArgs {
+            run: run.to_owned(),
+            to,
+            confirm,
+        };
+        to_json(&self.ops.rollback(&caller, args).await?)
     }
 
     /// Restarts, rollbacks and checkpoints asked for (JSON array, oldest first), of one run
     /// or of all runs for "".
     async fn actions(
         &self,
-        run: String,
+        run: &str,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
-        self.authorise(conn, &hdr, Role::Viewer, "read the audit trail")
-            .await?;
-        to_json(
-            &self
-                .engine
-                .actions(Some(run.as_str()).filter(|r| !r.is_empty()))?,
-        )
+        let caller = self.caller(conn, &hdr).await?;
+        to_json(&self.ops.actions(&caller, given(run))?)
     }
 
     /// Per-day history (JSON `History`): runs, outcomes, durations, cost, failure
@@ -380,16 +287,17 @@ impl Manager {
     /// such as "7d"; "" for 7 days).
     async fn history(
         &self,
-        workflow: String,
-        since: String,
+        workflow: &str,
+        since: &str,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
-        self.authorise(conn, &hdr, Role::Viewer, "read the history")
-            .await?;
-        let since = history_since(&since)?;
-        let workflow = Some(workflow.as_str()).filter(|w| !w.is_empty());
-        to_json(&self.engine.history(workflow, since)?)
+        let caller = self.caller(conn, &hdr).await?;
+        let args = HistoryArgs {
+            workflow: given(workflow).map(str::to_owned),
+            since: history_since(since)?,
+        };
+        to_json(&self.ops.history(&caller, &args)?)
     }
 
     /// Firing alerts (every alert with `all`), newest first, as a JSON array.
@@ -399,9 +307,8 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
-        self.authorise(conn, &hdr, Role::Viewer, "list alerts")
-            .await?;
-        to_json(&self.alerts.alerts(all)?)
+        let caller = self.caller(conn, &hdr).await?;
+        to_json(&self.ops.alerts(&caller, all)?)
     }
 
     /// Silences a rule or a run (`target`) for `duration` ("1h"): its alerts are stored
@@ -409,26 +316,21 @@ impl Manager {
     /// Returns the silence (JSON).
     async fn silence(
         &self,
-        target: String,
-        duration: String,
-        reason: String,
+        target: &str,
+        duration: &str,
+        reason: &str,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
-        let duration = crate::spec::parse_duration(&duration)
+        let duration = crate::spec::parse_duration(duration)
             .map_err(|e| ApiError::InvalidArgument(format!("duration: {e}")))?;
-        let request = self
-            .action_request(conn, &hdr, target, "silence", false)
-            .await?;
-        to_json(&self.alerts.silence(&SilenceRequest {
-            target: request.run,
+        let caller = self.caller(conn, &hdr).await?;
+        let args = SilenceArgs {
+            target: target.to_owned(),
             duration,
-            reason,
-            requested_by: request.requested_by,
-            uid: request.uid,
-            role: request.role,
-            channel: request.channel,
-        })?)
+            reason: reason.to_owned(),
+        };
+        to_json(&self.ops.silence(&caller, args)?)
     }
 
     /// Silences in force (every silence with `all`), newest first, as a JSON array.
@@ -438,42 +340,45 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
-        self.authorise(conn, &hdr, Role::Viewer, "list silences")
-            .await?;
-        to_json(&self.alerts.silences(all)?)
+        let caller = self.caller(conn, &hdr).await?;
+        to_json(&self.ops.silences(&caller, all)?)
     }
 
     /// Raises an alert by hand (operators' scripts, tests): `run` may be "", `severity` is
     /// info, warning or critical. Admin. Returns the alert (JSON).
     async fn raise_alert(
         &self,
-        rule: String,
-        run: String,
-        severity: String,
-        summary: String,
+        rule: &str,
+        run: &str,
+        severity: &str,
+        summary: &str,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
-        self.authorise(conn, &hdr, Role::Admin, "raise an alert")
-            .await?;
-        let severity = crate::alerts::parse_severity(&severity).ok_or_else(|| {
-            ApiError::InvalidArgument(format!("severity {severity:?}: info, warning or critical"))
-        })?;
-        let run = Some(run.as_str()).filter(|r| !r.is_empty());
-        to_json(&self.alerts.raise(&rule, run, severity, &summary)?.alert)
+        let caller = self.caller(conn, &hdr).await?;
+        let args = RaiseAlertArgs {
+            run: given(run).map(str::to_owned),
+            severity: crate::alerts::parse_severity(severity).ok_or_else(|| {
+                ApiError::InvalidArgument(format!(
+                    "severity {severity:?}: info, warning or critical"
+                ))
+            })?,
+            rule: rule.to_owned(),
+            summary: summary.to_owned(),
+        };
+        to_json(&self.ops.raise_alert(&caller, &args)?)
     }
 
     /// Resolves the firing alert with this key (`<rule>/<run>`). Admin. Returns the alert
     /// (JSON).
     async fn resolve_alert(
         &self,
-        key: String,
+        key: &str,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
-        self.authorise(conn, &hdr, Role::Admin, "resolve an alert")
-            .await?;
-        to_json(&self.alerts.resolve(&key)?.alert)
+        let caller = self.caller(conn, &hdr).await?;
+        to_json(&self.ops.resolve_alert(&caller, key)?)
     }
 
     /// Re-reads the agent's config file and puts it in force where that can be done live
@@ -486,44 +391,19 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
         let caller = self.caller(conn, &hdr).await?;
-        let by = Requester {
-            requested_by: caller.to_string(),
-            uid: Some(caller.uid),
-            role: self.auth.role_of(&caller).map(|r| r.to_string()),
-            channel: caller.channel.to_owned(),
-        };
-        if let Err(denied) = self
-            .auth
-            .require(&caller, Role::Admin, "reload the configuration")
-        {
-            self.reloader.refuse(&by, &denied.to_string());
-            return Err(ApiError::PermissionDenied(denied.to_string()));
-        }
-        to_json(&self.reloader.reload(&by)?)
+        to_json(&self.ops.reload(&caller)?)
     }
 
     /// A running run's live metrics and its recent samples (the last five minutes), as a
     /// JSON object: the fields of `RunMetrics` and `series`.
     async fn metrics(
         &self,
-        run: String,
+        run: &str,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
-        self.authorise(conn, &hdr, Role::Viewer, "read metrics")
-            .await?;
-        // The engine's word on the state: the monitor forgets an ended run only at its
-        // next tick.
-        let record = self.engine.run(&run)?;
-        if !record.state.is_terminal()
-            && let Some(report) = self.monitor.report(&run, monitor::REPORT_SAMPLES)
-        {
-            return to_json(&report);
-        }
-        Err(ApiError::InvalidState(format!(
-            "run {run} is {}: live metrics exist only while a run is unfinished (and after its first sample)",
-            record.state
-        )))
+        let caller = self.caller(conn, &hdr).await?;
+        to_json(&self.ops.metrics(&caller, run)?)
     }
 
     /// The latest metrics of every unfinished run, as a JSON array of `RunMetrics`.
@@ -532,9 +412,8 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
-        self.authorise(conn, &hdr, Role::Viewer, "read metrics")
-            .await?;
-        to_json(&self.monitor.all())
+        let caller = self.caller(conn, &hdr).await?;
+        to_json(&self.ops.top(&caller)?)
     }
 
     /// A run reached a new state (already recorded in the state DB).
@@ -620,39 +499,24 @@ fn action_options(
     Ok((from, confirm))
 }
 
-/// The start of a history window: `since` ago (a duration, "7d" when empty).
-fn history_since(since: &str) -> Result<crate::model::Timestamp, ApiError> {
-    let since = if since.trim().is_empty() {
-        "7d"
-    } else {
-        since.trim()
+/// A history window's length: `None` (the operation's default) when blank.
+fn history_since(since: &str) -> Result<Option<Duration>, ApiError> {
+    let Some(since) = given(since) else {
+        return Ok(None);
     };
-    let window = humantime::parse_duration(since).map_err(|e| {
+    let since = since.trim();
+    humantime::parse_duration(since).map(Some).map_err(|e| {
         ApiError::InvalidArgument(format!(
             "since {since:?}: expected a duration such as 7d or 12h: {e}"
         ))
-    })?;
-    let millis = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-    Ok(crate::model::Timestamp(
-        crate::model::Timestamp::now().0.saturating_sub(millis),
-    ))
+    })
 }
 
 /// Serves the interface on `conn` and forwards the engine's run events as `RunChanged`.
-pub async fn serve(
-    conn: &Connection,
-    engine: Engine,
-    alerts: Alerts,
-    auth: Arc<Authorizer>,
-    monitor: Monitor,
-    reloader: Arc<Reloader>,
-) -> zbus::Result<()> {
+pub async fn serve(conn: &Connection, ops: Ops, engine: &Engine) -> zbus::Result<()> {
     let mut events = engine.subscribe();
     conn.object_server()
-        .at(
-            OBJECT_PATH,
-            Manager::new(engine, alerts, auth, monitor, reloader),
-        )
+        .at(OBJECT_PATH, Manager { ops })
         .await?;
     let emitter = SignalEmitter::new(conn, OBJECT_PATH)?.into_owned();
     tokio::spawn(async move {

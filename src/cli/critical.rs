@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 
 use crate::api::DroverProxy;
+use crate::api::dbus::ApiError;
 
 /// The exit status when the section could not open because the run is being killed
 /// (EX_TEMPFAIL): CMD did not run.
@@ -26,13 +27,8 @@ pub async fn run(
     let label = label.unwrap_or_else(|| program.to_string_lossy().into_owned());
     match proxy.enter_critical(&run, &label).await {
         Ok(()) => {}
-        Err(zbus::Error::MethodError(name, detail, _))
-            if name.as_str() == "org.drover.Drover1.Error.InvalidState" =>
-        {
-            eprintln!(
-                "drover critical: {} ; {label} not started",
-                detail.unwrap_or_default()
-            );
+        Err(ApiError::InvalidState(detail)) => {
+            eprintln!("drover critical: {detail} ; {label} not started");
             return Ok(ExitCode::from(NOT_STARTED));
         }
         Err(e) => return Err(super::api_error(e)).context("cannot open the critical section"),

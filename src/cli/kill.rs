@@ -2,12 +2,11 @@
 //! `Manager.Kill`: waits for the outcome, prints each phase, and exits 0 only if the run
 //! ended `killed` with no process left.
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::{api_error, confirmed};
+use super::{api_error, confirmed, options};
 use crate::api::DroverProxy;
 use crate::model::{KillRecord, KillResult};
 
@@ -20,13 +19,10 @@ pub async fn run(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let confirm = confirmed(proxy, id, "Kill", yes).await?;
-    let mut options: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
-    if let Some(grace) = &grace {
-        options.insert("grace", grace.as_str().into());
-    }
-    if confirm {
-        options.insert("confirm", true.into());
-    }
+    let options = options([
+        ("grace", grace.map(|g| zbus::Str::from(g).into())),
+        ("confirm", confirm.then(|| true.into())),
+    ]);
     let reason = reason.unwrap_or_else(|| "killed from the command line".to_owned());
     let text = proxy.kill(id, &reason, options).await.map_err(api_error)?;
     let record: KillRecord =

@@ -27,7 +27,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use std::collections::HashMap;
+
+use zbus::{DBusError, OwnedVariant};
+
 use crate::api::DroverProxy;
+use crate::api::dbus::ApiError;
 use crate::config::Bus;
 
 #[derive(Debug, Parser)]
@@ -462,9 +467,9 @@ async fn connect(bus: Bus) -> anyhow::Result<DroverProxy<'static>> {
 }
 
 /// Turns an error from the agent into the one line it carries.
-fn api_error(e: zbus::Error) -> anyhow::Error {
+fn api_error(e: ApiError) -> anyhow::Error {
     match e {
-        zbus::Error::MethodError(name, detail, _) => match name.as_str() {
+        ApiError::ZBus(zbus::Error::MethodError(name, detail, _)) => match name.as_str() {
             "org.freedesktop.DBus.Error.ServiceUnknown"
             | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
                 anyhow::anyhow!(
@@ -473,8 +478,21 @@ fn api_error(e: zbus::Error) -> anyhow::Error {
             }
             _ => anyhow::anyhow!("{}", detail.unwrap_or_else(|| name.to_string())),
         },
-        other => anyhow::Error::new(other).context("D-Bus call to the agent failed"),
+        ApiError::ZBus(other) => {
+            anyhow::Error::new(other).context("D-Bus call to the agent failed")
+        }
+        refused => anyhow::anyhow!("{}", refused.description().unwrap_or_default()),
     }
+}
+
+/// A method's `a{sv}` options, from what the command line gave.
+fn options<const N: usize>(
+    given: [(&str, Option<OwnedVariant>); N],
+) -> HashMap<String, OwnedVariant> {
+    given
+        .into_iter()
+        .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+        .collect()
 }
 
 /// Whether the caller confirmed `action` ("Kill", "Restart", …) of a protected run: by

@@ -1,12 +1,11 @@
 //! `drover restart RUN [--from N|latest] [--yes] [--json]` — the client of
 //! `Manager.Restart`: returns once the run is running again from the checkpoint.
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::{api_error, confirmed};
+use super::{api_error, confirmed, options};
 use crate::api::DroverProxy;
 use crate::model::ActionRecord;
 
@@ -17,13 +16,11 @@ pub async fn run(
     yes: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut options: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
-    if let Some(n) = from {
-        options.insert("from", n.into());
-    }
-    if confirmed(proxy, id, "Restart", yes).await? {
-        options.insert("confirm", true.into());
-    }
+    let confirm = confirmed(proxy, id, "Restart", yes).await?;
+    let options = options([
+        ("from", from.map(Into::into)),
+        ("confirm", confirm.then(|| true.into())),
+    ]);
     let text = proxy.restart(id, options).await.map_err(api_error)?;
     if json {
         println!("{text}");

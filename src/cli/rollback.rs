@@ -1,11 +1,10 @@
 //! `drover rollback RUN --to N [--yes] [--json]` — the client of `Manager.Rollback`.
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::{api_error, confirmed};
+use super::{api_error, confirmed, options};
 use crate::api::DroverProxy;
 use crate::model::ActionRecord;
 
@@ -16,10 +15,8 @@ pub async fn run(
     yes: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut options: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
-    if confirmed(proxy, id, "Roll back", yes).await? {
-        options.insert("confirm", true.into());
-    }
+    let confirm = confirmed(proxy, id, "Roll back", yes).await?;
+    let options = options([("confirm", confirm.then(|| true.into()))]);
     let text = proxy.rollback(id, to, options).await.map_err(api_error)?;
     if json {
         println!("{text}");

@@ -24,10 +24,7 @@ pub async fn run(
     let path = path
         .to_str()
         .with_context(|| format!("{}: not valid UTF-8", path.display()))?;
-    let params: HashMap<&str, &str> = params
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let params: HashMap<String, String> = params.into_iter().collect();
     // Subscribe first: the run may end before `Run` returns.
     let mut changes = if wait {
         Some(proxy.receive_run_changed().await?)

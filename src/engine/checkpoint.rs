@@ -23,7 +23,7 @@ impl Engine {
         let _one_action = self.inner.locks(&request.run).operation.lock_owned().await;
         let started = std::time::Instant::now();
         let label = label.map_or_else(
-            || format!("requested by {}", request.requested_by),
+            || format!("requested by {}", request.by.requested_by),
             str::to_owned,
         );
         let taken = self

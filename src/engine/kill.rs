@@ -12,7 +12,7 @@ use super::{Engine, EngineError, Inner, Result};
 use crate::claude;
 use crate::engine::shim;
 use crate::model::{
-    KillPhase, KillRecord, KillResult, RunState, StepAttempt, StepState, Timestamp,
+    KillPhase, KillRecord, KillResult, Requester, RunState, StepAttempt, StepState, Timestamp,
 };
 use crate::recovery::{Failure, FailureClass};
 use crate::spec::{Step, Workflow};
@@ -27,10 +27,7 @@ const CLEANUP_RESERVE: Duration = Duration::from_secs(1);
 pub struct KillRequest {
     pub run: String,
     pub reason: String,
-    pub requested_by: String,
-    pub uid: Option<u32>,
-    pub role: Option<String>,
-    pub channel: String,
+    pub by: Requester,
     /// Overrides the workflow's `[kill] grace`.
     pub grace: Option<Duration>,
     /// Needed for a `protected` workflow.
@@ -39,10 +36,14 @@ pub struct KillRequest {
 
 impl KillRequest {
     fn record(&self) -> KillRecord {
-        let mut record =
-            KillRecord::requested(&self.run, &self.requested_by, &self.channel, &self.reason);
-        record.uid = self.uid;
-        record.role = self.role.clone();
+        let mut record = KillRecord::requested(
+            &self.run,
+            &self.by.requested_by,
+            &self.by.channel,
+            &self.reason,
+        );
+        record.uid = self.by.uid;
+        record.role = self.by.role.clone();
         record
     }
 }
@@ -96,7 +97,7 @@ impl Engine {
             &run.id,
             &workflow.name,
             RunState::Stopping,
-            &request.requested_by,
+            &request.by.requested_by,
         );
         inner.abort_driver(&run.id);
         inner.execute_kill(record, &workflow, grace).await

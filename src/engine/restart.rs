@@ -11,7 +11,9 @@ use git2::Oid;
 
 use super::step::{step_cwd, step_transcript};
 use super::{Engine, EngineError, Inner, Result, blocking};
-use crate::model::{ActionRecord, CheckpointRecord, CheckpointState, Run, RunState, Timestamp};
+use crate::model::{
+    ActionRecord, CheckpointRecord, CheckpointState, Requester, Run, RunState, Timestamp,
+};
 use crate::recovery::requires::{self, Unmet};
 use crate::recovery::{self, FailureClass};
 use crate::snapshot;
@@ -21,10 +23,7 @@ use crate::spec::Workflow;
 #[derive(Debug, Clone)]
 pub struct ActionRequest {
     pub run: String,
-    pub requested_by: String,
-    pub uid: Option<u32>,
-    pub role: Option<String>,
-    pub channel: String,
+    pub by: Requester,
     /// Needed to restart or roll back a `protected` workflow's run.
     pub confirm: bool,
 }
@@ -35,10 +34,10 @@ impl ActionRequest {
             id: 0,
             run: self.run.clone(),
             action: action.to_owned(),
-            requested_by: self.requested_by.clone(),
-            uid: self.uid,
-            role: self.role.clone(),
-            channel: self.channel.clone(),
+            requested_by: self.by.requested_by.clone(),
+            uid: self.by.uid,
+            role: self.by.role.clone(),
+            channel: self.by.channel.clone(),
             at: Timestamp::now(),
             result: "done".to_owned(),
             checkpoint: None,
@@ -95,7 +94,7 @@ impl Engine {
         }
         if !inner
             .store()
-            .begin_restart(&run.id, &request.requested_by, "restart requested")?
+            .begin_restart(&run.id, &request.by.requested_by, "restart requested")?
         {
             let (run, _) = inner.load(&run.id)?;
             return Err(EngineError::NotEnded {
@@ -108,7 +107,7 @@ impl Engine {
             &run.id,
             &workflow.name,
             RunState::Restarting,
-            &request.requested_by,
+            &request.by.requested_by,
         );
 
         let mut action = request.record("restart");
@@ -169,7 +168,7 @@ impl Engine {
             &run.id,
             &workflow.name,
             RunState::Running,
-            &request.requested_by,
+            &request.by.requested_by,
         );
         tracing::info!(
             drover_run = %run.id,
@@ -177,7 +176,7 @@ impl Engine {
             drover_event = "restart",
             "run {} restarted by {}: {}",
             run.id,
-            request.requested_by,
+            request.by.requested_by,
             action.detail
         );
         inner.spawn_driver(run.id.clone());
@@ -231,7 +230,7 @@ impl Engine {
             drover_event = "rollback",
             "run {} rolled back by {}: {}",
             run.id,
-            request.requested_by,
+            request.by.requested_by,
             action.detail
         );
         Ok(action)
@@ -323,7 +322,7 @@ impl Inner {
             self.store().mark_failure(
                 &run.id,
                 FailureClass::Dependency,
-                &request.requested_by,
+                &request.by.requested_by,
                 &reason,
             )?;
         }

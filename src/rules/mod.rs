@@ -2,12 +2,11 @@
 //! the operator's overrides the shipped one of the same name), compiled once, evaluated
 //! every tick for every run, sandboxed ([`sandbox`]). A rule sees one run at a time
 //! ([`RunView`]) and asks for actions; [`Rules::evaluate`] only collects them, the
-//! integrator raises the alerts and carries the actions out ([`actions::execute`]).
+//! integrator (`automation`) raises the alerts and carries the actions out.
 //!
 //! A file that fails to compile keeps its previous version running; its error is logged
 //! and listed by [`Rules::load_errors`] until the file is fixed.
 
-pub mod actions;
 pub mod sandbox;
 pub mod view;
 pub mod watch;

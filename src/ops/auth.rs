@@ -1,4 +1,4 @@
-//! Who may do what: roles (viewer < operator < admin), and the mapping from a caller's uid
+//! Who may do what: roles (viewer < operator < admin), and the mapping from a user's uid
 //! to a role through the `[auth]` table of the config file.
 
 use std::fmt;
@@ -73,33 +73,6 @@ pub struct Principals {
     pub groups: Vec<String>,
 }
 
-/// A caller, as the bus identified it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub uid: u32,
-    pub name: Option<String>,
-    pub channel: &'static str,
-}
-
-impl Caller {
-    pub fn new(uid: u32, channel: &'static str) -> Caller {
-        let name = User::from_uid(Uid::from_raw(uid))
-            .ok()
-            .flatten()
-            .map(|u| u.name);
-        Caller { uid, name, channel }
-    }
-}
-
-impl fmt::Display for Caller {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.name {
-            Some(name) => write!(f, "uid {} ({name}) via {}", self.uid, self.channel),
-            None => write!(f, "uid {} via {}", self.uid, self.channel),
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{caller} may not {action}: it needs the {needed} role, and has {}", held.map_or("none".to_owned(), |r| r.to_string()))]
 pub struct Denied {
@@ -133,16 +106,16 @@ impl Authorizer {
         self.config.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The highest role `caller` holds, if any.
-    pub fn role_of(&self, caller: &Caller) -> Option<Role> {
-        if caller.uid == 0 || caller.uid == self.agent_uid {
+    /// The highest role the user `uid` (named `name`, if the system knows it) holds, if any.
+    pub fn role_of(&self, uid: u32, name: Option<&str>) -> Option<Role> {
+        if uid == 0 || uid == self.agent_uid {
             return Some(Role::Admin);
         }
-        let groups = group_names(caller);
+        let groups = name.map(group_names).unwrap_or_default();
         let holds = |p: &Principals| {
             p.users
                 .iter()
-                .any(|u| u == &caller.uid.to_string() || Some(u) == caller.name.as_ref())
+                .any(|u| u == &uid.to_string() || Some(u.as_str()) == name)
                 || p.groups.iter().any(|g| groups.contains(g))
         };
         let config = self.config();
@@ -156,36 +129,14 @@ impl Authorizer {
             None
         }
     }
-
-    /// Allows `action` when `caller` holds at least `needed`.
-    pub fn require(
-        &self,
-        caller: &Caller,
-        needed: Role,
-        action: &'static str,
-    ) -> Result<Role, Denied> {
-        let held = self.role_of(caller);
-        match held {
-            Some(role) if role >= needed => Ok(role),
-            _ => Err(Denied {
-                caller: caller.to_string(),
-                action,
-                needed,
-                held,
-            }),
-        }
-    }
 }
 
-/// The names of the groups `caller` belongs to (primary and supplementary).
-fn group_names(caller: &Caller) -> Vec<String> {
-    let Some(name) = &caller.name else {
-        return Vec::new();
-    };
+/// The names of the groups the user `name` belongs to (primary and supplementary).
+fn group_names(name: &str) -> Vec<String> {
     let Ok(Some(user)) = User::from_name(name) else {
         return Vec::new();
     };
-    let Ok(cname) = std::ffi::CString::new(name.as_str()) else {
+    let Ok(cname) = std::ffi::CString::new(name) else {
         return Vec::new();
     };
     let gids = nix::unistd::getgrouplist(&cname, user.gid).unwrap_or_else(|_| vec![user.gid]);
@@ -197,6 +148,7 @@ fn group_names(caller: &Caller) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::caller::{Caller, Channel};
 
     fn authorizer(toml_text: &str) -> Authorizer {
         let config: AuthConfig = toml::from_str(toml_text).expect("auth config parses");
@@ -206,32 +158,32 @@ mod tests {
         }
     }
 
+    fn role(auth: &Authorizer, uid: u32) -> Option<Role> {
+        Caller::user(uid, Channel::Dbus, auth).role
+    }
+
     #[test]
     fn root_and_the_agent_user_are_admin() {
         let auth = authorizer("");
-        assert_eq!(auth.role_of(&Caller::new(0, "test")), Some(Role::Admin));
-        assert_eq!(auth.role_of(&Caller::new(4242, "test")), Some(Role::Admin));
+        assert_eq!(role(&auth, 0), Some(Role::Admin));
+        assert_eq!(role(&auth, 4242), Some(Role::Admin));
     }
 
     #[test]
     fn listed_users_get_their_role_and_others_the_default() {
         let auth = authorizer("[operator]\nusers = [\"65534\"]\n");
-        assert_eq!(
-            auth.role_of(&Caller::new(65534, "test")),
-            Some(Role::Operator)
-        );
-        assert_eq!(auth.role_of(&Caller::new(1234, "test")), Some(Role::Viewer));
+        assert_eq!(role(&auth, 65534), Some(Role::Operator));
+        assert_eq!(role(&auth, 1234), Some(Role::Viewer));
         let strict = authorizer("default_role = \"none\"\n");
-        assert_eq!(strict.role_of(&Caller::new(1234, "test")), None);
+        assert_eq!(role(&strict, 1234), None);
     }
 
     #[test]
     fn groups_grant_roles() {
         // Every system has root's group; uid 0 is admin anyway, so test via "nogroup"'s member.
         let auth = authorizer("[admin]\ngroups = [\"nogroup\"]\n");
-        let nobody = Caller::new(65534, "test");
         assert_eq!(
-            auth.role_of(&nobody),
+            role(&auth, 65534),
             Some(Role::Admin),
             "nobody's primary group is nogroup"
         );
@@ -240,17 +192,16 @@ mod tests {
     #[test]
     fn a_reloaded_mapping_applies_to_the_next_call() {
         let auth = authorizer("default_role = \"none\"\n");
-        let caller = Caller::new(1234, "test");
-        assert_eq!(auth.role_of(&caller), None);
+        assert_eq!(role(&auth, 1234), None);
         auth.set_config(toml::from_str("[operator]\nusers = [\"1234\"]\n").unwrap());
-        assert_eq!(auth.role_of(&caller), Some(Role::Operator));
+        assert_eq!(role(&auth, 1234), Some(Role::Operator));
     }
 
     #[test]
     fn a_refusal_names_the_role_needed() {
         let auth = authorizer("");
-        let err = auth
-            .require(&Caller::new(1234, "dbus"), Role::Operator, "start a run")
+        let err = Caller::user(1234, Channel::Dbus, &auth)
+            .require(Role::Operator, "start a run")
             .unwrap_err();
         assert_eq!(err.needed, Role::Operator);
         assert!(err.to_string().contains("needs the operator role"), "{err}");

@@ -1,0 +1,33 @@
+//! Alerts: the firing ones or all (`Alerts`, viewer), and raising or resolving one by hand
+//! (`RaiseAlert`, `ResolveAlert`, admin: operators' scripts and tests).
+
+use super::types::RaiseAlertArgs;
+use super::{Caller, Ops, Result, auth::Role};
+use crate::model::Alert;
+
+impl Ops {
+    /// Firing alerts (every alert with `all`), newest first.
+    pub fn alerts(&self, caller: &Caller, all: bool) -> Result<Vec<Alert>> {
+        self.authorise(caller, Role::Viewer, "list alerts")?;
+        Ok(self.alerts.alerts(all)?)
+    }
+
+    pub fn raise_alert(&self, caller: &Caller, args: &RaiseAlertArgs) -> Result<Alert> {
+        self.authorise(caller, Role::Admin, "raise an alert")?;
+        Ok(self
+            .alerts
+            .raise(
+                &args.rule,
+                args.run.as_deref(),
+                args.severity,
+                &args.summary,
+            )?
+            .alert)
+    }
+
+    /// Resolves the firing alert with this key (`<rule>/<run>`).
+    pub fn resolve_alert(&self, caller: &Caller, key: &str) -> Result<Alert> {
+        self.authorise(caller, Role::Admin, "resolve an alert")?;
+        Ok(self.alerts.resolve(key)?.alert)
+    }
+}

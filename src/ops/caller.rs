@@ -1,0 +1,137 @@
+//! Who is asking: a user (uid, name) or one of the agent's own principals (the rules, a
+//! signal), the role they hold, and the door they came in by. Each door learns its caller
+//! its own way (D-Bus asks the bus for the sender's uid); from here on every door's caller
+//! is the same thing.
+
+use std::fmt;
+
+use nix::unistd::{Uid, User};
+
+use super::auth::{Authorizer, Denied, Role};
+use crate::model::Requester;
+
+/// The door a request came in by, as the audit trail names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Dbus,
+    /// A rule's action (`kill()`, `restart()`, `checkpoint()`).
+    Rules,
+    /// SIGHUP: whoever may signal the agent may reload it.
+    Signal,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Dbus => "dbus",
+            Channel::Rules => "rules",
+            Channel::Signal => "signal",
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Who {
+    User {
+        uid: u32,
+        name: Option<String>,
+    },
+    /// The agent acting on its own: "rules (<rule>)", "SIGHUP".
+    Agent(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    who: Who,
+    /// The highest role held, decided when the caller was identified (a reload applies
+    /// from the next call on).
+    pub role: Option<Role>,
+    pub channel: Channel,
+}
+
+impl Caller {
+    /// A user whose uid the door vouches for; the role is the `[auth]` mapping's.
+    pub fn user(uid: u32, channel: Channel, auth: &Authorizer) -> Caller {
+        let name = User::from_uid(Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name);
+        let role = auth.role_of(uid, name.as_deref());
+        Caller {
+            who: Who::User { uid, name },
+            role,
+            channel,
+        }
+    }
+
+    /// A rule acting with the config's `[rules] role`.
+    pub fn rule(rule: &str, role: Role) -> Caller {
+        Caller {
+            who: Who::Agent(format!("rules ({rule})")),
+            role: Some(role),
+            channel: Channel::Rules,
+        }
+    }
+
+    /// A SIGHUP to the agent (systemd's `ExecReload`, or `kill -HUP`).
+    pub fn signal() -> Caller {
+        Caller {
+            who: Who::Agent("SIGHUP".to_owned()),
+            role: Some(Role::Admin),
+            channel: Channel::Signal,
+        }
+    }
+
+    pub fn uid(&self) -> Option<u32> {
+        match &self.who {
+            Who::User { uid, .. } => Some(*uid),
+            Who::Agent(_) => None,
+        }
+    }
+
+    /// Allows `action` when the caller holds at least `needed`.
+    pub fn require(&self, needed: Role, action: &'static str) -> Result<(), Denied> {
+        match self.role {
+            Some(role) if role >= needed => Ok(()),
+            held => Err(Denied {
+                caller: self.to_string(),
+                action,
+                needed,
+                held,
+            }),
+        }
+    }
+
+    /// The caller as the audit trail records it. A signal's role is not recorded: it is
+    /// whoever could send it, not a role the config gave.
+    pub fn requester(&self) -> Requester {
+        Requester {
+            requested_by: self.to_string(),
+            uid: self.uid(),
+            role: match self.channel {
+                Channel::Signal => None,
+                _ => self.role.map(|r| r.to_string()),
+            },
+            channel: self.channel.as_str().to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.who {
+            Who::User {
+                uid,
+                name: Some(name),
+            } => write!(f, "uid {uid} ({name}) via {}", self.channel),
+            Who::User { uid, name: None } => write!(f, "uid {uid} via {}", self.channel),
+            Who::Agent(principal) => f.write_str(principal),
+        }
+    }
+}

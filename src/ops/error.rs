@@ -1,0 +1,87 @@
+//! What an operation's failure is, once for every door: [`OpsError`] keeps the part's own
+//! error (and its message, which callers read), and [`ErrorKind`] says which kind of
+//! failure it is, so D-Bus can name its error, and HTTP choose its status, from one table.
+
+use super::auth::Denied;
+use crate::alerts::AlertsError;
+use crate::engine::EngineError;
+use crate::reload::ReloadError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// A malformed argument; nothing was changed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The call does not apply to the run as it is now.
+    #[error("{0}")]
+    InvalidState(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Alerts(#[from] AlertsError),
+    #[error("configuration not reloaded, the running one stays in force: {0}")]
+    Reload(#[from] ReloadError),
+}
+
+/// The kinds of failure a caller can tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller lacks the role the call needs; the message names it.
+    PermissionDenied,
+    /// The request is malformed (bad workflow file, bad parameter); nothing was changed.
+    InvalidArgument,
+    NoSuchRun,
+    /// The run is not in a state that allows the call (finished, already being killed).
+    InvalidState,
+    /// A protected workflow's kill, restart or rollback needs a confirmation.
+    ConfirmationRequired,
+    /// A start or restart was refused: the message names each requirement not met.
+    RequirementsUnmet,
+    /// A checkpoint's ref, commit or state is missing or damaged; nothing was changed.
+    CorruptCheckpoint,
+    /// The config file does not validate; the running configuration stays in force.
+    InvalidConfig,
+    Failed,
+}
+
+impl OpsError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            OpsError::Denied(_) => ErrorKind::PermissionDenied,
+            OpsError::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            OpsError::InvalidState(_) => ErrorKind::InvalidState,
+            OpsError::Engine(e) => engine_kind(e),
+            OpsError::Alerts(AlertsError::InvalidArgument(_) | AlertsError::NoSuchAlert(_)) => {
+                ErrorKind::InvalidArgument
+            }
+            OpsError::Alerts(_) => ErrorKind::Failed,
+            OpsError::Reload(ReloadError::Config(_)) => ErrorKind::InvalidConfig,
+            OpsError::Reload(ReloadError::Rules(_) | ReloadError::Compare(_)) => ErrorKind::Failed,
+        }
+    }
+}
+
+fn engine_kind(e: &EngineError) -> ErrorKind {
+    match e {
+        EngineError::Spec(_)
+        | EngineError::InvalidParam(_)
+        | EngineError::RelativePath(_)
+        | EngineError::Worktree(_)
+        | EngineError::NoSuchCheckpoint { .. }
+        | EngineError::GraceTooLong { .. } => ErrorKind::InvalidArgument,
+        EngineError::NoSuchRun(_) => ErrorKind::NoSuchRun,
+        EngineError::AlreadyEnded { .. }
+        | EngineError::KillInProgress(_)
+        | EngineError::NotRunning { .. }
+        | EngineError::NoCriticalSpan { .. }
+        | EngineError::NotEnded { .. }
+        | EngineError::NoWorktree { .. }
+        | EngineError::NothingToRestart { .. } => ErrorKind::InvalidState,
+        EngineError::RequirementsUnmet { .. } => ErrorKind::RequirementsUnmet,
+        EngineError::CorruptCheckpoint { .. } => ErrorKind::CorruptCheckpoint,
+        EngineError::Unconfirmed(_) => ErrorKind::ConfirmationRequired,
+        _ => ErrorKind::Failed,
+    }
+}

@@ -1,0 +1,104 @@
+//! The operations every door calls: D-Bus today, HTTP, Slack and MCP next, and the rules
+//! and SIGHUP, which are callers too. Each operation takes a [`Caller`] and its typed
+//! arguments ([`types`]), authorises the caller's role, audits refusals and outcomes, and
+//! calls the part that does the work (engine, alerts, monitor, reloader). A door only
+//! learns its caller, decodes its wire format into the arguments and encodes the result:
+//! what may be asked, by whom, and what is audited is decided here, once.
+//!
+//! One file per operation, mirrored by the CLI's `cli/<command>.rs`.
+
+mod alerts;
+mod audit;
+pub mod auth;
+mod caller;
+mod checkpoint;
+mod critical;
+mod error;
+mod history;
+mod kill;
+mod metrics;
+mod reload;
+mod restart;
+mod rollback;
+mod run;
+mod runs;
+mod silence;
+pub mod types;
+
+use std::sync::Arc;
+
+pub use caller::{Caller, Channel};
+pub use error::{ErrorKind, OpsError};
+
+use crate::alerts::Alerts;
+use crate::engine::{ActionRequest, Engine};
+use crate::monitor::Monitor;
+use crate::reload::Reloader;
+use auth::{Authorizer, Role};
+
+pub type Result<T> = std::result::Result<T, OpsError>;
+
+/// The parts the operations call. Cheap to clone: every door and the automation hold one.
+#[derive(Clone)]
+pub struct Ops {
+    engine: Engine,
+    alerts: Alerts,
+    auth: Arc<Authorizer>,
+    monitor: Monitor,
+    reloader: Arc<Reloader>,
+}
+
+impl Ops {
+    pub fn new(
+        engine: Engine,
+        alerts: Alerts,
+        auth: Arc<Authorizer>,
+        monitor: Monitor,
+        reloader: Arc<Reloader>,
+    ) -> Ops {
+        Ops {
+            engine,
+            alerts,
+            auth,
+            monitor,
+            reloader,
+        }
+    }
+
+    /// The caller a door identified by uid (D-Bus: the bus's word for the sender), with
+    /// the role the `[auth]` mapping gives it now.
+    pub fn user(&self, uid: u32, channel: Channel) -> Caller {
+        Caller::user(uid, channel, &self.auth)
+    }
+
+    /// Allows a call that changes nothing that is audited (reads, critical spans) when
+    /// the caller holds `needed`; a refusal is logged.
+    fn authorise(&self, caller: &Caller, needed: Role, action: &'static str) -> Result<()> {
+        caller.require(needed, action).map_err(|denied| {
+            tracing::warn!(drover_event = "denied", "refused: {denied}");
+            OpsError::Denied(denied)
+        })
+    }
+
+    /// The caller's request for `action` on `run` (checkpoint, restart, rollback,
+    /// silence), if their role allows it (operator); a refusal is audited.
+    fn action_request(
+        &self,
+        caller: &Caller,
+        run: String,
+        action: &'static str,
+        confirm: bool,
+    ) -> Result<ActionRequest> {
+        let request = ActionRequest {
+            run,
+            by: caller.requester(),
+            confirm,
+        };
+        if let Err(denied) = caller.require(Role::Operator, action) {
+            self.engine
+                .refuse_action(&request, action, &denied.to_string())?;
+            return Err(denied.into());
+        }
+        Ok(request)
+    }
+}

@@ -1,0 +1,14 @@
+//! `Run`: start a run of a workflow file (operator).
+
+use super::types::RunArgs;
+use super::{Caller, Ops, Result, auth::Role};
+
+impl Ops {
+    /// Starts a run and returns its id.
+    pub fn run(&self, caller: &Caller, args: RunArgs) -> Result<String> {
+        self.authorise(caller, Role::Operator, "start a run")?;
+        Ok(self
+            .engine
+            .submit(&args.workflow_path, args.params, &caller.to_string())?)
+    }
+}

@@ -1,0 +1,19 @@
+//! Reading runs (viewer): every run (`List`, for `drover ps`) and one with its steps
+//! (`Get`, for `drover show` and `drover logs`).
+
+use super::{Caller, Ops, Result, auth::Role};
+use crate::model::Run;
+
+impl Ops {
+    /// Every run, newest first.
+    pub fn list(&self, caller: &Caller) -> Result<Vec<Run>> {
+        self.authorise(caller, Role::Viewer, "list runs")?;
+        Ok(self.engine.runs()?)
+    }
+
+    /// One run with its steps.
+    pub fn get(&self, caller: &Caller, run: &str) -> Result<Run> {
+        self.authorise(caller, Role::Viewer, "read a run")?;
+        Ok(self.engine.run(run)?)
+    }
+}
