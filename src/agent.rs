@@ -78,15 +78,6 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         MonitorOptions::from_config(&config.monitor),
     )
     .context("cannot start the monitor")?;
-    // A listener that cannot bind is reported and the agent goes on: the runs it
-    // supervises (kills, restarts, re-adoption) matter more than their metrics.
-    let http = api::http::HttpState::new(engine.clone(), monitor.clone());
-    if let Err(e) = api::http::start(&config.http, &state_dir, http).await {
-        tracing::error!(
-            drover_event = "http-failed",
-            "{e}; the agent runs without it"
-        );
-    }
     // Alerts open their own connection to the state DB (after the engine migrated it);
     // the outbox task delivers what the last agent left queued, too.
     let sinks = Alerts::sinks_from_config(&config.alerts).context("[alerts]")?;
@@ -100,6 +91,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     let watcher = rules.watch().context("cannot watch the rule directories")?;
     let (role, role_rx) = tokio::sync::watch::channel(config.rules.role);
     let auth = Arc::new(Authorizer::new(config.auth.clone()));
+    let http_config = config.http.clone();
     // The reloader owns the rules watcher: dropping it would stop the hot reload, and it
     // lives as long as the agent.
     let reloader = Arc::new(Reloader::new(reload::Parts {
@@ -119,6 +111,15 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         monitor.clone(),
         reloader,
     );
+    // A listener that cannot bind is reported and the agent goes on: the runs it
+    // supervises (kills, restarts, re-adoption) matter more than their metrics.
+    let http = api::http::HttpState::new(ops.clone());
+    if let Err(e) = api::http::start(&http_config, &state_dir, http).await {
+        tracing::error!(
+            drover_event = "http-failed",
+            "{e}; the agent runs without it"
+        );
+    }
     automation::start(ops.clone(), engine.clone(), monitor, rules, alerts, role_rx);
     api::dbus::serve(&conn, ops.clone(), &engine).await?;
 

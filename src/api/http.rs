@@ -12,11 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::config::HttpConfig;
-use crate::engine::Engine;
-use crate::model::Run;
-use crate::monitor::Monitor;
 use crate::monitor::prometheus::{self, Snapshot};
 use crate::monitor::selfmetrics::{self, SelfMetrics};
+use crate::ops::{Ops, Scrape};
 
 /// The file under the state directory that holds the address actually bound (useful with
 /// `listen = "127.0.0.1:0"`, which picks a free port).
@@ -43,17 +41,15 @@ pub enum HttpError {
 /// What the handlers read.
 #[derive(Clone)]
 pub struct HttpState {
-    pub engine: Engine,
-    pub monitor: Monitor,
+    pub ops: Ops,
     pub metrics: &'static SelfMetrics,
 }
 
 impl HttpState {
-    /// The engine's runs, the monitor's samples, the global registry.
-    pub fn new(engine: Engine, monitor: Monitor) -> HttpState {
+    /// The operations' runs and samples, the global registry.
+    pub fn new(ops: Ops) -> HttpState {
         HttpState {
-            engine,
-            monitor,
+            ops,
             metrics: selfmetrics::global(),
         }
     }
@@ -122,11 +118,10 @@ pub fn router(state: HttpState) -> Router {
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {
-    let runs = match runs(&state).await {
-        Ok(runs) => runs,
+    let Scrape { runs, live } = match scrape(&state).await {
+        Ok(scrape) => scrape,
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     };
-    let live = state.monitor.all();
     let agent = state.metrics.snapshot();
     let body = prometheus::render(&Snapshot {
         version: env!("CARGO_PKG_VERSION"),
@@ -141,8 +136,8 @@ async fn metrics(State(state): State<HttpState>) -> Response {
 async fn healthz(State(state): State<HttpState>) -> Response {
     let uptime = state.metrics.snapshot().uptime_seconds;
     let version = env!("CARGO_PKG_VERSION");
-    let body = match runs(&state).await {
-        Ok(runs) => {
+    let body = match scrape(&state).await {
+        Ok(Scrape { runs, .. }) => {
             let unfinished = runs.iter().filter(|r| !r.state.is_terminal()).count();
             let running = runs
                 .iter()
@@ -177,10 +172,11 @@ async fn healthz(State(state): State<HttpState>) -> Response {
         .into_response()
 }
 
-/// Every run, read off the async runtime: the store is SQLite behind a mutex.
-async fn runs(state: &HttpState) -> Result<Vec<Run>, String> {
-    let engine = state.engine.clone();
-    tokio::task::spawn_blocking(move || engine.runs().map_err(|e| e.to_string()))
+/// Every run and the live samples, read off the async runtime: the store is SQLite behind
+/// a mutex.
+async fn scrape(state: &HttpState) -> Result<Scrape, String> {
+    let ops = state.ops.clone();
+    tokio::task::spawn_blocking(move || ops.scrape().map_err(|e| e.to_string()))
         .await
         .map_err(|e| format!("reading the runs failed: {e}"))?
 }

@@ -22,6 +22,7 @@ mod restart;
 mod rollback;
 mod run;
 mod runs;
+mod scrape;
 mod silence;
 pub mod types;
 
@@ -29,6 +30,7 @@ use std::sync::Arc;
 
 pub use caller::{Caller, Channel};
 pub use error::{ErrorKind, OpsError};
+pub use scrape::Scrape;
 
 use crate::alerts::Alerts;
 use crate::engine::{ActionRequest, Engine};
