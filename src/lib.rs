@@ -12,6 +12,7 @@ pub mod config;
 pub mod engine;
 pub mod model;
 pub mod monitor;
+pub mod quantity;
 pub mod recovery;
 pub mod reload;
 pub mod rules;

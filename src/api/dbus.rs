@@ -415,7 +415,7 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
-        let duration = crate::spec::parse_duration(&duration)
+        let duration = crate::quantity::parse_duration(&duration)
             .map_err(|e| ApiError::InvalidArgument(format!("duration: {e}")))?;
         let request = self
             .action_request(conn, &hdr, target, "silence", false)
@@ -556,7 +556,7 @@ fn kill_options(
         match (key.as_str(), &**value) {
             ("grace", Variant::Str(text)) => {
                 grace = Some(
-                    crate::spec::parse_duration(text.as_str())
+                    crate::quantity::parse_duration(text.as_str())
                         .map_err(|e| ApiError::InvalidArgument(format!("option grace: {e}")))?,
                 );
             }
