@@ -78,13 +78,13 @@ pub struct Config {
 pub struct MonitorConfig {
     /// Sampling period, e.g. "1s".
     #[serde(
-        serialize_with = "crate::spec::duration::serialize",
+        serialize_with = "crate::quantity::duration_text::serialize",
         deserialize_with = "positive_duration"
     )]
     pub interval: Duration,
     /// How long the 1-minute history stays in the state DB, e.g. "30d".
     #[serde(
-        serialize_with = "crate::spec::duration::serialize",
+        serialize_with = "crate::quantity::duration_text::serialize",
         deserialize_with = "positive_duration"
     )]
     pub history: Duration,
@@ -169,9 +169,10 @@ fn absolute_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::
 /// drop every row as it is written.
 fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    let duration = humantime::parse_duration(&text).map_err(|e| {
+    let duration = crate::quantity::parse_duration(&text).map_err(|e| {
         serde::de::Error::custom(format!(
-            "{text:?} is not a duration such as \"500ms\", \"1s\", \"5m\" or \"30d\": {e}"
+            "{text:?} is not a duration such as \"500ms\", \"1s\", \"5m\" or \"30d\": {}",
+            e.reason
         ))
     })?;
     if duration.is_zero() {

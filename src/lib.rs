@@ -13,6 +13,7 @@ pub mod engine;
 pub mod model;
 pub mod monitor;
 pub mod ops;
+pub mod quantity;
 pub mod recovery;
 pub mod reload;
 pub mod rules;

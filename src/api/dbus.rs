@@ -322,7 +322,7 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<String, ApiError> {
-        let duration = crate::spec::parse_duration(duration)
+        let duration = crate::quantity::parse_duration(duration)
             .map_err(|e| ApiError::InvalidArgument(format!("duration: {e}")))?;
         let caller = self.caller(conn, &hdr).await?;
         let args = SilenceArgs {
@@ -435,7 +435,7 @@ fn kill_options(
         match (key.as_str(), &**value) {
             ("grace", Variant::Str(text)) => {
                 grace = Some(
-                    crate::spec::parse_duration(text.as_str())
+                    crate::quantity::parse_duration(text.as_str())
                         .map_err(|e| ApiError::InvalidArgument(format!("option grace: {e}")))?,
                 );
             }
@@ -505,11 +505,14 @@ fn history_since(since: &str) -> Result<Option<Duration>, ApiError> {
         return Ok(None);
     };
     let since = since.trim();
-    humantime::parse_duration(since).map(Some).map_err(|e| {
-        ApiError::InvalidArgument(format!(
-            "since {since:?}: expected a duration such as 7d or 12h: {e}"
-        ))
-    })
+    crate::quantity::parse_duration(since)
+        .map(Some)
+        .map_err(|e| {
+            ApiError::InvalidArgument(format!(
+                "since {since:?}: expected a duration such as 7d or 12h: {}",
+                e.reason
+            ))
+        })
 }
 
 /// Serves the interface on `conn` and forwards the engine's run events as `RunChanged`.

@@ -1,0 +1,178 @@
+//! Quantities written as text, parsed one way wherever they are read (workflow files, the
+//! config, the API): durations (`"90s"`, `"1h 30m"`), sizes (`"512M"`), CPU percentages
+//! (`"150%"`); and durations stored as their humantime text.
+
+use std::time::Duration;
+
+/// A text that is not a duration. Its `Display` is the wording workflow files and the API
+/// show; a caller with wording of its own (the config) takes `reason`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid duration {text:?}: {reason} (expected e.g. \"90s\", \"5m\" or \"1h 30m\")")]
+pub struct DurationError {
+    /// The text as given.
+    pub text: String,
+    /// What humantime found wrong with it.
+    pub reason: humantime::DurationError,
+}
+
+/// Parses a humantime duration (`"90s"`, `"5m"`, `"1h 30m"`), blanks around it ignored.
+/// Zero is allowed here; callers decide whether it makes sense.
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    humantime::parse_duration(s.trim()).map_err(|reason| DurationError {
+        text: s.to_owned(),
+        reason,
+    })
+}
+
+/// Parses a size like systemd does: plain bytes (`"2048"`) or a number with a
+/// base-1024 suffix `K`, `M`, `G` or `T` (`"512M"`, `"1.5G"`). Zero is allowed
+/// here; callers decide whether it makes sense.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid size {s:?}: expected bytes or a number with K, M, G or T");
+    let t = s.trim();
+    let (number, multiplier): (&str, u128) = match t.char_indices().next_back() {
+        None => return Err(bad()),
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(bad()),
+            };
+            (&t[..i], m)
+        }
+        Some(_) => (t, 1),
+    };
+    let (int_part, frac_part) = match number.split_once('.') {
+        // A fraction of a byte is meaningless, so decimals need a suffix.
+        Some(_) if multiplier == 1 => return Err(bad()),
+        Some((i, f)) => (i, Some(f)),
+        None => (number, None),
+    };
+    let all_digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(int_part) || frac_part.is_some_and(|f| !all_digits(f)) {
+        return Err(bad());
+    }
+    let too_large = || format!("invalid size {s:?}: too large");
+    let int: u128 = int_part.parse().map_err(|_| too_large())?;
+    let mut bytes = int.checked_mul(multiplier).ok_or_else(too_large)?;
+    if let Some(frac) = frac_part {
+        // Exact integer arithmetic (no floats), floored to whole bytes. 18 digits
+        // keep 10^digits * 2^40 well inside u128.
+        if frac.len() > 18 {
+            return Err(format!("invalid size {s:?}: too many decimal places"));
+        }
+        let frac_value: u128 = frac.parse().map_err(|_| bad())?;
+        let scale = 10u128.pow(frac.len() as u32);
+        bytes += frac_value * multiplier / scale;
+    }
+    u64::try_from(bytes).map_err(|_| too_large())
+}
+
+/// A CPU quota as a percentage of one CPU: `"150%"` -> 150. Whole percents only: that
+/// is what systemd's `CPUQuota=` is given.
+pub(crate) fn parse_percent(s: &str) -> Result<u32, String> {
+    let bad = || {
+        format!(
+            "invalid CPU quota {s:?}: expected a whole percentage of one CPU such as \"50%\" or \"200%\""
+        )
+    };
+    let digits = s.trim().strip_suffix('%').ok_or_else(bad)?.trim_end();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let percent: u32 = digits
+        .parse()
+        .map_err(|_| format!("invalid CPU quota {s:?}: too large"))?;
+    if percent == 0 {
+        return Err(format!("invalid CPU quota {s:?}: must be greater than 0%"));
+    }
+    Ok(percent)
+}
+
+/// Serde for a duration as its humantime text ("1m 30s"): readable in the database and,
+/// unlike whole milliseconds, exact to the nanosecond.
+pub mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        humantime::parse_duration(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// [`duration_text`] for an optional duration (`null` when absent).
+pub(crate) mod opt_duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.serialize_some(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Text(#[serde(with = "super::duration_text")] Duration);
+        Ok(Option::<Text>::deserialize(d)?.map(|Text(d)| d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("2048"), Ok(2048));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size(" 2k "), Ok(2048));
+        assert_eq!(parse_size("0"), Ok(0));
+        for bad in [
+            "12Q", "", "M", "-5", "+5", "1.5", "5KB", "1.G", ".5G", "5 M", "0x10",
+        ] {
+            let e = parse_size(bad).expect_err(bad);
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
+        assert!(
+            parse_size("99999999999T")
+                .expect_err("overflow")
+                .contains("too large")
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["5x", "", "90", "soon"] {
+            let e = parse_duration(bad).expect_err(bad).to_string();
+            assert!(e.starts_with(&format!("invalid duration {bad:?}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn percents() {
+        assert_eq!(parse_percent("50%"), Ok(50));
+        assert_eq!(parse_percent("200%"), Ok(200));
+        assert_eq!(parse_percent(" 7 %"), Ok(7));
+        for bad in ["150", "0%", "-5%", "1.5%", "%", "abc%", "99999999999%"] {
+            assert!(parse_percent(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+}
