@@ -25,19 +25,19 @@ pub(crate) use procs::{procs_in, tree};
 /// A cgroup hierarchy's version: v1 (a hierarchy per controller, or the named
 /// `name=systemd` one) or the v2 unified tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
+pub(crate) enum Version {
     V1,
     V2,
 }
 
 /// One cgroup hierarchy as mounted here.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hierarchy {
-    pub version: Version,
-    pub mount_point: PathBuf,
+pub(crate) struct Hierarchy {
+    pub(crate) version: Version,
+    pub(crate) mount_point: PathBuf,
     /// The cgroup shown at the mount point: `/`, unless only a subtree of the hierarchy is
     /// mounted (a bind mount into a container).
-    pub root: String,
+    pub(crate) root: String,
 }
 
 impl Hierarchy {
