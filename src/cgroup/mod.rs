@@ -167,18 +167,19 @@ impl Mounts {
         v1.as_ref().or(self.unified.as_ref())
     }
 
-    /// A number in a file of `v1`'s hierarchy (else the v2 tree): `v1_file` or `v2_file`.
+    /// A number alone in a file: `file.0` in the `v1` hierarchy where it is mounted, else
+    /// `file.1` in the v2 tree.
     fn number(
         &self,
         files: &mut impl ReadFile,
         cgroup: &str,
         v1: &Option<Hierarchy>,
-        (v1_file, v2_file): (&str, &str),
+        file: (&str, &str),
     ) -> Option<(u64, Version)> {
         let hierarchy = self.holding(v1)?;
         let file = match hierarchy.version {
-            Version::V1 => v1_file,
-            Version::V2 => v2_file,
+            Version::V1 => file.0,
+            Version::V2 => file.1,
         };
         let n = read_u64(files, hierarchy.dir(cgroup)?.join(file))?;
         Some((n, hierarchy.version))
@@ -190,8 +191,8 @@ impl Mounts {
         files: &mut impl ReadFile,
         cgroup: &str,
     ) -> Option<(u64, Version)> {
-        let names = (v1::MEMORY_CURRENT, v2::MEMORY_CURRENT);
-        self.number(files, cgroup, &self.memory, names)
+        let file = (v1::MEMORY_CURRENT, v2::MEMORY_CURRENT);
+        self.number(files, cgroup, &self.memory, file)
     }
 
     /// The high-water mark of the memory charged.
@@ -200,17 +201,14 @@ impl Mounts {
         files: &mut impl ReadFile,
         cgroup: &str,
     ) -> Option<(u64, Version)> {
-        self.number(
-            files,
-            cgroup,
-            &self.memory,
-            (v1::MEMORY_PEAK, v2::MEMORY_PEAK),
-        )
+        let file = (v1::MEMORY_PEAK, v2::MEMORY_PEAK);
+        self.number(files, cgroup, &self.memory, file)
     }
 
     /// Tasks (processes and threads) now.
     pub(crate) fn tasks(&self, files: &mut impl ReadFile, cgroup: &str) -> Option<(u64, Version)> {
-        self.number(files, cgroup, &self.pids, (v1::TASKS, v2::TASKS))
+        let file = (v1::TASKS, v2::TASKS);
+        self.number(files, cgroup, &self.pids, file)
     }
 
     /// How many processes the OOM killer has killed in the cgroup.
