@@ -109,7 +109,8 @@ pub async fn scope(
             processes_left: 0,
         });
     };
-    let procs = || cgroup::procs(&control_group).unwrap_or_default();
+    let mounts = cgroup::Mounts::discover();
+    let procs = || mounts.procs(&control_group).unwrap_or_default();
     let grace_end = Instant::now() + clock.grace;
 
     if target.agent_step {

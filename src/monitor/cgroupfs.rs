@@ -1,13 +1,15 @@
-//! The cgroup files the monitor falls back on where systemd leaves a value unset: on hybrid
-//! hosts the v2 tree's `cpu.stat` (present without controllers) and the v1 memory, pids and
-//! blkio hierarchies; on v2 hosts the unified tree's own files.
+//! The cgroup files the monitor falls back on where systemd leaves a value unset, kept
+//! open between ticks. Which file holds a value on this host (on hybrid hosts the v2 tree's
+//! `cpu.stat` and the v1 memory, pids and blkio hierarchies; on v2 hosts the unified tree's
+//! own files) is for [`Mounts`] to say; this module only reads them cheaply.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use crate::cgroup::Mounts;
+use crate::cgroup::{ReadFile, Version};
 
 /// Which file a value came from: named in samples for tests and debugging.
 pub const CGROUP_V1: &str = "cgroup-v1";
@@ -28,12 +30,17 @@ fn max_open() -> usize {
 /// manager does not enable (blkio under a user manager, say) stays off for the unit's life.
 const RETRY_MISSING_TICKS: u64 = 30;
 
-/// The cgroup files the monitor reads, kept open between ticks: a read is then one `pread`
-/// at offset 0 (cgroupfs regenerates the contents) rather than a path walk, an open and a
-/// close. A missing file is looked for again only every `RETRY_MISSING_TICKS`. A file not
-/// read during a tick is forgotten at its end (its unit has gone).
+/// The cgroup values the monitor reads, from files kept open between ticks.
 pub struct Files {
     mounts: Mounts,
+    open: OpenFiles,
+}
+
+/// The files themselves: a read is one `pread` at offset 0 (cgroupfs regenerates the
+/// contents) rather than a path walk, an open and a close. A missing file is looked for
+/// again only every `RETRY_MISSING_TICKS`. A file not read during a tick is forgotten at
+/// its end (its unit has gone).
+struct OpenFiles {
     known: HashMap<PathBuf, Known>,
     max_open: usize,
     tick: u64,
@@ -48,15 +55,14 @@ struct Known {
     retry_at: u64,
 }
 
-fn dir(mount: &Path, control_group: &str) -> PathBuf {
-    mount.join(control_group.trim_start_matches('/'))
-}
-
-/// `key value` lines (v2 `cpu.stat`, `memory.stat`).
-fn keyed(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once(' ')?;
-        (k == key).then(|| v.trim().parse().ok())?
+/// How a sample names the version a value was read from.
+fn source<T>(read: Option<(T, Version)>) -> Option<(T, &'static str)> {
+    read.map(|(value, version)| {
+        let source = match version {
+            Version::V1 => CGROUP_V1,
+            Version::V2 => CGROUP_V2,
+        };
+        (value, source)
     })
 }
 
@@ -64,21 +70,49 @@ impl Files {
     pub fn new(mounts: Mounts) -> Files {
         Files {
             mounts,
-            known: HashMap::new(),
-            max_open: max_open(),
-            tick: 0,
-            buf: Vec::with_capacity(4096),
+            open: OpenFiles {
+                known: HashMap::new(),
+                max_open: max_open(),
+                tick: 0,
+                buf: Vec::with_capacity(4096),
+            },
         }
     }
 
     /// Forgets the files the tick now ending did not ask for, and starts the next.
     pub fn end_tick(&mut self) {
-        let tick = self.tick;
-        self.known.retain(|_, known| known.tick == tick);
-        self.tick += 1;
+        let open = &mut self.open;
+        let tick = open.tick;
+        open.known.retain(|_, known| known.tick == tick);
+        open.tick += 1;
     }
 
-    /// The whole file, or `None` if it cannot be read (no such file, the cgroup is gone).
+    /// CPU time used, in nanoseconds.
+    pub fn cpu_usage_nsec(&mut self, cg: &str) -> Option<(u64, &'static str)> {
+        source(self.mounts.cpu_usage_nsec(&mut self.open, cg))
+    }
+
+    /// Memory charged now.
+    pub fn memory_current(&mut self, cg: &str) -> Option<(u64, &'static str)> {
+        source(self.mounts.memory_current(&mut self.open, cg))
+    }
+
+    /// The high-water mark of the memory charged.
+    pub fn memory_peak(&mut self, cg: &str) -> Option<(u64, &'static str)> {
+        source(self.mounts.memory_peak(&mut self.open, cg))
+    }
+
+    pub fn tasks(&mut self, cg: &str) -> Option<(u64, &'static str)> {
+        source(self.mounts.tasks(&mut self.open, cg))
+    }
+
+    /// Bytes read and written.
+    pub fn io_bytes(&mut self, cg: &str) -> Option<((u64, u64), &'static str)> {
+        source(self.mounts.io_bytes(&mut self.open, cg))
+    }
+}
+
+impl ReadFile for OpenFiles {
     fn read(&mut self, path: PathBuf) -> Option<&str> {
         let tick = self.tick;
         let kept = match self.known.get_mut(&path) {
@@ -108,83 +142,6 @@ impl Files {
         }
         std::str::from_utf8(&self.buf).ok()
     }
-
-    fn read_u64(&mut self, path: PathBuf) -> Option<u64> {
-        self.read(path)?.trim().parse().ok()
-    }
-
-    /// CPU time used, in nanoseconds: the v2 tree's `cpu.stat` `usage_usec` (kept by the
-    /// kernel even in a tree with no controllers), else v1 `cpuacct.usage`.
-    pub fn cpu_usage_nsec(&mut self, cg: &str) -> Option<(u64, &'static str)> {
-        if let Some(unified) = &self.mounts.unified {
-            let path = dir(unified, cg).join("cpu.stat");
-            if let Some(usec) = self.read(path).and_then(|text| keyed(text, "usage_usec")) {
-                return Some((usec.saturating_mul(1000), CGROUP_V2));
-            }
-        }
-        let path = dir(self.mounts.cpuacct.as_ref()?, cg).join("cpuacct.usage");
-        self.read_u64(path).map(|n| (n, CGROUP_V1))
-    }
-
-    /// Memory charged now: v1 `memory.usage_in_bytes`, else v2 `memory.current`.
-    pub fn memory_current(&mut self, cg: &str) -> Option<(u64, &'static str)> {
-        self.v1_else_v2(cg, V1::Memory, "memory.usage_in_bytes", "memory.current")
-    }
-
-    /// The high-water mark: v1 `memory.max_usage_in_bytes`, else v2 `memory.peak`.
-    pub fn memory_peak(&mut self, cg: &str) -> Option<(u64, &'static str)> {
-        self.v1_else_v2(cg, V1::Memory, "memory.max_usage_in_bytes", "memory.peak")
-    }
-
-    pub fn tasks(&mut self, cg: &str) -> Option<(u64, &'static str)> {
-        self.v1_else_v2(cg, V1::Pids, "pids.current", "pids.current")
-    }
-
-    fn v1_else_v2(
-        &mut self,
-        cg: &str,
-        hierarchy: V1,
-        v1: &str,
-        v2: &str,
-    ) -> Option<(u64, &'static str)> {
-        let mount = match hierarchy {
-            V1::Memory => &self.mounts.memory,
-            V1::Pids => &self.mounts.pids,
-        };
-        if let Some(mount) = mount {
-            let path = dir(mount, cg).join(v1);
-            if let Some(n) = self.read_u64(path) {
-                return Some((n, CGROUP_V1));
-            }
-        }
-        let path = dir(self.mounts.unified.as_ref()?, cg).join(v2);
-        self.read_u64(path).map(|n| (n, CGROUP_V2))
-    }
-
-    /// Bytes read and written: v1 blkio (`throttle.io_service_bytes`, which counts every
-    /// device, else the CFQ/BFQ `io_service_bytes`), else v2 `io.stat`.
-    pub fn io_bytes(&mut self, cg: &str) -> Option<((u64, u64), &'static str)> {
-        if let Some(blkio) = &self.mounts.blkio {
-            let d = dir(blkio, cg);
-            for file in [
-                "blkio.throttle.io_service_bytes",
-                "blkio.io_service_bytes",
-                "blkio.throttle.io_service_bytes_recursive",
-            ] {
-                if let Some(text) = self.read(d.join(file)) {
-                    return Some((v1_io(text), CGROUP_V1));
-                }
-            }
-        }
-        let path = dir(self.mounts.unified.as_ref()?, cg).join("io.stat");
-        Some((v2_io(self.read(path)?), CGROUP_V2))
-    }
-}
-
-/// The v1 hierarchies a value may come from.
-enum V1 {
-    Memory,
-    Pids,
 }
 
 /// Reads from offset 0 to the end (cgroup files are small; a read may return less).
@@ -199,37 +156,6 @@ fn read_all(file: &File, buf: &mut Vec<u8>) -> std::io::Result<()> {
     }
 }
 
-/// "8:0 Read 4096" lines per device; the "Total" summary line is skipped.
-fn v1_io(text: &str) -> (u64, u64) {
-    let (mut read, mut write) = (0u64, 0u64);
-    for line in text.lines() {
-        let mut parts = line.split_whitespace();
-        let (Some(_dev), Some(op), Some(n)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        let n: u64 = n.parse().unwrap_or(0);
-        match op {
-            "Read" => read = read.saturating_add(n),
-            "Write" => write = write.saturating_add(n),
-            _ => {}
-        }
-    }
-    (read, write)
-}
-
-/// "8:0 rbytes=4096 wbytes=0 …" lines per device.
-fn v2_io(text: &str) -> (u64, u64) {
-    let (mut read, mut write) = (0u64, 0u64);
-    for field in text.split_whitespace() {
-        if let Some(n) = field.strip_prefix("rbytes=") {
-            read = read.saturating_add(n.parse().unwrap_or(0));
-        } else if let Some(n) = field.strip_prefix("wbytes=") {
-            write = write.saturating_add(n.parse().unwrap_or(0));
-        }
-    }
-    (read, write)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,19 +167,16 @@ mod tests {
         let root = tempfile::tempdir().expect("tempdir");
         let cg = root.path().join("drover.slice/s.scope");
         fs::create_dir_all(&cg).expect("mkdir");
-        let mut files = Files::new(Mounts {
-            pids: Some(root.path().to_owned()),
-            ..Mounts::default()
-        });
+        let mut files = Files::new(pids_mounted_at(root.path()));
         fs::write(cg.join("pids.current"), "3\n").expect("write");
         assert_eq!(files.tasks("/drover.slice/s.scope"), Some((3, CGROUP_V1)));
         fs::write(cg.join("pids.current"), "12\n").expect("write");
         assert_eq!(files.tasks("/drover.slice/s.scope"), Some((12, CGROUP_V1)));
-        assert_eq!(files.known.len(), 1);
+        assert_eq!(files.open.known.len(), 1);
         files.end_tick();
-        assert_eq!(files.known.len(), 1, "read in the tick that ended");
+        assert_eq!(files.open.known.len(), 1, "read in the tick that ended");
         files.end_tick();
-        assert!(files.known.is_empty(), "not read for a whole tick");
+        assert!(files.open.known.is_empty(), "not read for a whole tick");
         fs::remove_dir_all(&cg).expect("rmdir");
         assert_eq!(files.tasks("/drover.slice/s.scope"), None);
     }
@@ -262,10 +185,7 @@ mod tests {
     #[test]
     fn looks_for_missing_files_again_later() {
         let root = tempfile::tempdir().expect("tempdir");
-        let mut files = Files::new(Mounts {
-            pids: Some(root.path().to_owned()),
-            ..Mounts::default()
-        });
+        let mut files = Files::new(pids_mounted_at(root.path()));
         assert_eq!(files.tasks("/late.scope"), None);
         let cg = root.path().join("late.scope");
         fs::create_dir_all(&cg).expect("mkdir");
@@ -278,40 +198,38 @@ mod tests {
         assert_eq!(files.tasks("/late.scope"), Some((2, CGROUP_V1)));
     }
 
+    /// On a v2 host every value comes from the unified tree.
     #[test]
-    fn finds_hybrid_mounts() {
-        let m = Mounts::parse(
-            "30 25 0:26 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw,nsdelegate\n\
-             31 25 0:27 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
-             32 25 0:28 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
-             33 25 0:29 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n\
-             34 25 0:30 / /sys/fs/cgroup/blkio rw - cgroup cgroup rw,blkio\n",
-        );
-        assert_eq!(
-            m.unified.as_deref(),
-            Some(Path::new("/sys/fs/cgroup/unified"))
-        );
-        assert_eq!(
-            m.memory.as_deref(),
-            Some(Path::new("/sys/fs/cgroup/memory"))
-        );
-        assert_eq!(
-            m.cpuacct.as_deref(),
-            Some(Path::new("/sys/fs/cgroup/cpu,cpuacct"))
-        );
-        assert_eq!(m.pids.as_deref(), Some(Path::new("/sys/fs/cgroup/pids")));
-        assert_eq!(m.blkio.as_deref(), Some(Path::new("/sys/fs/cgroup/blkio")));
+    fn reads_the_unified_tree_of_a_v2_host() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cg = root.path().join("drover.slice/s.scope");
+        fs::create_dir_all(&cg).expect("mkdir");
+        for (file, text) in [
+            ("memory.current", "10\n"),
+            ("memory.peak", "20\n"),
+            ("pids.current", "2\n"),
+            ("cpu.stat", "usage_usec 3\nuser_usec 2\n"),
+            ("io.stat", "8:0 rbytes=5 wbytes=6 rios=1\n"),
+        ] {
+            fs::write(cg.join(file), text).expect("write");
+        }
+        let mut files = Files::new(Mounts::parse(&format!(
+            "29 23 0:26 / {} rw shared:4 - cgroup2 cgroup2 rw,nsdelegate\n",
+            root.path().display()
+        )));
+        let s = "/drover.slice/s.scope";
+        assert_eq!(files.memory_current(s), Some((10, CGROUP_V2)));
+        assert_eq!(files.memory_peak(s), Some((20, CGROUP_V2)));
+        assert_eq!(files.tasks(s), Some((2, CGROUP_V2)));
+        assert_eq!(files.cpu_usage_nsec(s), Some((3000, CGROUP_V2)));
+        assert_eq!(files.io_bytes(s), Some(((5, 6), CGROUP_V2)));
     }
 
-    #[test]
-    fn sums_io_over_devices() {
-        assert_eq!(
-            v1_io("8:0 Read 100\n8:0 Write 7\n8:16 Read 1\nTotal 108\n"),
-            (101, 7)
-        );
-        assert_eq!(
-            v2_io("8:0 rbytes=100 wbytes=7 rios=1\n8:16 rbytes=1 wbytes=0\n"),
-            (101, 7)
-        );
+    /// Only a v1 pids hierarchy, mounted at `root`.
+    fn pids_mounted_at(root: &std::path::Path) -> Mounts {
+        Mounts::parse(&format!(
+            "33 25 0:29 / {} rw,relatime - cgroup cgroup rw,pids\n",
+            root.display()
+        ))
     }
 }
