@@ -131,10 +131,11 @@ impl Inner {
                 Ok(record)
             })
             .await?;
-        tracing::info!(
-            drover_run = %run_id,
-            drover_workflow = %workflow.name,
-            drover_event = "checkpoint",
+        run_event!(
+            info,
+            run = run_id,
+            workflow = workflow.name,
+            "checkpoint",
             "run {run_id}: checkpoint {} ({reason}: {label}) {} {}, {} files changed, {} ms",
             record.n,
             record.reference,

@@ -171,10 +171,11 @@ impl Engine {
             RunState::Running,
             &request.requested_by,
         );
-        tracing::info!(
-            drover_run = %run.id,
-            drover_workflow = %workflow.name,
-            drover_event = "restart",
+        run_event!(
+            info,
+            run = run.id,
+            workflow = workflow.name,
+            "restart",
             "run {} restarted by {}: {}",
             run.id,
             request.requested_by,
@@ -225,10 +226,11 @@ impl Engine {
             }
         }
         action.id = inner.store().record_action(&action)?;
-        tracing::info!(
-            drover_run = %run.id,
-            drover_workflow = %workflow.name,
-            drover_event = "rollback",
+        run_event!(
+            info,
+            run = run.id,
+            workflow = workflow.name,
+            "rollback",
             "run {} rolled back by {}: {}",
             run.id,
             request.requested_by,
