@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::plan;
 use super::step::step_transcript;
 use super::{ActionRequest, Engine, EngineError, Inner, Result};
 use crate::model::{CheckpointRecord, CheckpointState, Run, StepAttempt, Timestamp};
@@ -165,16 +166,7 @@ pub(super) fn checkpoint_state(run: &Run, workflow: &Workflow) -> CheckpointStat
         workflow: run.workflow.clone(),
         params: run.params.clone(),
         next_step: recovery::next_step(workflow, run),
-        steps: run
-            .steps
-            .iter()
-            .filter(|a| {
-                run.restart
-                    .as_ref()
-                    .is_none_or(|r| r.counts(a.index, a.attempt))
-            })
-            .cloned()
-            .collect(),
+        steps: plan::counting_attempts(run).cloned().collect(),
     }
 }
 

@@ -120,14 +120,28 @@ pub(super) fn time_left(workflow: &Workflow, run: &Run) -> Option<Duration> {
         return Some(Duration::MAX);
     };
     // A restart gives the run its whole time limit again.
-    let started = run
-        .restart
+    let started = current_go_began(run);
+    let elapsed = Duration::from_millis((Timestamp::now().0 - started.0).max(0) as u64);
+    limit.checked_sub(elapsed).filter(|left| !left.is_zero())
+}
+
+/// When the run's current go began: its latest restart, else its start (else, still
+/// pending, its submission).
+pub(super) fn current_go_began(run: &Run) -> Timestamp {
+    run.restart
         .as_ref()
         .and_then(|r| r.at)
         .or(run.started_at)
-        .unwrap_or(run.created_at);
-    let elapsed = Duration::from_millis((Timestamp::now().0 - started.0).max(0) as u64);
-    limit.checked_sub(elapsed).filter(|left| !left.is_zero())
+        .unwrap_or(run.created_at)
+}
+
+/// The attempts that count since the run's latest restart (all of them if it never was).
+pub(super) fn counting_attempts(run: &Run) -> impl Iterator<Item = &StepAttempt> {
+    run.steps.iter().filter(|a| {
+        run.restart
+            .as_ref()
+            .is_none_or(|r| r.counts(a.index, a.attempt))
+    })
 }
 
 /// Lists the steps not started yet too, so a run shows its whole plan.
