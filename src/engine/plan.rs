@@ -1,7 +1,7 @@
 //! The pure planner: what a run needs next (start, await or retry a step, or finish the
 //! run), decided from its workflow and the attempts the state DB holds, and the facts each
-//! action starts from (the session to resume, the time left). No I/O: the driver loop
-//! (`engine::drive`) acts on what it decides.
+//! action starts from (the session to resume, the time left). No I/O (the time left reads
+//! the clock, nothing else): the driver loop (`engine::drive`) acts on what it decides.
 
 use std::time::Duration;
 
@@ -37,13 +37,16 @@ pub(super) enum Action {
 /// never ran, so it is started again as a new attempt.
 pub(super) const NEVER_STARTED: &str = "never-started";
 
+/// The first step not done decides: started if it has no attempt (since the restart, if
+/// any), awaited while its attempt runs, retried or ending the run as failed once it
+/// failed; the run succeeds when every step is done.
 pub(super) fn next_action(workflow: &Workflow, run: &Run) -> Action {
     for (index, step) in workflow.steps.iter().enumerate() {
         let restart = run.restart.as_ref();
         if restart.is_some_and(|r| (index as u32) < r.next_step) {
             continue; // done by the checkpoint the run was restarted from
         }
-        let first = restart.map_or(1, |r| r.first_attempts.get(index).copied().unwrap_or(1));
+        let first = first_attempt(run, index);
         let Some(attempt) = run
             .steps
             .iter()
@@ -99,18 +102,22 @@ pub(super) fn next_action(workflow: &Workflow, run: &Run) -> Action {
 /// The Claude Code session an attempt continues: for the first attempt after a restart,
 /// the one the checkpoint recorded; for a later attempt, its step's previous one.
 pub(super) fn session_to_resume(run: &Run, index: usize, attempt: u32) -> Option<String> {
-    let first = run
-        .restart
-        .as_ref()
-        .and_then(|r| r.first_attempts.get(index).copied())
-        .unwrap_or(1);
-    if attempt == first {
+    if attempt == first_attempt(run, index) {
         return run.restart.as_ref()?.sessions.get(&(index as u32)).cloned();
     }
     run.steps
         .iter()
         .find(|a: &&StepAttempt| a.index as usize == index)
         .and_then(|a| a.session_id.clone())
+}
+
+/// The number of step `index`'s first attempt since the run's latest restart (1 if it
+/// never was).
+fn first_attempt(run: &Run, index: usize) -> u32 {
+    run.restart
+        .as_ref()
+        .and_then(|r| r.first_attempts.get(index).copied())
+        .unwrap_or(1)
 }
 
 /// What remains of the workflow's time limit (`None` once it has run out); unlimited
