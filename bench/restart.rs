@@ -17,7 +17,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{BenchEnv, DroverClient, percentile};
@@ -205,17 +205,7 @@ impl Samples {
 /// A repository with `files` committed files (and a README and a Makefile).
 fn git_repo(path: &Path, files: usize) -> PathBuf {
     std::fs::create_dir_all(path.join("src")).expect("repo dir");
-    let git = |args: &[&str]| {
-        let status = Command::new("git")
-            .arg("-C")
-            .arg(path)
-            .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
-            .args(args)
-            .stdout(Stdio::null())
-            .status()
-            .expect("git");
-        assert!(status.success(), "git {args:?}");
-    };
+    let git = |args: &[&str]| common::testing::git(path, args);
     git(&["init", "-q", "-b", "main"]);
     std::fs::write(path.join("README"), "restart benchmark\n").expect("write");
     std::fs::write(path.join("Makefile"), "all:\n\ttrue\n").expect("write");

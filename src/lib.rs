@@ -21,6 +21,7 @@ pub mod sandbox;
 pub mod snapshot;
 pub mod spec;
 pub mod store;
+mod sync;
 pub mod systemd;
 pub mod terminate;
 #[cfg(test)]

@@ -120,22 +120,7 @@ fn history_counts_real_runs_kills_and_restarts_per_day() {
     );
 
     // The same through D-Bus, for a viewer.
-    let out = agent
-        .sandbox
-        .command("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "busctl"])
-        .args(["--user", "--json=short", "call"])
-        .args([
-            "org.drover.Drover1",
-            "/org/drover/Drover1",
-            "org.drover.Drover1.Manager",
-            "History",
-            "ss",
-            "slow",
-            "1d",
-        ])
-        .output()
-        .expect("busctl");
+    let out = agent.busctl(true, "History", &["ss", "slow", "1d"]);
     assert!(
         out.status.success(),
         "{}",

@@ -650,21 +650,9 @@ fn restarts_rollbacks_and_checkpoints_need_the_operator_role_and_a_protected_run
     assert_state(&failed, RunState::Failed);
 
     let as_nobody = |method: &str, signature: &str, args: &[&str]| {
-        let out = agent
-            .sandbox
-            .command("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .args([
-                "busctl",
-                "--user",
-                "call",
-                "org.drover.Drover1",
-                "/org/drover/Drover1",
-            ])
-            .args(["org.drover.Drover1.Manager", method, signature, &id])
-            .args(args)
-            .output()
-            .expect("busctl");
+        let mut call = vec![signature, id.as_str()];
+        call.extend_from_slice(args);
+        let out = agent.busctl(true, method, &call);
         assert!(!out.status.success(), "{method} as nobody succeeded");
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(
@@ -690,23 +678,7 @@ fn restarts_rollbacks_and_checkpoints_need_the_operator_role_and_a_protected_run
     );
 
     // Malformed options are refused by name; a protected run needs a confirmation.
-    let out = agent.sandbox.output(
-        "busctl",
-        &[
-            "--user",
-            "call",
-            "org.drover.Drover1",
-            "/org/drover/Drover1",
-            "org.drover.Drover1.Manager",
-            "Restart",
-            "sa{sv}",
-            &id,
-            "1",
-            "form",
-            "u",
-            "1",
-        ],
-    );
+    let out = agent.busctl(false, "Restart", &["sa{sv}", &id, "1", "form", "u", "1"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option \"form\""));
     refused(&agent, &["restart", &id], "is protected");
     refused(&agent, &["rollback", &id, "--to", "1"], "is protected");

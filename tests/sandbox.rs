@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use drover::sandbox::SandboxInfo;
 
-use crate::support::DROVER;
+use crate::support::{DROVER, wait_until};
 
 fn require() {
     assert!(
@@ -214,19 +214,17 @@ fn command_from_outside_joins_a_running_sandbox() {
             .spawn()
             .expect("spawning drover sandbox"),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !info.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "sandbox did not write {}",
-            info.display()
-        );
-        assert!(
-            child.0.try_wait().unwrap().is_none(),
-            "sandbox exited early"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        &format!("the sandbox to write {}", info.display()),
+        || {
+            assert!(
+                child.0.try_wait().unwrap().is_none(),
+                "sandbox exited early"
+            );
+            info.exists()
+        },
+    );
     let si = SandboxInfo::load(&info).expect("loading sandbox info");
 
     let out = si

@@ -89,7 +89,14 @@ fn a_run_that_ended_while_no_agent_was_up_is_finished_by_the_next_agent() {
     });
     agent.kill_agent();
     // Let the step end with no agent to see it: only its exit file tells how.
-    std::thread::sleep(Duration::from_secs(2));
+    let exit_file = agent.state_dir.join(format!("runs/{id}/short.1.exit"));
+    let scope = format!("drover-{id}-short-1.scope");
+    wait_until(Duration::from_secs(20), "the step to end", || {
+        let state = agent
+            .sandbox
+            .output("systemctl", &["--user", "is-active", &scope]);
+        exit_file.exists() && String::from_utf8_lossy(&state.stdout).trim() != "active"
+    });
     agent.restart_agent();
     let run = agent.wait_for_end(&id, Duration::from_secs(30));
     assert_state(&run, RunState::Failed);

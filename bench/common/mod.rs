@@ -14,6 +14,9 @@ use drover::model::Run;
 use drover::sandbox::SandboxInfo;
 use futures_util::StreamExt;
 
+#[path = "../../src/testing.rs"]
+pub mod testing;
+
 pub const DROVER: &str = env!("CARGO_BIN_EXE_drover");
 
 /// A sandbox with (usually) an agent in it; both end on drop.

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::AlertsConfig;
 use crate::model::{ActionRecord, Alert, AlertState, Firing, Severity, Timestamp};
 use crate::store::{NewAlert, Store, StoreError};
+use crate::sync::lock;
 pub use sink::{JournalSink, Sink, SinkError, WebhookSink};
 
 #[derive(Debug, thiserror::Error)]
@@ -368,10 +369,7 @@ impl Alerts {
     fn store(&self) -> MutexGuard<'_, Store> {
         // A panic while holding the lock leaves the connection usable: each write is a
         // transaction that either committed or rolled back.
-        self.inner
-            .store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner.store)
     }
 }
 

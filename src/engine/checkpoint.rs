@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::plan;
 use super::step::step_transcript;
 use super::{ActionRequest, Engine, EngineError, Inner, Result};
 use crate::model::{CheckpointRecord, CheckpointState, Run, StepAttempt, Timestamp};
@@ -131,10 +132,11 @@ impl Inner {
                 Ok(record)
             })
             .await?;
-        tracing::info!(
-            drover_run = %run_id,
-            drover_workflow = %workflow.name,
-            drover_event = "checkpoint",
+        run_event!(
+            info,
+            run = run_id,
+            workflow = workflow.name,
+            "checkpoint",
             "run {run_id}: checkpoint {} ({reason}: {label}) {} {}, {} files changed, {} ms",
             record.n,
             record.reference,
@@ -164,16 +166,7 @@ pub(super) fn checkpoint_state(run: &Run, workflow: &Workflow) -> CheckpointStat
         workflow: run.workflow.clone(),
         params: run.params.clone(),
         next_step: recovery::next_step(workflow, run),
-        steps: run
-            .steps
-            .iter()
-            .filter(|a| {
-                run.restart
-                    .as_ref()
-                    .is_none_or(|r| r.counts(a.index, a.attempt))
-            })
-            .cloned()
-            .collect(),
+        steps: plan::counting_attempts(run).cloned().collect(),
     }
 }
 

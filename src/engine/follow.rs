@@ -2,6 +2,7 @@
 //! when it last wrote. A re-adopted step is followed again from the start of its log.
 
 use crate::model::{StepOutput, Timestamp};
+use crate::sync::lock;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -47,7 +48,7 @@ impl Follower {
             return;
         }
         self.offset += read;
-        let mut output = self.output.lock().unwrap_or_else(|p| p.into_inner());
+        let mut output = lock(&self.output);
         output.bytes += read;
         output.lines += lines;
         // The file's own time, so a re-adopted step is not mistaken for a chatty one.

@@ -17,6 +17,7 @@ use crate::model::{
 use crate::recovery::{Failure, FailureClass};
 use crate::spec::{Step, Workflow};
 use crate::store::AttemptEnd;
+use crate::sync::lock;
 use crate::terminate::{self, Clock, Target};
 
 /// Of the kill budget, what SIGKILL leaves for cleanup and the snapshot.
@@ -307,10 +308,11 @@ impl Inner {
             .iter()
             .map(|p| format!("{} {} ms", p.name, p.duration_ms))
             .collect();
-        tracing::info!(
-            drover_run = %run.id,
-            drover_workflow = %workflow.name,
-            drover_event = "kill",
+        run_event!(
+            info,
+            run = run.id,
+            workflow = workflow.name,
+            "kill",
             message_id = super::KILL_MESSAGE_ID,
             "run {} {} by {} ({}) in {} ms: {}; {} processes left",
             run.id,
@@ -350,11 +352,7 @@ impl Inner {
             .and_then(|_| claude::read_stream(&files.stream).ok());
         let mut follower = Follower::new(files.log.clone());
         follower.catch_up();
-        let output = follower
-            .output
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let output = lock(&follower.output).clone();
         self.store().end_attempt(
             run,
             attempt.index,

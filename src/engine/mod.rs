@@ -1,11 +1,36 @@
-//! The run state machine and step execution. The engine owns run state: it decides the
-//! next action from what the state DB holds (so a restarted agent picks up where the last
-//! one stopped), records every transition before announcing it, and launches each step
-//! through its shim into a transient scope.
+//! The engine: the `Engine` handle, its construction (re-adopting the runs the last agent
+//! left) and errors, and the queries on runs. The engine owns run state: `plan` decides
+//! the next action from what the state DB holds (so a restarted agent picks up where the
+//! last one stopped), `drive` acts on it and records every transition before announcing
+//! it, and `step` launches each attempt through its shim into a transient scope.
+
+/// Logs an event of a run (and of one of its steps) with the journald fields every such
+/// line carries: `run_event!(info, run = …, workflow = …[, step = …], "event", "message", …)`.
+macro_rules! run_event {
+    ($level:ident, run = $run:expr, workflow = $workflow:expr, step = $step:expr, $event:literal, $($message:tt)+) => {
+        tracing::$level!(
+            drover_run = %$run,
+            drover_step = %$step,
+            drover_workflow = %$workflow,
+            drover_event = $event,
+            $($message)+
+        )
+    };
+    ($level:ident, run = $run:expr, workflow = $workflow:expr, $event:literal, $($message:tt)+) => {
+        tracing::$level!(
+            drover_run = %$run,
+            drover_workflow = %$workflow,
+            drover_event = $event,
+            $($message)+
+        )
+    };
+}
 
 mod checkpoint;
+mod drive;
 mod follow;
 mod kill;
+mod plan;
 mod restart;
 pub mod shim;
 mod step;
@@ -24,11 +49,12 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use crate::model::{Run, RunState, StepAttempt, StepOutput, StepState, Timestamp};
-use crate::recovery::{self, FailureClass};
+use crate::model::{Run, RunState, StepOutput, Timestamp};
+use crate::recovery;
 use crate::snapshot::SnapshotError;
 use crate::spec::{self, Workflow};
 use crate::store::{NewRun, Store, StoreError};
+use crate::sync::lock;
 use crate::systemd::{Systemd, SystemdError};
 use crate::worktree::{self, WorktreeError};
 
@@ -146,16 +172,9 @@ struct Inner {
     locks: Mutex<HashMap<String, RunLocks>>,
     /// Which step scopes systemd has active, refreshed every second by one task for all
     /// the steps being awaited (one D-Bus call, not one per step).
-    live_scopes: tokio::sync::watch::Sender<LiveScopes>,
+    live_scopes: tokio::sync::watch::Sender<wakeups::LiveScopes>,
     /// Wakes a step's wait when its exit file or log is written.
     wakeups: wakeups::FileWakeups,
-}
-
-/// A snapshot of the active `drover-*.scope` units.
-#[derive(Debug, Clone, Default)]
-struct LiveScopes {
-    taken: Option<tokio::time::Instant>,
-    active: std::collections::HashSet<String>,
 }
 
 /// What one run's work takes turns on.
@@ -167,93 +186,6 @@ struct RunLocks {
     git: Arc<tokio::sync::Mutex<()>>,
     /// An operator's restart, rollback or checkpoint, from its checks to its end.
     operation: Arc<tokio::sync::Mutex<()>>,
-}
-
-/// What a run needs next, decided from its workflow and the attempts the DB holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Action {
-    Start {
-        index: usize,
-        attempt: u32,
-    },
-    Await {
-        index: usize,
-        attempt: u32,
-    },
-    /// Attempt `attempt` of a failed step, as retry number `retry`, after the backoff.
-    Retry {
-        index: usize,
-        attempt: u32,
-        retry: u32,
-    },
-    Finish {
-        state: RunState,
-        reason: Option<String>,
-        failure: Option<FailureClass>,
-    },
-}
-
-/// The result an attempt gets when its shim saw the start gate close unopened: the step
-/// never ran, so it is started again as a new attempt.
-const NEVER_STARTED: &str = "never-started";
-
-fn next_action(workflow: &Workflow, run: &Run) -> Action {
-    for (index, step) in workflow.steps.iter().enumerate() {
-        let restart = run.restart.as_ref();
-        if restart.is_some_and(|r| (index as u32) < r.next_step) {
-            continue; // done by the checkpoint the run was restarted from
-        }
-        let first = restart.map_or(1, |r| r.first_attempts.get(index).copied().unwrap_or(1));
-        let Some(attempt) = run
-            .steps
-            .iter()
-            .find(|a| a.index as usize == index && a.attempt >= first)
-        else {
-            return Action::Start {
-                index,
-                attempt: first,
-            };
-        };
-        match attempt.state {
-            StepState::Succeeded => continue,
-            StepState::Failed if attempt.result.as_deref() == Some(NEVER_STARTED) => {
-                return Action::Start {
-                    index,
-                    attempt: attempt.attempt + 1,
-                };
-            }
-            StepState::Failed | StepState::Killed => {
-                let so_far = attempt.attempt + 1 - first;
-                if let Some(retry) = recovery::retry_number(step, attempt.failure_class, so_far) {
-                    return Action::Retry {
-                        index,
-                        attempt: attempt.attempt + 1,
-                        retry,
-                    };
-                }
-                let how = match (attempt.failure_class, &attempt.failure_evidence) {
-                    (Some(class), Some(evidence)) => format!("{class}: {evidence}"),
-                    _ => attempt.result.clone().unwrap_or_else(|| "failed".into()),
-                };
-                return Action::Finish {
-                    state: RunState::Failed,
-                    reason: Some(format!("step {} failed: {how}", step.name)),
-                    failure: attempt.failure_class,
-                };
-            }
-            StepState::Pending | StepState::Starting | StepState::Running => {
-                return Action::Await {
-                    index,
-                    attempt: attempt.attempt,
-                };
-            }
-        }
-    }
-    Action::Finish {
-        state: RunState::Succeeded,
-        reason: None,
-        failure: None,
-    }
 }
 
 impl Engine {
@@ -292,11 +224,11 @@ impl Engine {
                 config,
                 events,
                 locks: Mutex::default(),
-                live_scopes: tokio::sync::watch::Sender::new(LiveScopes::default()),
+                live_scopes: tokio::sync::watch::Sender::default(),
                 wakeups: wakeups::FileWakeups::new(),
             }),
         };
-        tokio::spawn(watch_scopes(Arc::downgrade(&engine.inner)));
+        tokio::spawn(wakeups::list_scopes(Arc::downgrade(&engine.inner)));
         for run in unfinished {
             tracing::info!(drover_run = %run, drover_event = "adopt", "re-adopting run {run}");
             engine.readopt(run)?;
@@ -350,7 +282,7 @@ impl Engine {
         })?;
         self.inner
             .announce(&id, &workflow.name, RunState::Pending, who);
-        self.spawn_driver(id.clone());
+        self.inner.spawn_driver(id.clone());
         Ok(id)
     }
 
@@ -360,7 +292,7 @@ impl Engine {
             .run(id)?
             .map(|(run, spec_json)| {
                 self.inner
-                    .with_live_output(with_pending_steps(run, &spec_json))
+                    .with_live_output(plan::with_pending_steps(run, &spec_json))
             })
             .ok_or_else(|| EngineError::NoSuchRun(id.to_owned()))
     }
@@ -423,7 +355,7 @@ impl Engine {
     pub fn live_output(&self, unit: &str) -> Option<StepOutput> {
         let live = self.inner.live_output();
         let output = live.get(unit)?;
-        Some(output.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        Some(lock(output).clone())
     }
 
     /// The state directory (step logs and stream-json files live under `runs/`).
@@ -451,7 +383,7 @@ impl Engine {
             return Ok(());
         }
         if !record.state.is_being_killed() {
-            self.spawn_driver(run);
+            self.inner.spawn_driver(run);
             return Ok(());
         }
         let pending = self
@@ -485,32 +417,19 @@ impl Engine {
         });
         Ok(())
     }
-
-    fn spawn_driver(&self, run: String) {
-        self.inner.spawn_driver(run);
-    }
 }
 
 impl Inner {
     fn store(&self) -> MutexGuard<'_, Store> {
-        self.store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.store)
     }
 
     fn drivers(&self) -> MutexGuard<'_, HashMap<String, tokio::task::AbortHandle>> {
-        self.drivers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.drivers)
     }
 
     fn locks(&self, run: &str) -> RunLocks {
-        self.locks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entry(run.to_owned())
-            .or_default()
-            .clone()
+        lock(&self.locks).entry(run.to_owned()).or_default().clone()
     }
 
     /// Runs blocking git work on `run`'s worktree, holding the run's git lock until the
@@ -529,59 +448,8 @@ impl Inner {
         .await
     }
 
-    /// Starts the task that drives `run` to its end; one at a time per run, so its attempts
-    /// never overlap (a restarted run's new driver waits for the last one to finish
-    /// recording the run's end).
-    fn spawn_driver(self: &Arc<Self>, run: String) {
-        let mut drivers = self.drivers();
-        let previous = drivers.remove(&run);
-        let inner = self.clone();
-        let id = run.clone();
-        let task = tokio::spawn(async move {
-            if let Some(previous) = previous {
-                while !previous.is_finished() {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-            if let Err(e) = inner.drive(&run).await {
-                tracing::error!(drover_run = %run, "run {run} failed: {e}");
-                if let Err(store_err) = inner
-                    .finish(&run, RunState::Failed, Some(&e.to_string()), None)
-                    .await
-                {
-                    tracing::error!(drover_run = %run, "cannot record the failure of run {run}: {store_err}");
-                }
-            }
-            let mut drivers = inner.drivers();
-            if drivers
-                .get(&run)
-                .is_some_and(|t| t.id() == tokio::task::id())
-            {
-                drivers.remove(&run);
-            }
-        });
-        drivers.insert(id, task.abort_handle());
-    }
-
-    /// Stops the task driving `run` (at an await point: no DB write is torn; what it was
-    /// doing is in the DB for whoever takes over).
-    fn abort_driver(&self, run: &str) {
-        if let Some(task) = self.drivers().remove(run) {
-            task.abort();
-        }
-    }
-
-    /// The run's slice outlives its scopes; nothing of the run remains once it is stopped.
-    async fn stop_slice(&self, run: &str) {
-        if let Err(e) = self.systemd.stop_unit(&format!("drover-{run}.slice")).await {
-            tracing::warn!(drover_run = %run, "cannot stop the slice of run {run}: {e}");
-        }
-    }
-
     fn live_output(&self) -> MutexGuard<'_, HashMap<String, Arc<Mutex<StepOutput>>>> {
-        self.live_output
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.live_output)
     }
 
     /// Fills in the output counters of the attempts that are running now.
@@ -589,17 +457,18 @@ impl Inner {
         let live = self.live_output();
         for step in &mut run.steps {
             if let Some(output) = step.unit.as_ref().and_then(|unit| live.get(unit)) {
-                step.output = output.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                step.output = lock(output).clone();
             }
         }
         run
     }
 
     fn announce(&self, run: &str, workflow: &str, state: RunState, who: &str) {
-        tracing::info!(
-            drover_run = %run,
-            drover_workflow = %workflow,
-            drover_event = "state",
+        run_event!(
+            info,
+            run = run,
+            workflow = workflow,
+            "state",
             "run {run} ({workflow}) → {state} (by {who})"
         );
         let _ = self.events.send(RunEvent {
@@ -619,272 +488,6 @@ impl Inner {
         })?;
         Ok((run, workflow))
     }
-
-    /// Ends a run that is still pending or running; a run a kill took over is left to it.
-    async fn finish(
-        &self,
-        id: &str,
-        state: RunState,
-        reason: Option<&str>,
-        failure: Option<FailureClass>,
-    ) -> Result<()> {
-        let (run, _) = self.load(id)?;
-        let moved = if state == RunState::Failed {
-            let reason = reason.unwrap_or("failed");
-            self.store().fail_run(id, failure, reason)?
-        } else {
-            let from = [RunState::Pending, RunState::Running];
-            self.store()
-                .set_run_state(id, &from, state, "drover", reason)?
-        };
-        if moved {
-            self.announce(id, &run.workflow, state, "drover");
-            self.stop_slice(id).await;
-        }
-        Ok(())
-    }
-
-    /// Gives a run with a workspace its worktree, at the same path for all its life (Claude
-    /// Code finds its sessions by the working directory): made before the first step, and
-    /// made again if it is gone (a run killed while pending, a worktree removed by hand).
-    fn ensure_worktree(&self, run: &Run, workflow: &Workflow) -> Result<()> {
-        let Some(workspace) = &workflow.workspace else {
-            return Ok(());
-        };
-        let path = self.config.state_dir.join("worktrees").join(&run.id);
-        worktree::create(workspace, &path)?;
-        if run.worktree.is_none() {
-            self.store()
-                .set_worktree(&run.id, &path.to_string_lossy())?;
-        }
-        Ok(())
-    }
-
-    /// Takes a run from wherever the DB says it is to its end.
-    async fn drive(self: &Arc<Self>, id: &str) -> Result<()> {
-        let (run, workflow) = self.load(id)?;
-        self.ensure_worktree(&run, &workflow)?;
-        if run.state == RunState::Pending {
-            let from = [RunState::Pending];
-            if !self
-                .store()
-                .set_run_state(id, &from, RunState::Running, "drover", None)?
-            {
-                return Ok(()); // a kill took the run over
-            }
-            self.announce(id, &workflow.name, RunState::Running, "drover");
-        }
-        loop {
-            let (run, _) = self.load(id)?;
-            match next_action(&workflow, &run) {
-                Action::Start { index, attempt } => {
-                    self.take_owed_checkpoint(&run, &workflow, index).await;
-                    let session = session_to_resume(&run, index, attempt);
-                    self.start_step(&run, &workflow, index, attempt, session)
-                        .await?;
-                }
-                Action::Retry {
-                    index,
-                    attempt,
-                    retry,
-                } => {
-                    self.wait_for_retry(&run, &workflow, index, attempt, retry)
-                        .await?;
-                    let session = match self.restore_for_retry(&run, &workflow, index).await? {
-                        Some(restored) => restored,
-                        None => session_to_resume(&run, index, attempt),
-                    };
-                    let (run, _) = self.load(id)?;
-                    self.start_step(&run, &workflow, index, attempt, session)
-                        .await?;
-                }
-                Action::Await { index, attempt } => {
-                    step::await_end(self, &run, &workflow, index, attempt).await?;
-                }
-                Action::Finish {
-                    state,
-                    reason,
-                    failure,
-                } => {
-                    if state == RunState::Succeeded {
-                        self.take_owed_checkpoint(&run, &workflow, workflow.steps.len())
-                            .await;
-                    }
-                    return self.finish(id, state, reason.as_deref(), failure).await;
-                }
-            }
-        }
-    }
-
-    /// Takes the checkpoint a `checkpoint = true` step before step `next` is owed, unless
-    /// the DB has it (the agent may have died between the step's end and its checkpoint).
-    /// A failure costs a restart point, not the run: it is logged and the run goes on.
-    async fn take_owed_checkpoint(self: &Arc<Self>, run: &Run, workflow: &Workflow, next: usize) {
-        let Some(done) = next.checked_sub(1) else {
-            return;
-        };
-        let step = &workflow.steps[done];
-        let restored = run
-            .restart
-            .as_ref()
-            .is_some_and(|r| next <= r.next_step as usize);
-        if !step.checkpoint || run.worktree.is_none() || restored {
-            return;
-        }
-        let Some(ended) = run
-            .steps
-            .iter()
-            .find(|a| a.index as usize == done && a.state == StepState::Succeeded)
-            .and_then(|a| a.ended_at)
-        else {
-            return;
-        };
-        let taken = self.store().checkpoints(&run.id).map(|all| {
-            all.iter()
-                .any(|c| c.next_step as usize == next && c.created_at >= ended)
-        });
-        if matches!(taken, Ok(true)) {
-            return;
-        }
-        let label = format!("after step {}", step.name);
-        if let Err(e) = self.take_checkpoint(&run.id, "step", &label, None).await {
-            tracing::error!(
-                drover_run = %run.id,
-                drover_step = %step.name,
-                drover_event = "checkpoint-failed",
-                "run {}: the checkpoint after step {} failed: {e}",
-                run.id,
-                step.name
-            );
-        }
-    }
-
-    /// Starts an attempt once the step's requirements are met; an unmet one fails the
-    /// attempt as `dependency` without starting anything.
-    async fn start_step(
-        self: &Arc<Self>,
-        run: &Run,
-        workflow: &Workflow,
-        index: usize,
-        attempt: u32,
-        session: Option<String>,
-    ) -> Result<()> {
-        let Some(time_left) = time_left(workflow, run) else {
-            let reason = "the workflow's time limit ran out";
-            return self
-                .finish(
-                    &run.id,
-                    RunState::Failed,
-                    Some(reason),
-                    Some(FailureClass::Timeout),
-                )
-                .await;
-        };
-        let unmet = self.unmet_requirements(Some(run), workflow, &run.params, Some(index));
-        if !unmet.is_empty() {
-            let evidence = recovery::requires::describe(&unmet);
-            return step::refuse(self, run, workflow, index, attempt, &evidence);
-        }
-        step::start(self, run, workflow, index, attempt, time_left, session).await
-    }
-
-    /// Sleeps until the retry is due, scheduling it first (`next_attempt_at`, kept in the
-    /// DB so an agent restart keeps the time).
-    async fn wait_for_retry(
-        &self,
-        run: &Run,
-        workflow: &Workflow,
-        index: usize,
-        attempt: u32,
-        retry: u32,
-    ) -> Result<()> {
-        let step = &workflow.steps[index];
-        let at = match run.next_attempt_at {
-            Some(at) => at,
-            None => {
-                let delay = step.retry.delay(retry, fastrand::f64());
-                let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-                let at = Timestamp(Timestamp::now().0.saturating_add(delay_ms));
-                let failed = run.steps.iter().find(|a| a.index as usize == index);
-                let why = failed
-                    .and_then(|a| {
-                        Some(format!(
-                            "{}: {}",
-                            a.failure_class?,
-                            a.failure_evidence.as_deref()?
-                        ))
-                    })
-                    .unwrap_or_else(|| "failed".into());
-                let reason = format!(
-                    "retry {retry} of {} at {at} (after {}), because of {why}",
-                    step.retry.max_attempts - 1,
-                    humantime::format_duration(Duration::from_millis(delay_ms as u64))
-                );
-                self.store()
-                    .schedule_retry(&run.id, &step.name, attempt - 1, at, &reason)?;
-                tracing::info!(
-                    drover_run = %run.id,
-                    drover_step = %step.name,
-                    drover_workflow = %workflow.name,
-                    drover_event = "retry-scheduled",
-                    "run {}: step {} {reason}",
-                    run.id,
-                    step.name
-                );
-                self.announce(&run.id, &workflow.name, run.state, "drover");
-                at
-            }
-        };
-        let wait = Duration::from_millis((at.0 - Timestamp::now().0).max(0) as u64);
-        tokio::time::sleep(wait).await;
-        Ok(())
-    }
-}
-
-/// The Claude Code session an attempt continues: for the first attempt after a restart,
-/// the one the checkpoint recorded; for a later attempt, its step's previous one.
-fn session_to_resume(run: &Run, index: usize, attempt: u32) -> Option<String> {
-    let first = run
-        .restart
-        .as_ref()
-        .and_then(|r| r.first_attempts.get(index).copied())
-        .unwrap_or(1);
-    if attempt == first {
-        return run.restart.as_ref()?.sessions.get(&(index as u32)).cloned();
-    }
-    run.steps
-        .iter()
-        .find(|a: &&StepAttempt| a.index as usize == index)
-        .and_then(|a| a.session_id.clone())
-}
-
-/// Refreshes `live_scopes` every second while the engine lives.
-async fn watch_scopes(inner: std::sync::Weak<Inner>) {
-    let mut tick = tokio::time::interval(step::UNIT_CHECK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        match inner.systemd.list_scopes("drover-*.scope").await {
-            Ok(scopes) => {
-                let active = scopes
-                    .into_iter()
-                    .filter(|s| {
-                        matches!(
-                            s.active_state.as_str(),
-                            "active" | "activating" | "deactivating" | "reloading"
-                        )
-                    })
-                    .map(|s| s.name)
-                    .collect();
-                inner.live_scopes.send_replace(LiveScopes {
-                    taken: Some(tokio::time::Instant::now()),
-                    active,
-                });
-            }
-            Err(e) => tracing::warn!("cannot list the step scopes: {e}"),
-        }
-    }
 }
 
 /// Runs blocking work (git on a whole worktree) off the async runtime.
@@ -898,39 +501,6 @@ async fn blocking<T: Send + 'static>(
             path: what.to_owned(),
             source: std::io::Error::other(e),
         })?
-}
-
-/// What remains of the workflow's time limit (`None` once it has run out); unlimited
-/// workflows get `Some(Duration::MAX)`.
-fn time_left(workflow: &Workflow, run: &Run) -> Option<Duration> {
-    let Some(limit) = workflow.limits.timeout else {
-        return Some(Duration::MAX);
-    };
-    // A restart gives the run its whole time limit again.
-    let started = run
-        .restart
-        .as_ref()
-        .and_then(|r| r.at)
-        .or(run.started_at)
-        .unwrap_or(run.created_at);
-    let elapsed = Duration::from_millis((Timestamp::now().0 - started.0).max(0) as u64);
-    limit.checked_sub(elapsed).filter(|left| !left.is_zero())
-}
-
-/// Lists the steps not started yet too, so a run shows its whole plan.
-fn with_pending_steps(mut run: Run, spec_json: &str) -> Run {
-    let Ok(workflow) = serde_json::from_str::<Workflow>(spec_json) else {
-        return run;
-    };
-    run.protected = workflow.protected;
-    for (index, step) in workflow.steps.iter().enumerate() {
-        if !run.steps.iter().any(|a| a.index as usize == index) {
-            run.steps
-                .push(StepAttempt::planned(&step.name, index as u32));
-        }
-    }
-    run.steps.sort_by_key(|a| a.index);
-    run
 }
 
 fn is_param_name(name: &str) -> bool {
@@ -949,176 +519,6 @@ fn new_run_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::StepAttempt;
-
-    fn workflow(steps: &[&str]) -> Workflow {
-        let mut text = String::from("name = \"wf\"\n");
-        for s in steps {
-            text.push_str(&format!("[[step]]\nname = \"{s}\"\nrun = \"true\"\n"));
-        }
-        spec::parse(&text, Path::new("/w.toml")).expect("test workflow parses")
-    }
-
-    fn run_with(attempts: Vec<StepAttempt>) -> Run {
-        Run {
-            id: "r".into(),
-            workflow: "wf".into(),
-            workflow_file: "/w.toml".into(),
-            protected: false,
-            state: RunState::Running,
-            params: BTreeMap::new(),
-            worktree: None,
-            requested_by: "t".into(),
-            created_at: Timestamp(0),
-            started_at: None,
-            ended_at: None,
-            error: None,
-            steps: attempts,
-            kill: None,
-            next_attempt_at: None,
-            restart: None,
-            failure_class: None,
-        }
-    }
-
-    fn attempt(index: u32, attempt: u32, state: StepState, result: Option<&str>) -> StepAttempt {
-        StepAttempt {
-            attempt,
-            state,
-            result: result.map(str::to_owned),
-            ..StepAttempt::planned(&format!("s{index}"), index)
-        }
-    }
-
-    #[test]
-    fn a_fresh_run_starts_its_first_step() {
-        let wf = workflow(&["a", "b"]);
-        assert_eq!(
-            next_action(&wf, &run_with(vec![])),
-            Action::Start {
-                index: 0,
-                attempt: 1
-            }
-        );
-    }
-
-    #[test]
-    fn after_a_success_the_next_step_starts_and_after_the_last_the_run_succeeds() {
-        let wf = workflow(&["a", "b"]);
-        let one = vec![attempt(0, 1, StepState::Succeeded, Some("success"))];
-        assert_eq!(
-            next_action(&wf, &run_with(one)),
-            Action::Start {
-                index: 1,
-                attempt: 1
-            }
-        );
-        let both = vec![
-            attempt(0, 1, StepState::Succeeded, Some("success")),
-            attempt(1, 1, StepState::Succeeded, Some("success")),
-        ];
-        assert_eq!(
-            next_action(&wf, &run_with(both)),
-            Action::Finish {
-                state: RunState::Succeeded,
-                reason: None,
-                failure: None
-            }
-        );
-    }
-
-    #[test]
-    fn a_failed_step_fails_the_run_and_later_steps_do_not_start() {
-        let wf = workflow(&["a", "b"]);
-        let failed = vec![attempt(0, 1, StepState::Failed, Some("exit-code"))];
-        assert_eq!(
-            next_action(&wf, &run_with(failed)),
-            Action::Finish {
-                state: RunState::Failed,
-                reason: Some("step a failed: exit-code".into()),
-                failure: None
-            }
-        );
-    }
-
-    #[test]
-    fn an_adopted_step_is_awaited_and_a_never_started_one_is_started_again() {
-        let wf = workflow(&["a"]);
-        let running = vec![attempt(0, 2, StepState::Running, None)];
-        assert_eq!(
-            next_action(&wf, &run_with(running)),
-            Action::Await {
-                index: 0,
-                attempt: 2
-            }
-        );
-        let gate_closed = vec![attempt(0, 1, StepState::Failed, Some(NEVER_STARTED))];
-        assert_eq!(
-            next_action(&wf, &run_with(gate_closed)),
-            Action::Start {
-                index: 0,
-                attempt: 2
-            }
-        );
-    }
-
-    #[test]
-    fn a_retryable_failure_is_retried_until_the_attempts_run_out() {
-        let text = "name = \"wf\"\n[[step]]\nname = \"a\"\nrun = \"true\"\n[step.retry]\nmax_attempts = 2\n";
-        let wf = spec::parse(text, Path::new("/w.toml")).unwrap();
-        let transient = |n| StepAttempt {
-            failure_class: Some(FailureClass::Transient),
-            failure_evidence: Some("HTTP 529".into()),
-            ..attempt(0, n, StepState::Failed, Some("exit-code"))
-        };
-        assert_eq!(
-            next_action(&wf, &run_with(vec![transient(1)])),
-            Action::Retry {
-                index: 0,
-                attempt: 2,
-                retry: 1
-            }
-        );
-        assert_eq!(
-            next_action(&wf, &run_with(vec![transient(2)])),
-            Action::Finish {
-                state: RunState::Failed,
-                reason: Some("step a failed: transient: HTTP 529".into()),
-                failure: Some(FailureClass::Transient)
-            }
-        );
-    }
-
-    #[test]
-    fn after_a_restart_earlier_steps_are_done_and_later_ones_start_over() {
-        let wf = workflow(&["a", "b", "c"]);
-        let mut run = run_with(vec![
-            attempt(0, 1, StepState::Succeeded, Some("success")),
-            attempt(1, 1, StepState::Killed, Some("killed")),
-        ]);
-        run.restart = Some(recovery::restart_point(
-            Some(2),
-            1,
-            &BTreeMap::from([(0, 1), (1, 1)]),
-            3,
-            BTreeMap::new(),
-        ));
-        assert_eq!(
-            next_action(&wf, &run),
-            Action::Start {
-                index: 1,
-                attempt: 2
-            }
-        );
-        run.steps[1] = attempt(1, 2, StepState::Succeeded, Some("success"));
-        assert_eq!(
-            next_action(&wf, &run),
-            Action::Start {
-                index: 2,
-                attempt: 1
-            }
-        );
-    }
 
     #[test]
     fn run_ids_are_short_lowercase_alphanumerics() {

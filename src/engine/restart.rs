@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use git2::Oid;
 
+use super::plan;
 use super::step::{step_cwd, step_transcript};
 use super::{Engine, EngineError, Inner, Result, blocking};
 use crate::model::{
@@ -170,10 +171,11 @@ impl Engine {
             RunState::Running,
             &request.by.requested_by,
         );
-        tracing::info!(
-            drover_run = %run.id,
-            drover_workflow = %workflow.name,
-            drover_event = "restart",
+        run_event!(
+            info,
+            run = run.id,
+            workflow = workflow.name,
+            "restart",
             "run {} restarted by {}: {}",
             run.id,
             request.by.requested_by,
@@ -224,10 +226,11 @@ impl Engine {
             }
         }
         action.id = inner.store().record_action(&action)?;
-        tracing::info!(
-            drover_run = %run.id,
-            drover_workflow = %workflow.name,
-            drover_event = "rollback",
+        run_event!(
+            info,
+            run = run.id,
+            workflow = workflow.name,
+            "rollback",
             "run {} rolled back by {}: {}",
             run.id,
             request.by.requested_by,
@@ -461,12 +464,7 @@ impl Inner {
         if run.worktree.is_none() {
             return Ok(None);
         }
-        let since = run
-            .restart
-            .as_ref()
-            .and_then(|r| r.at)
-            .or(run.started_at)
-            .unwrap_or(run.created_at);
+        let since = plan::current_go_began(run);
         let Some(record) = self
             .store()
             .checkpoints(&run.id)?
@@ -563,13 +561,7 @@ fn verify_checkpoint(run: &Run, steps: usize, record: CheckpointRecord) -> Resul
 
 /// By step index, the sessions of the attempts that count since the run's latest restart.
 fn counting_sessions(run: &Run) -> BTreeMap<u32, String> {
-    run.steps
-        .iter()
-        .filter(|a| {
-            run.restart
-                .as_ref()
-                .is_none_or(|r| r.counts(a.index, a.attempt))
-        })
+    plan::counting_attempts(run)
         .filter_map(|a| Some((a.index, a.session_id.clone()?)))
         .collect()
 }

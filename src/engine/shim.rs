@@ -19,6 +19,7 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup;
+use crate::sync::lock;
 
 /// What the agent tells the shim, through a JSON file beside the step's log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -234,10 +235,6 @@ impl StepExit {
             error,
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Copies one output stream line by line to the log file (and `copy`) and to journald.

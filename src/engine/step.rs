@@ -10,20 +10,21 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 use super::follow::Follower;
+use super::plan::NEVER_STARTED;
 use super::shim::{self, ShimOutcome, ShimSpec, StepExit};
-use super::{EngineError, Inner, NEVER_STARTED, Result};
+use super::wakeups::{self, SCOPE_LISTING_PERIOD};
+use super::{EngineError, Inner, Result};
 use crate::claude::{self, Repair, SessionStart};
 use crate::model::{KillRecord, Run, StepOutput, StepState, Timestamp};
 use crate::recovery::failure::{self, Evidence, Failure, FailureClass};
 use crate::spec::{Step, Workflow};
 use crate::store::{AttemptEnd, NewAttempt};
+use crate::sync::lock;
 use crate::systemd::ScopeProperties;
 use crate::terminate::{self, Clock, Target};
 
 /// How long systemd waits between SIGTERM and SIGKILL when it stops a scope itself.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the step scopes are listed while exit files have not appeared.
-pub(super) const UNIT_CHECK: Duration = Duration::from_secs(1);
 /// How long the scope may linger once its step ended before drover stops it (children the
 /// step left behind keep it alive).
 const LINGER: Duration = Duration::from_secs(3);
@@ -265,11 +266,12 @@ pub(super) async fn start(
     inner
         .store()
         .attempt_running(&run.id, index as u32, attempt, pid)?;
-    tracing::info!(
-        drover_run = %run.id,
-        drover_step = %step.name,
-        drover_workflow = %workflow.name,
-        drover_event = "step-started",
+    run_event!(
+        info,
+        run = run.id,
+        workflow = workflow.name,
+        step = step.name,
+        "step-started",
         "run {}: step {} attempt {attempt} started in {unit} (shim pid {pid})",
         run.id,
         step.name
@@ -354,11 +356,12 @@ pub(super) fn refuse(
             agent: None,
         },
     )?;
-    tracing::warn!(
-        drover_run = %run.id,
-        drover_step = %step.name,
-        drover_workflow = %workflow.name,
-        drover_event = "step-refused",
+    run_event!(
+        warn,
+        run = run.id,
+        workflow = workflow.name,
+        step = step.name,
+        "step-refused",
         "run {}: step {} not started: requirements not met: {evidence}",
         run.id,
         step.name
@@ -399,11 +402,7 @@ pub(super) async fn await_end(
     let ended = wait_for_exit_file(inner, &files, &unit, &mut follower, &watch).await;
     inner.live_output().remove(&unit);
     let Ended { exit, stalled } = ended?;
-    let output = follower
-        .output
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let output = lock(&follower.output).clone();
     let systemd_result = settle_scope(inner, &unit).await?;
     let (state, result) = match &exit {
         Some(exit) => classify(exit, systemd_result.as_deref()),
@@ -462,10 +461,12 @@ pub(super) async fn await_end(
         );
         inner.store().record_kill(&record)?;
         crate::monitor::selfmetrics::global().kill_ended(record.result, None);
-        tracing::warn!(
-            drover_run = %run.id,
-            drover_step = %step.name,
-            drover_event = "kill",
+        run_event!(
+            warn,
+            run = run.id,
+            workflow = workflow.name,
+            step = step.name,
+            "kill",
             message_id = super::KILL_MESSAGE_ID,
             "run {}: step {} was killed outside drover: {cause}",
             run.id,
@@ -482,11 +483,12 @@ pub(super) async fn await_end(
         .as_ref()
         .and_then(|e| e.error.as_deref())
         .map_or(String::new(), |e| format!("; {e}"));
-    tracing::info!(
-        drover_run = %run.id,
-        drover_step = %step.name,
-        drover_workflow = %workflow.name,
-        drover_event = "step-ended",
+    run_event!(
+        info,
+        run = run.id,
+        workflow = workflow.name,
+        step = step.name,
+        "step-ended",
         "run {}: step {} attempt {attempt} ended: {result} ({how}, {} lines){error}",
         run.id,
         step.name,
@@ -600,8 +602,10 @@ async fn wait_for_exit_file(
         // at all): ask systemd about this scope alone before believing it gone.
         let missing = {
             let live = scopes.borrow_and_update();
-            let stale = live.taken.is_none_or(|t| t.elapsed() > 10 * UNIT_CHECK);
-            stale && began.elapsed() > UNIT_CHECK
+            let stale = live
+                .taken
+                .is_none_or(|t| t.elapsed() > 10 * SCOPE_LISTING_PERIOD);
+            stale && began.elapsed() > SCOPE_LISTING_PERIOD
                 || live.taken.is_some_and(|t| t > began) && !live.active.contains(unit)
         };
         if missing && !scope_alive(inner, unit).await? {
@@ -613,28 +617,24 @@ async fn wait_for_exit_file(
         tokio::select! {
             _ = wake.notified() => {}
             _ = scopes.changed() => {}
-            _ = tokio::time::sleep(UNIT_CHECK) => {}
+            _ = tokio::time::sleep(SCOPE_LISTING_PERIOD) => {}
         }
     }
 }
 
 async fn scope_alive(inner: &Arc<Inner>, unit: &str) -> Result<bool> {
-    Ok(inner.systemd.scope_outcome(unit).await?.is_some_and(|o| {
-        matches!(
-            o.active_state.as_str(),
-            "active" | "activating" | "deactivating" | "reloading"
-        )
-    }))
+    Ok(inner
+        .systemd
+        .scope_outcome(unit)
+        .await?
+        .is_some_and(|o| wakeups::is_live(&o.active_state)))
 }
 
 /// The stall evidence, once the step has written nothing for longer than `stall_after`
 /// (counted from its start until its first line).
 fn silent_too_long(watch: &Watch, follower: &Follower) -> Option<String> {
     let stall_after = watch.stall_after?;
-    let last = follower
-        .output
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    let last = lock(&follower.output)
         .last_output_at
         .unwrap_or(watch.started);
     let silent = Duration::from_millis((Timestamp::now().0 - last.0).max(0) as u64);

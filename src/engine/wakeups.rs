@@ -1,12 +1,62 @@
-//! One inotify watcher for all the steps being awaited (not a watcher thread each): a
-//! write to a step's exit file or log wakes that step's wait at once.
+//! What wakes the waits for step ends, one for all the steps being awaited (not one per
+//! step): an inotify watcher, so that a write to a step's exit file or log wakes that
+//! step's wait at once, and a listing of the active step scopes every second (one D-Bus
+//! `ListUnitsByPatterns`), so that a wait learns its scope is gone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use notify::Watcher;
 use tokio::sync::Notify;
+
+use super::Inner;
+use crate::sync::lock;
+
+/// How often the step scopes are listed (and how often a wait checks on its step when no
+/// write wakes it).
+pub(super) const SCOPE_LISTING_PERIOD: Duration = Duration::from_secs(1);
+
+/// A snapshot of the active `drover-*.scope` units.
+#[derive(Debug, Clone, Default)]
+pub(super) struct LiveScopes {
+    /// When the listing was taken; `None` before the first one.
+    pub(super) taken: Option<tokio::time::Instant>,
+    pub(super) active: HashSet<String>,
+}
+
+/// Whether a unit in systemd's `active_state` still holds its processes.
+pub(super) fn is_live(active_state: &str) -> bool {
+    matches!(
+        active_state,
+        "active" | "activating" | "deactivating" | "reloading"
+    )
+}
+
+/// Refreshes the engine's `live_scopes` every `SCOPE_LISTING_PERIOD` while it lives.
+pub(super) async fn list_scopes(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(SCOPE_LISTING_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        match inner.systemd.list_scopes("drover-*.scope").await {
+            Ok(scopes) => {
+                let active = scopes
+                    .into_iter()
+                    .filter(|s| is_live(&s.active_state))
+                    .map(|s| s.name)
+                    .collect();
+                inner.live_scopes.send_replace(LiveScopes {
+                    taken: Some(tokio::time::Instant::now()),
+                    active,
+                });
+            }
+            Err(e) => tracing::warn!("cannot list the step scopes: {e}"),
+        }
+    }
+}
 
 type Waiters = Arc<Mutex<HashMap<PathBuf, Arc<Notify>>>>;
 
@@ -24,10 +74,6 @@ pub(super) struct Registration<'a> {
     files: Vec<PathBuf>,
     dir: PathBuf,
     pub(super) wake: Arc<Notify>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl FileWakeups {

@@ -15,7 +15,7 @@ pub use downsample::{Downsampler, MetricsMinute};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -27,6 +27,7 @@ use crate::config::MonitorConfig;
 use crate::engine::Engine;
 use crate::model::{Run, RunMetrics, RunState, Sample, StepAttempt, StepState, Timestamp};
 use crate::store::{Store, StoreError};
+use crate::sync::lock;
 use crate::systemd::{Accounting, Systemd};
 
 #[derive(Debug, thiserror::Error)]
@@ -121,10 +122,6 @@ struct Tracked {
     output: Option<Reading>,
     stream: Option<(String, StreamFollower)>,
     down: Downsampler,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Monitor {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::model::KillResult;
 use crate::recovery::FailureClass;
+use crate::sync::lock;
 
 /// Buckets (seconds) of the state-DB write latency: a WAL commit with
 /// `synchronous=NORMAL` takes tens of microseconds to a few milliseconds.
@@ -233,11 +234,6 @@ impl SelfMetrics {
             restarts_by_failure_class: owned(&self.restarts),
         }
     }
-}
-
-/// A counter map stays usable after a panic elsewhere: it holds only numbers.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 static GLOBAL: LazyLock<SelfMetrics> = LazyLock::new(SelfMetrics::new);

@@ -19,12 +19,13 @@ mod tests;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use rhai::{AST, Engine, EvalAltResult, ParseError, Position};
 
 use crate::model::{Firing, Severity};
+use crate::sync::{lock, read, write};
 pub use view::{History, LimitsView, RunView};
 
 /// The file extension of rule files.
@@ -267,12 +268,6 @@ pub struct Rules {
     shared: Arc<Shared>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere never leaves these half-updated in a way that matters more than
-    // stopping rules would.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Rules {
     /// Loads every rule of `dirs`. Files that fail are in [`Rules::load_errors`]; an
     /// unreadable directory is an error.
@@ -291,11 +286,7 @@ impl Rules {
     }
 
     pub fn dirs(&self) -> RuleDirs {
-        self.shared
-            .dirs
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        read(&self.shared.dirs).clone()
     }
 
     /// Loads the rules from other directories (a config reload): rules only in the old
@@ -305,7 +296,7 @@ impl Rules {
     /// ([`watch::RulesWatcher::dirs_changed`]).
     pub fn set_dirs(&self, dirs: RuleDirs) -> Result<ReloadReport, RulesError> {
         dirs.files()?;
-        *self.shared.dirs.write().unwrap_or_else(|p| p.into_inner()) = dirs;
+        *write(&self.shared.dirs) = dirs;
         self.reload()
     }
 
@@ -489,11 +480,11 @@ impl Rules {
     }
 
     fn read_set(&self) -> std::sync::RwLockReadGuard<'_, RuleSet> {
-        self.shared.set.read().unwrap_or_else(|p| p.into_inner())
+        read(&self.shared.set)
     }
 
     fn write_set(&self) -> std::sync::RwLockWriteGuard<'_, RuleSet> {
-        self.shared.set.write().unwrap_or_else(|p| p.into_inner())
+        write(&self.shared.set)
     }
 }
 

@@ -224,18 +224,19 @@ impl ModelServer {
 
     /// Waits until `n` main-conversation requests have arrived; panics after `timeout`.
     pub fn wait_for_main_requests(&self, n: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while self.main_requests().len() < n {
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {n} main requests; got {:?}",
-                self.log()
-                    .iter()
-                    .map(|r| format!("{} {} {:?}", r.method, r.path, r.kind))
-                    .collect::<Vec<_>>()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_for(
+            timeout,
+            || {
+                format!(
+                    "timed out after {timeout:?} waiting for {n} main requests; got {:?}",
+                    self.log()
+                        .iter()
+                        .map(|r| format!("{} {} {:?}", r.method, r.path, r.kind))
+                        .collect::<Vec<_>>()
+                )
+            },
+            || (self.main_requests().len() >= n).then_some(()),
+        );
     }
 }
 

@@ -9,17 +9,36 @@ use drover::model::{Run, RunState};
 use drover::sandbox::SandboxInfo;
 
 pub mod anthropic;
+#[path = "../../src/testing.rs"]
+mod testing;
+pub use testing::git;
 
 pub const DROVER: &str = env!("CARGO_BIN_EXE_drover");
 
 /// Polls `condition` until it holds; panics naming `what` after `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    wait_for(
+        timeout,
+        || format!("timed out after {timeout:?} waiting for {what}"),
+        || condition().then_some(()),
+    );
+}
+
+/// Polls `probe` until it returns something, and returns that; after `timeout`, panics
+/// with what `failure` says (asked only then, so it may gather the evidence).
+pub fn wait_for<T>(
+    timeout: Duration,
+    failure: impl FnOnce() -> String,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        if Instant::now() >= deadline {
+            panic!("{}", failure());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -44,20 +63,19 @@ impl Sandbox {
             .stdin(Stdio::null())
             .spawn()
             .expect("cannot spawn `drover sandbox`");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !info_file.exists() {
-            if let Ok(Some(status)) = process.try_wait() {
-                panic!(
-                    "`drover sandbox` exited with {status} before it was ready: this test needs root, \
+        wait_until(
+            Duration::from_secs(30),
+            "`drover sandbox` to be ready",
+            || {
+                if let Ok(Some(status)) = process.try_wait() {
+                    panic!(
+                        "`drover sandbox` exited with {status} before it was ready: this test needs root, \
                      /usr/lib/systemd/systemd, systemd-journald and dbus-daemon (see its stderr above)"
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "`drover sandbox` was not ready within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+                    );
+                }
+                info_file.exists()
+            },
+        );
         let info = SandboxInfo::load(&info_file).expect("sandbox info file");
         Sandbox { process, info, dir }
     }
@@ -258,19 +276,17 @@ impl TestAgent {
 
     /// Waits for the run to reach a final state and returns it.
     pub fn wait_for_end(&self, run: &str, timeout: Duration) -> Run {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let shown = self.show(run);
-            if shown.state.is_terminal() {
-                return shown;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "run {run} did not end within {timeout:?}: {shown:#?}\nagent log:\n{}",
-                self.agent_log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for(
+            timeout,
+            || {
+                format!(
+                    "run {run} did not end within {timeout:?}: {:#?}\nagent log:\n{}",
+                    self.show(run),
+                    self.agent_log()
+                )
+            },
+            || Some(self.show(run)).filter(|shown| shown.state.is_terminal()),
+        )
     }
 
     pub fn log_of(&self, run: &Run, step: &str) -> String {
@@ -302,32 +318,13 @@ impl GitRepo {
         repo.git(&["init", "-q", "-b", "main"]);
         std::fs::write(repo.path.join("README"), "hello\n").expect("write README");
         repo.git(&["add", "README"]);
-        repo.git(&[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            "init",
-        ]);
+        repo.git(&["commit", "-qm", "init"]);
         repo
     }
 
-    /// `git ARGS…` in the repository; its trimmed stdout, after checking it succeeded.
+    /// `git ARGS…` in the repository ([`git`]).
     pub fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(&self.path)
-            .args(args)
-            .output()
-            .expect("git");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        git(&self.path, args)
     }
 }
 
