@@ -1,10 +1,10 @@
 //! drover: a host agent that runs coding-agent workflows in systemd scopes and lets
 //! operators kill, restart and monitor them. See `docs/architecture.md` for the map.
 
-pub mod agent;
+pub(crate) mod agent;
 pub mod alerts;
 pub mod api;
-pub mod automation;
+pub(crate) mod automation;
 pub mod cgroup;
 pub mod claude;
 pub mod cli;
@@ -12,18 +12,18 @@ pub mod config;
 pub mod engine;
 pub mod model;
 pub mod monitor;
-pub mod ops;
-pub mod quantity;
+pub(crate) mod ops;
+pub(crate) mod quantity;
 pub mod recovery;
-pub mod reload;
+pub(crate) mod reload;
 pub mod rules;
 pub mod sandbox;
 pub mod snapshot;
-pub mod spec;
+pub(crate) mod spec;
 pub mod store;
 mod sync;
 pub mod systemd;
-pub mod terminate;
+pub(crate) mod terminate;
 #[cfg(test)]
 mod testing;
-pub mod worktree;
+pub(crate) mod worktree;

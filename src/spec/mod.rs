@@ -14,10 +14,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
-pub use types::{
-    AgentKind, GitRequirement, KillPolicy, Limits, Requirements, RetryPolicy, Step, StepCommand,
-    Workflow,
-};
+pub use types::{AgentKind, GitRequirement, Requirements, Step, StepCommand, Workflow};
 
 /// Why a workflow file was rejected.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{STEP, assert_rejected, ok};
-use crate::spec::KillPolicy;
+use crate::spec::types::KillPolicy;
 
 #[test]
 fn memory_max_takes_a_size_string_or_bytes() {

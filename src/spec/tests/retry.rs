@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::{STEP, WITH_RETRY, assert_rejected, ok};
 use crate::recovery::FailureClass;
-use crate::spec::RetryPolicy;
+use crate::spec::types::RetryPolicy;
 
 #[test]
 fn retry_defaults_and_step_keys_override_the_workflow_key_by_key() {
