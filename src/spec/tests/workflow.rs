@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{FULL, STEP, WITH_REQUIRES, WITH_RETRY, assert_rejected, ok, rejected};
+use crate::spec::types::{Limits, RetryPolicy};
 use crate::spec::validate::line_col;
-use crate::spec::{AgentKind, Limits, RetryPolicy, StepCommand, Workflow, load, parse};
+use crate::spec::{AgentKind, StepCommand, Workflow, load, parse};
 
 #[test]
 fn full_file_parses_to_expected_values() {
