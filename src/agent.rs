@@ -120,7 +120,14 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
             "{e}; the agent runs without it"
         );
     }
-    automation::start(ops.clone(), engine.clone(), monitor, rules, alerts, role_rx);
+    automation::start(automation::Parts {
+        ops: ops.clone(),
+        engine: engine.clone(),
+        monitor,
+        rules,
+        alerts,
+        role: role_rx,
+    });
     api::dbus::serve(&conn, ops.clone(), &engine).await?;
 
     // Take the name last, so a client that sees it finds the agent ready.

@@ -23,30 +23,35 @@ use crate::rules::{ActionKind, RuleAction, Rules, view};
 /// The rule name of drover's own alerts about rule files.
 const RULES_LOAD: &str = "rules-load";
 
-/// Starts the tasks; they end with the agent. `role` is the rules' `[rules] role`, which
-/// a config reload may change.
-pub fn start(
-    ops: Ops,
-    engine: Engine,
-    monitor: Monitor,
-    rules: Rules,
-    alerts: Alerts,
-    role: watch::Receiver<Role>,
-) {
-    tokio::spawn(resolve_ended_runs(engine.clone(), alerts.clone()));
-    tokio::spawn(evaluate_each_tick(
-        ops, engine, monitor, rules, alerts, role,
-    ));
+/// What the automation works with.
+pub struct Parts {
+    pub ops: Ops,
+    pub engine: Engine,
+    pub monitor: Monitor,
+    pub rules: Rules,
+    pub alerts: Alerts,
+    /// The rules' `[rules] role`, which a config reload may change.
+    pub role: watch::Receiver<Role>,
 }
 
-async fn evaluate_each_tick(
-    ops: Ops,
-    engine: Engine,
-    monitor: Monitor,
-    rules: Rules,
-    alerts: Alerts,
-    role: watch::Receiver<Role>,
-) {
+/// Starts the tasks; they end with the agent.
+pub fn start(parts: Parts) {
+    tokio::spawn(resolve_ended_runs(
+        parts.engine.clone(),
+        parts.alerts.clone(),
+    ));
+    tokio::spawn(evaluate_each_tick(parts));
+}
+
+async fn evaluate_each_tick(parts: Parts) {
+    let Parts {
+        ops,
+        engine,
+        monitor,
+        rules,
+        alerts,
+        role,
+    } = parts;
     let mut ticks = monitor.subscribe();
     let mut load_errors = BTreeSet::new();
     let mut cache = view::ViewCache::default();

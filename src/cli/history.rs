@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::api_error;
+use super::format::{dash, secs};
 use crate::api::DroverProxy;
 use crate::store::History;
 
@@ -45,8 +46,8 @@ pub async fn run(
             d.killed,
             d.success_rate
                 .map_or("-".to_owned(), |r| format!("{:.0}%", r * 100.0)),
-            secs(d.duration_p50_secs),
-            secs(d.duration_p95_secs),
+            dash(d.duration_p50_secs.map(secs)),
+            dash(d.duration_p95_secs.map(secs)),
             format!("${:.2}", d.cost_usd),
             d.kills,
             d.restarts,
@@ -54,19 +55,4 @@ pub async fn run(
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A duration for the table: "-", "42.1s", "12m03s", "2h05m".
-fn secs(value: Option<f64>) -> String {
-    let Some(s) = value else {
-        return "-".to_owned();
-    };
-    let whole = s.round() as u64;
-    if s < 60.0 {
-        format!("{s:.1}s")
-    } else if whole < 3600 {
-        format!("{}m{:02}s", whole / 60, whole % 60)
-    } else {
-        format!("{}h{:02}m", whole / 3600, whole % 3600 / 60)
-    }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::api_error;
-use super::top::{bytes, secs};
+use super::format::{bytes, dash, secs};
 use crate::api::DroverProxy;
 use crate::monitor::MetricsReport;
 
@@ -22,7 +22,6 @@ pub async fn run(proxy: &DroverProxy<'_>, id: &str, json: bool) -> anyhow::Resul
         serde_json::from_str(&text).context("the agent sent metrics this client cannot read")?;
     let m = &report.metrics;
     let s = &m.latest;
-    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     let source = |k: &str| {
         s.sources
             .get(k)

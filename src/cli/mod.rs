@@ -6,6 +6,7 @@ mod audit;
 mod checkpoint;
 mod config;
 mod critical;
+mod format;
 mod history;
 mod kill;
 mod logs;

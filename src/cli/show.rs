@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use super::format::dash;
 use super::get_run;
 use crate::api::DroverProxy;
 
@@ -11,7 +12,6 @@ pub async fn run(proxy: &DroverProxy<'_>, id: &str, json: bool) -> anyhow::Resul
         println!("{}", serde_json::to_string_pretty(&run)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let or_dash = |t: Option<String>| t.unwrap_or_else(|| "-".into());
     println!("run:          {}", run.id);
     println!("workflow:     {} ({})", run.workflow, run.workflow_file);
     println!("state:        {}", run.state);
@@ -19,11 +19,11 @@ pub async fn run(proxy: &DroverProxy<'_>, id: &str, json: bool) -> anyhow::Resul
     println!("created:      {}", run.created_at);
     println!(
         "started:      {}",
-        or_dash(run.started_at.map(|t| t.to_string()))
+        dash(run.started_at.map(|t| t.to_string()))
     );
     println!(
         "ended:        {}",
-        or_dash(run.ended_at.map(|t| t.to_string()))
+        dash(run.ended_at.map(|t| t.to_string()))
     );
     if let Some(worktree) = &run.worktree {
         println!("worktree:     {worktree}");
@@ -57,10 +57,10 @@ pub async fn run(proxy: &DroverProxy<'_>, id: &str, json: bool) -> anyhow::Resul
             step.name,
             step.attempt,
             step.state,
-            or_dash(step.result.clone()),
-            or_dash(step.exit_code.map(|c| c.to_string())),
-            or_dash(step.signal.map(|s| s.to_string())),
-            or_dash(step.unit.clone())
+            dash(step.result.clone()),
+            dash(step.exit_code.map(|c| c.to_string())),
+            dash(step.signal.map(|s| s.to_string())),
+            dash(step.unit.clone())
         );
     }
     for step in &run.steps {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::api_error;
+use super::format::{bytes, secs};
 use crate::api::DroverProxy;
 use crate::model::RunMetrics;
 
@@ -175,44 +176,4 @@ fn clip(text: &str, width: usize) -> String {
     let mut cut: String = text.chars().take(width - 1).collect();
     cut.push('…');
     cut
-}
-
-/// 1536 → "1.5K", in powers of 1024 like `systemd-cgtop`.
-pub(super) fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "K", "M", "G", "T", "P"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n}B")
-    } else {
-        format!("{value:.1}{}", UNITS[unit])
-    }
-}
-
-/// 75.2 → "1m15s".
-pub(super) fn secs(s: f64) -> String {
-    let total = s.max(0.0) as u64;
-    match total {
-        0..60 => format!("{total}s"),
-        60..3600 => format!("{}m{:02}s", total / 60, total % 60),
-        _ => format!("{}h{:02}m", total / 3600, total % 3600 / 60),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_sizes_and_durations() {
-        assert_eq!(bytes(512), "512B");
-        assert_eq!(bytes(1536), "1.5K");
-        assert_eq!(bytes(100 * 1024 * 1024), "100.0M");
-        assert_eq!(secs(75.2), "1m15s");
-        assert_eq!(secs(3.0 * 3600.0 + 120.0), "3h02m");
-    }
 }
