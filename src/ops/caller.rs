@@ -135,3 +135,47 @@ impl fmt::Display for Caller {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::auth::AuthConfig;
+
+    #[test]
+    fn a_user_is_audited_by_uid_name_and_door() {
+        let auth = Authorizer::new(AuthConfig::default());
+        let root = Caller::user(0, Channel::Dbus, &auth);
+        assert_eq!(root.to_string(), "uid 0 (root) via dbus");
+        let by = root.requester();
+        assert_eq!(
+            (by.uid, by.role.as_deref(), by.channel.as_str()),
+            (Some(0), Some("admin"), "dbus")
+        );
+    }
+
+    #[test]
+    fn a_rule_acts_with_its_configured_role_and_no_uid() {
+        let rule = Caller::rule("reaper", Role::Viewer);
+        assert_eq!(rule.to_string(), "rules (reaper)");
+        let denied = rule.require(Role::Operator, "kill a run").unwrap_err();
+        assert_eq!(denied.held, Some(Role::Viewer));
+        assert!(
+            denied
+                .to_string()
+                .starts_with("rules (reaper) may not kill a run"),
+            "{denied}"
+        );
+        assert_eq!(rule.requester().uid, None);
+    }
+
+    #[test]
+    fn a_signal_may_reload_and_records_no_role() {
+        let hup = Caller::signal();
+        assert!(hup.require(Role::Admin, "reload the configuration").is_ok());
+        let by = hup.requester();
+        assert_eq!(
+            (by.requested_by.as_str(), by.role, by.channel.as_str()),
+            ("SIGHUP", None, "signal")
+        );
+    }
+}
