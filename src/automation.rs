@@ -14,8 +14,9 @@ use crate::alerts::Alerts;
 use crate::api::auth::Role;
 use crate::engine::Engine;
 use crate::model::{Severity, Timestamp};
-use crate::monitor::{Monitor, selfmetrics};
+use crate::monitor::Monitor;
 use crate::rules::{self, Rules, view};
+use crate::selfmetrics;
 
 /// The rule name of drover's own alerts about rule files.
 const RULES_LOAD: &str = "rules-load";

@@ -8,45 +8,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
+use crate::model::{ResultEvent, StreamReport};
 use crate::spec::StepCommand;
-
-/// What one `claude -p --output-format stream-json --verbose` run printed, as far as it got.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct StreamReport {
-    /// From `system`/`init` (or, failing that, the first event that names one).
-    pub session_id: Option<String>,
-    /// The main model, from `system`/`init`.
-    pub model: Option<String>,
-    /// JSON objects with a `type`, known or not.
-    pub events: u64,
-    /// Lines that are not such an object: a line cut by a kill, non-UTF-8 bytes, or stderr
-    /// text in a combined log.
-    pub malformed_lines: u64,
-    /// `tool_use` blocks of `assistant` events.
-    pub tool_uses: u64,
-    /// `system`/`api_retry` events: Claude Code retrying a 429, 529 or 5xx by itself.
-    pub api_retries: u64,
-    /// The final `result` event; `None` if the run ended (or was killed) before it.
-    pub result: Option<ResultEvent>,
-}
-
-/// The `result` event that ends a run.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-pub struct ResultEvent {
-    /// `success`, `error_max_turns`, `error_during_execution`, …; an API failure after
-    /// exhausted retries still says `success` (with `is_error` and `api_error_status` set).
-    pub subtype: String,
-    pub is_error: bool,
-    pub api_error_status: Option<u16>,
-    pub num_turns: Option<u64>,
-    pub total_cost_usd: Option<f64>,
-    pub usage: Option<Value>,
-    /// The final answer (or error message), the event's `result` field.
-    pub text: Option<String>,
-}
 
 /// Reads stream-json output to its end. Never fails: unknown events are counted, lines
 /// that are not JSON objects with a `type` (cut, non-UTF-8, stderr text) count as
@@ -68,7 +34,7 @@ pub fn parse_stream(mut reader: impl BufRead) -> StreamReport {
             .as_ref()
             .and_then(|e| Some((e, e.get("type")?.as_str()?)))
         {
-            Some((event, kind)) => report.add(kind, event),
+            Some((event, kind)) => add_event(&mut report, kind, event),
             None => report.malformed_lines += 1,
         }
     }
@@ -84,54 +50,53 @@ pub fn read_stream(path: &Path) -> std::io::Result<StreamReport> {
     }
 }
 
-impl StreamReport {
-    /// Fields are read leniently (a field of an unexpected type is as good as absent), so
-    /// a change in an event Claude Code prints never turns it into a malformed line.
-    fn add(&mut self, kind: &str, event: &Value) {
-        self.events += 1;
-        let text = |name: &str| event.get(name).and_then(Value::as_str).map(str::to_owned);
-        let subtype = text("subtype");
-        match (kind, subtype.as_deref()) {
-            ("system", Some("init")) => {
-                self.model = text("model");
-                if let Some(id) = text("session_id") {
-                    self.session_id = Some(id);
-                }
+/// Counts one event into `report`. Fields are read leniently (a field of an unexpected
+/// type is as good as absent), so a change in an event Claude Code prints never turns it
+/// into a malformed line.
+fn add_event(report: &mut StreamReport, kind: &str, event: &Value) {
+    report.events += 1;
+    let text = |name: &str| event.get(name).and_then(Value::as_str).map(str::to_owned);
+    let subtype = text("subtype");
+    match (kind, subtype.as_deref()) {
+        ("system", Some("init")) => {
+            report.model = text("model");
+            if let Some(id) = text("session_id") {
+                report.session_id = Some(id);
             }
-            ("system", Some("api_retry")) => self.api_retries += 1,
-            ("assistant", _) => {
-                let blocks = event
-                    .get("message")
-                    .and_then(|m| m.get("content"))
-                    .and_then(Value::as_array);
-                self.tool_uses += blocks
-                    .into_iter()
-                    .flatten()
-                    .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"))
-                    .count() as u64;
-            }
-            ("result", _) => {
-                self.result = Some(ResultEvent {
-                    subtype: subtype.unwrap_or_default(),
-                    is_error: event
-                        .get("is_error")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false),
-                    api_error_status: event
-                        .get("api_error_status")
-                        .and_then(Value::as_u64)
-                        .and_then(|s| u16::try_from(s).ok()),
-                    num_turns: event.get("num_turns").and_then(Value::as_u64),
-                    total_cost_usd: event.get("total_cost_usd").and_then(Value::as_f64),
-                    usage: event.get("usage").filter(|u| !u.is_null()).cloned(),
-                    text: text("result"),
-                });
-            }
-            _ => {}
         }
-        if self.session_id.is_none() {
-            self.session_id = text("session_id");
+        ("system", Some("api_retry")) => report.api_retries += 1,
+        ("assistant", _) => {
+            let blocks = event
+                .get("message")
+                .and_then(|m| m.get("content"))
+                .and_then(Value::as_array);
+            report.tool_uses += blocks
+                .into_iter()
+                .flatten()
+                .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_use"))
+                .count() as u64;
         }
+        ("result", _) => {
+            report.result = Some(ResultEvent {
+                subtype: subtype.unwrap_or_default(),
+                is_error: event
+                    .get("is_error")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+                api_error_status: event
+                    .get("api_error_status")
+                    .and_then(Value::as_u64)
+                    .and_then(|s| u16::try_from(s).ok()),
+                num_turns: event.get("num_turns").and_then(Value::as_u64),
+                total_cost_usd: event.get("total_cost_usd").and_then(Value::as_f64),
+                usage: event.get("usage").filter(|u| !u.is_null()).cloned(),
+                text: text("result"),
+            });
+        }
+        _ => {}
+    }
+    if report.session_id.is_none() {
+        report.session_id = text("session_id");
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::alerts::AlertsConfig;
 use crate::api::auth::{AuthConfig, Role};
 
 #[derive(Debug, thiserror::Error)]
@@ -143,15 +144,6 @@ impl Default for RulesConfig {
     }
 }
 
-/// `[alerts]`: where alerts go besides the state DB and the journal.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AlertsConfig {
-    /// POST each alert change as JSON here.
-    #[serde(deserialize_with = "webhook_url")]
-    pub webhook: Option<String>,
-}
-
 /// An absolute path: the agent runs with `/` as its working directory under systemd, so
 /// a relative one would not mean what its author meant.
 fn absolute_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
@@ -189,14 +181,6 @@ fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<std::net::SocketAddr, 
             "{text:?} is not an IP:PORT address such as \"127.0.0.1:7878\" or \"[::1]:7878\""
         ))
     })
-}
-
-/// A URL the webhook sink can POST to, checked by the sink itself so the two never
-/// disagree.
-fn webhook_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let url = String::deserialize(d)?;
-    crate::alerts::WebhookSink::new(&url).map_err(serde::de::Error::custom)?;
-    Ok(Some(url))
 }
 
 impl Config {

@@ -16,6 +16,7 @@ pub mod recovery;
 pub mod reload;
 pub mod rules;
 pub mod sandbox;
+pub mod selfmetrics;
 pub mod snapshot;
 pub mod spec;
 pub mod store;

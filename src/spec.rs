@@ -16,7 +16,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::recovery::FailureClass;
+use crate::model::FailureClass;
 
 // ---------------------------------------------------------------------------
 // Public types

@@ -7,14 +7,11 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use crate::alerts::{AlertUpdate, Change, OutboxItem, Silence};
-use crate::claude::StreamReport;
 use crate::model::{
-    ActionRecord, Alert, AlertState, CheckpointRecord, KillRecord, RestartPoint, Run, RunState,
-    Severity, StepAttempt, StepOutput, StepState, Timestamp,
+    ActionRecord, Alert, AlertState, AlertUpdate, Change, CheckpointRecord, Failure, FailureClass,
+    KillRecord, MetricsMinute, OutboxItem, RestartPoint, Run, RunState, Severity, Silence,
+    StepAttempt, StepOutput, StepState, StreamReport, Timestamp, parse_severity, severity_str,
 };
-use crate::monitor::MetricsMinute;
-use crate::recovery::{Failure, FailureClass};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -304,7 +301,7 @@ impl<'c> std::ops::Deref for TimedTx<'c> {
 impl TimedTx<'_> {
     fn commit(self) -> rusqlite::Result<()> {
         self.tx.commit()?;
-        crate::monitor::selfmetrics::global().observe_db_write(self.began.elapsed());
+        crate::selfmetrics::global().observe_db_write(self.began.elapsed());
         Ok(())
     }
 }
@@ -1534,7 +1531,7 @@ impl Store {
                         id,
                         now.0,
                         alert.summary,
-                        crate::alerts::severity_str(alert.severity)
+                        severity_str(alert.severity)
                     ],
                 )?;
                 changed.push((id, None));
@@ -1558,7 +1555,7 @@ impl Store {
                     alert.rule,
                     alert.run,
                     workflow,
-                    crate::alerts::severity_str(alert.severity),
+                    severity_str(alert.severity),
                     alert.summary,
                     now.0
                 ],
@@ -1817,7 +1814,7 @@ impl AlertRow {
             run: self.key.clone(),
             reason,
         };
-        let severity = crate::alerts::parse_severity(&self.severity)
+        let severity = parse_severity(&self.severity)
             .ok_or_else(|| corrupt(format!("alert severity {:?}", self.severity)))?;
         let state = match self.state.as_str() {
             "firing" => AlertState::Firing,
@@ -2225,7 +2222,7 @@ mod tests {
                 })
                 .unwrap();
             let report = cost.map(|c| StreamReport {
-                result: Some(crate::claude::ResultEvent {
+                result: Some(crate::model::ResultEvent {
                     total_cost_usd: Some(c),
                     ..Default::default()
                 }),

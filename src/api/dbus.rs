@@ -456,7 +456,7 @@ impl Manager {
     ) -> Result<String, ApiError> {
         self.authorise(conn, &hdr, Role::Admin, "raise an alert")
             .await?;
-        let severity = crate::alerts::parse_severity(&severity).ok_or_else(|| {
+        let severity = crate::model::parse_severity(&severity).ok_or_else(|| {
             ApiError::InvalidArgument(format!("severity {severity:?}: info, warning or critical"))
         })?;
         let run = Some(run.as_str()).filter(|r| !r.is_empty());

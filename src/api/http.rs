@@ -16,7 +16,7 @@ use crate::engine::Engine;
 use crate::model::Run;
 use crate::monitor::Monitor;
 use crate::monitor::prometheus::{self, Snapshot};
-use crate::monitor::selfmetrics::{self, SelfMetrics};
+use crate::selfmetrics::{self, SelfMetrics};
 
 /// The file under the state directory that holds the address actually bound (useful with
 /// `listen = "127.0.0.1:0"`, which picks a free port).

@@ -24,8 +24,9 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+use crate::model::FailureClass;
 use crate::model::{Run, RunState, StepAttempt, StepOutput, StepState, Timestamp};
-use crate::recovery::{self, FailureClass};
+use crate::recovery;
 use crate::snapshot::SnapshotError;
 use crate::spec::{self, Workflow};
 use crate::store::{NewRun, Store, StoreError};

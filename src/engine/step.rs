@@ -13,8 +13,9 @@ use super::follow::Follower;
 use super::shim::{self, ShimOutcome, ShimSpec, StepExit};
 use super::{EngineError, Inner, NEVER_STARTED, Result};
 use crate::claude::{self, Repair, SessionStart};
+use crate::model::{Failure, FailureClass};
 use crate::model::{KillRecord, Run, StepOutput, StepState, Timestamp};
-use crate::recovery::failure::{self, Evidence, Failure, FailureClass};
+use crate::recovery::failure::{self, Evidence};
 use crate::spec::{Step, Workflow};
 use crate::store::{AttemptEnd, NewAttempt};
 use crate::systemd::ScopeProperties;
@@ -461,7 +462,7 @@ pub(super) async fn await_end(
             ),
         );
         inner.store().record_kill(&record)?;
-        crate::monitor::selfmetrics::global().kill_ended(record.result, None);
+        crate::selfmetrics::global().kill_ended(record.result, None);
         tracing::warn!(
             drover_run = %run.id,
             drover_step = %step.name,

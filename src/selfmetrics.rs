@@ -14,8 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::model::KillResult;
-use crate::recovery::FailureClass;
+use crate::model::{FailureClass, KillResult};
 
 /// Buckets (seconds) of the state-DB write latency: a WAL commit with
 /// `synchronous=NORMAL` takes tens of microseconds to a few milliseconds.
