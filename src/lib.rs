@@ -10,6 +10,8 @@ pub mod claude;
 pub mod cli;
 pub mod config;
 pub mod engine;
+#[cfg(test)]
+mod layering;
 pub mod model;
 pub mod monitor;
 pub mod recovery;

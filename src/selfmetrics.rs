@@ -246,6 +246,12 @@ pub fn global() -> &'static SelfMetrics {
     &GLOBAL
 }
 
+/// Records a state-DB write into the agent's registry: what the agent's stores are given
+/// as their write observer (`Store::observe_writes`).
+pub fn record_db_write(took: Duration) {
+    global().observe_db_write(took);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -281,14 +281,18 @@ macro_rules! unfinished_states {
 
 pub struct Store {
     conn: Connection,
+    /// Told how long each committed write took (the agent's self-metrics); see
+    /// [`Store::observe_writes`].
+    observe_write: fn(Duration),
 }
 
-/// A write transaction, timed from begin to commit into the agent's self-metrics
-/// (`drover_db_write_duration_seconds`). Dropped without `commit`, it rolls back and
-/// records nothing.
+/// A write transaction, timed from begin to commit for the store's write observer (the
+/// agent's `drover_db_write_duration_seconds`). Dropped without `commit`, it rolls back and
+/// reports nothing.
 struct TimedTx<'c> {
     tx: Transaction<'c>,
     began: std::time::Instant,
+    observe: fn(Duration),
 }
 
 impl<'c> std::ops::Deref for TimedTx<'c> {
@@ -301,7 +305,7 @@ impl<'c> std::ops::Deref for TimedTx<'c> {
 impl TimedTx<'_> {
     fn commit(self) -> rusqlite::Result<()> {
         self.tx.commit()?;
-        crate::selfmetrics::global().observe_db_write(self.began.elapsed());
+        (self.observe)(self.began.elapsed());
         Ok(())
     }
 }
@@ -318,7 +322,18 @@ impl Store {
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?,
             began,
+            observe: self.observe_write,
         })
+    }
+
+    /// Has `observe` told how long each committed write took, begin to commit. The store
+    /// is given the recording rather than reaching for the agent's registry, so it
+    /// depends on `model` alone and a test's store records nothing.
+    pub fn observe_writes(self, observe: fn(Duration)) -> Store {
+        Store {
+            observe_write: observe,
+            ..self
+        }
     }
 
     pub fn open(path: &Path) -> Result<Store> {
@@ -342,7 +357,10 @@ impl Store {
         // Every statement stays prepared: the default 16 is fewer than the engine uses,
         // and re-parsing SQL each time was the most of the monitor's cost.
         conn.set_prepared_statement_cache_capacity(256);
-        Ok(Store { conn })
+        Ok(Store {
+            conn,
+            observe_write: |_| {},
+        })
     }
 
     pub fn create_run(&mut self, run: &NewRun<'_>) -> Result<()> {

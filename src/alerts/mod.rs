@@ -84,7 +84,7 @@ impl Alerts {
     /// Opens the state DB at `db` with these sinks. Call [`Alerts::start_delivery`] to
     /// have queued changes sent.
     pub fn open(db: &Path, sinks: Vec<Arc<dyn Sink>>) -> Result<Alerts> {
-        let store = Store::open(db)?;
+        let store = Store::open(db)?.observe_writes(crate::selfmetrics::record_db_write);
         Ok(Alerts::with_store(store, sinks))
     }
 

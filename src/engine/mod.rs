@@ -266,7 +266,8 @@ impl Engine {
             path: runs_dir.clone(),
             source,
         })?;
-        let store = Store::open(&config.state_dir.join("state.db"))?;
+        let store = Store::open(&config.state_dir.join("state.db"))?
+            .observe_writes(crate::selfmetrics::record_db_write);
         let unfinished = store.unfinished_runs()?;
         for scope in systemd.list_scopes("drover-*.scope").await? {
             let run = scope.name.split('-').nth(1).unwrap_or_default();

@@ -122,7 +122,8 @@ impl Monitor {
         systemd: Systemd,
         options: MonitorOptions,
     ) -> Result<Monitor, MonitorError> {
-        let store = Store::open(&engine.state_dir().join("state.db"))?;
+        let store = Store::open(&engine.state_dir().join("state.db"))?
+            .observe_writes(selfmetrics::record_db_write);
         let (ticks, _) = broadcast::channel(16);
         let monitor = Monitor {
             shared: Arc::new(Shared {
