@@ -19,6 +19,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::monitor::{Monitor, MonitorOptions};
 use crate::reload::{self, Reloader};
 use crate::rules::{RuleDirs, Rules};
+use crate::store::StoreReader;
 use crate::systemd::Systemd;
 
 pub struct AgentOptions {
@@ -97,8 +98,11 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     }
     let watcher = rules.watch().context("cannot watch the rule directories")?;
     let (role, role_rx) = tokio::sync::watch::channel(config.rules.role);
+    // The rules read history through a query-only connection of their own.
+    let history = StoreReader::open(&state_dir.join("state.db"))?;
     automation::start(
         engine.clone(),
+        history,
         monitor.clone(),
         rules.clone(),
         alerts.clone(),

@@ -17,6 +17,7 @@ use crate::model::{Severity, Timestamp};
 use crate::monitor::Monitor;
 use crate::rules::{self, Rules, view};
 use crate::selfmetrics;
+use crate::store::StoreReader;
 
 /// The rule name of drover's own alerts about rule files.
 const RULES_LOAD: &str = "rules-load";
@@ -25,17 +26,21 @@ const RULES_LOAD: &str = "rules-load";
 /// a config reload may change.
 pub fn start(
     engine: Engine,
+    history: StoreReader,
     monitor: Monitor,
     rules: Rules,
     alerts: Alerts,
     role: watch::Receiver<Role>,
 ) {
     tokio::spawn(resolve_ended_runs(engine.clone(), alerts.clone()));
-    tokio::spawn(evaluate_each_tick(engine, monitor, rules, alerts, role));
+    tokio::spawn(evaluate_each_tick(
+        engine, history, monitor, rules, alerts, role,
+    ));
 }
 
 async fn evaluate_each_tick(
     engine: Engine,
+    history: StoreReader,
     monitor: Monitor,
     rules: Rules,
     alerts: Alerts,
@@ -58,7 +63,10 @@ async fn evaluate_each_tick(
         cache.retain_runs(&runs);
         let views: Vec<_> = runs
             .iter()
-            .map(|run| view::view_of(&engine, run, monitor.latest(&run.id).as_ref(), &mut cache))
+            .map(|run| {
+                let metrics = monitor.latest(&run.id);
+                view::view_of(&engine, &history, run, metrics.as_ref(), &mut cache)
+            })
             .collect();
         let mut outcome = rules.evaluate(&views);
         // Alerts are about unfinished runs (a run's end resolves its alerts); ended runs

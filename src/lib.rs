@@ -10,6 +10,7 @@ pub mod claude;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod history;
 #[cfg(test)]
 mod layering;
 pub mod model;

@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use super::api_error;
 use crate::api::DroverProxy;
-use crate::store::History;
+use crate::history::History;
 
 pub async fn run(
     proxy: &DroverProxy<'_>,
