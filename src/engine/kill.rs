@@ -346,7 +346,7 @@ impl Inner {
         });
         let agent = step
             .agent
-            .and_then(|_| claude::read_stream(&files.stream).ok());
+            .and_then(|_| claude::stream::read_stream(&files.stream).ok());
         let mut follower = Follower::new(files.log.clone());
         follower.catch_up();
         let output = follower

@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::claude::StreamFollower;
+use crate::claude::stream::StreamFollower;
 use crate::config::MonitorConfig;
 use crate::engine::Engine;
 use crate::model::{
