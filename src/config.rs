@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::alerts::AlertsConfig;
 use crate::api::auth::{AuthConfig, Role};
+use crate::api::http::HttpConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -100,26 +101,6 @@ impl Default for MonitorConfig {
     }
 }
 
-/// `[http]`: the agent's HTTP listener (`/metrics`, `/healthz`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Address to listen on; loopback unless the operator says otherwise.
-    #[serde(deserialize_with = "socket_addr")]
-    pub listen: std::net::SocketAddr,
-    /// `false` turns the listener off.
-    pub enabled: bool,
-}
-
-impl Default for HttpConfig {
-    fn default() -> HttpConfig {
-        HttpConfig {
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 7878)),
-            enabled: true,
-        }
-    }
-}
-
 /// `[rules]`: the operator's rule directory and the role rules act with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -170,17 +151,6 @@ fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Err
         return Err(serde::de::Error::custom("must be above zero, e.g. \"1s\""));
     }
     Ok(duration)
-}
-
-/// `IP:PORT`; std's own message ("invalid socket address syntax") does not say what the
-/// syntax is.
-fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<std::net::SocketAddr, D::Error> {
-    let text = String::deserialize(d)?;
-    text.parse().map_err(|_| {
-        serde::de::Error::custom(format!(
-            "{text:?} is not an IP:PORT address such as \"127.0.0.1:7878\" or \"[::1]:7878\""
-        ))
-    })
 }
 
 impl Config {
