@@ -28,7 +28,7 @@ use crate::model::{
     MetricsMinute, Run, RunMetrics, RunState, Sample, StepAttempt, StepState, Timestamp,
 };
 use crate::selfmetrics;
-use crate::store::{Store, StoreError};
+use crate::store::{MetricsLog, StoreError};
 use crate::systemd::{Accounting, Systemd};
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,8 @@ pub struct Monitor {
 struct Shared {
     runs: Mutex<HashMap<String, Tracked>>,
     ticks: broadcast::Sender<()>,
-    store: Mutex<Store>,
+    /// Reads the runs to sample; writes only the metrics history.
+    store: Mutex<MetricsLog>,
     options: MonitorOptions,
 }
 
@@ -122,7 +123,7 @@ impl Monitor {
         systemd: Systemd,
         options: MonitorOptions,
     ) -> Result<Monitor, MonitorError> {
-        let store = Store::open(&engine.state_dir().join("state.db"))?
+        let store = MetricsLog::open(&engine.state_dir().join("state.db"))?
             .observe_writes(selfmetrics::record_db_write);
         let (ticks, _) = broadcast::channel(16);
         let monitor = Monitor {

@@ -1,4 +1,8 @@
-//! The monitor's downsampled history: one row per run, step and period.
+//! The monitor's downsampled history: one row per run, step and period, written through
+//! a [`MetricsLog`], the monitor's connection, which can write nothing else.
+
+use std::path::Path;
+use std::time::Duration;
 
 use rusqlite::params;
 
@@ -43,11 +47,38 @@ fn metrics_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MetricsMinute> {
     })
 }
 
-impl Store {
+/// The monitor's connection to the state DB: it reads like a [`StoreReader`] and writes
+/// only `metrics_history`, so sampling can never change a run.
+pub struct MetricsLog {
+    store: Store,
+}
+
+impl std::ops::Deref for MetricsLog {
+    type Target = StoreReader;
+    fn deref(&self) -> &StoreReader {
+        self.store.reader()
+    }
+}
+
+impl MetricsLog {
+    /// Opens (and migrates) the state DB at `path`.
+    pub fn open(path: &Path) -> Result<MetricsLog> {
+        Ok(MetricsLog {
+            store: Store::open(path)?,
+        })
+    }
+
+    /// See [`Store::observe_writes`].
+    pub fn observe_writes(self, observe: fn(Duration)) -> MetricsLog {
+        MetricsLog {
+            store: self.store.observe_writes(observe),
+        }
+    }
+
     /// Writes the monitor's downsampled rows in one transaction; a row for a period already
     /// written (the same run, step and minute) is replaced.
     pub fn write_metrics(&mut self, rows: &[MetricsMinute]) -> Result<()> {
-        let tx = self.write()?;
+        let tx = self.store.write()?;
         {
             let mut stmt = tx.prepare_cached(concat!(
                 "INSERT OR REPLACE INTO metrics_history (",
@@ -84,6 +115,7 @@ impl Store {
     /// Deletes history rows for periods that began before `before`; returns how many.
     pub fn prune_metrics(&self, before: Timestamp) -> Result<usize> {
         Ok(self
+            .store
             .conn
             .execute("DELETE FROM metrics_history WHERE minute < ?1", [before.0])?)
     }

@@ -25,6 +25,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use alerts::NewAlert;
 pub use history::CreatedRun;
+pub use metrics::MetricsLog;
 pub use runs::{AttemptEnd, NewAttempt, NewRun, Transition};
 
 #[derive(Debug, thiserror::Error)]

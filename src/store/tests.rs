@@ -15,7 +15,7 @@ use crate::model::{
 #[test]
 fn metrics_history_is_written_replaced_and_pruned() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+    let mut store = MetricsLog::open(&dir.path().join("state.db")).unwrap();
     let row = |minute: i64, samples: u64| MetricsMinute {
         run: "r1".into(),
         workflow: "w".into(),
