@@ -265,10 +265,7 @@ impl StoreReader {
                 ))
             },
         )?;
-        let corrupt = |reason: String| StoreError::Corrupt {
-            run: key.clone(),
-            reason,
-        };
+        let corrupt = StoreError::corrupt(&key);
         Ok(OutboxItem {
             id,
             change: Change::parse(&change)
@@ -324,10 +321,7 @@ fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
 
 impl AlertRow {
     fn into_alert(self) -> Result<Alert> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            run: self.key.clone(),
-            reason,
-        };
+        let corrupt = StoreError::corrupt(&self.key);
         let severity = parse_severity(&self.severity)
             .ok_or_else(|| corrupt(format!("alert severity {:?}", self.severity)))?;
         let state = match self.state.as_str() {

@@ -45,6 +45,16 @@ pub enum StoreError {
 }
 
 type Result<T> = std::result::Result<T, StoreError>;
+impl StoreError {
+    /// Makes `Corrupt` errors about `run` (or an alert's key), for `map_err`.
+    fn corrupt(run: &str) -> impl Fn(String) -> StoreError + Copy + '_ {
+        move |reason| StoreError::Corrupt {
+            run: run.to_owned(),
+            reason,
+        }
+    }
+}
+
 /// A connection to the state DB that only queries: what readers (the monitor's sampling,
 /// the rules' history, queries) are given. Its connection is `query_only`.
 pub struct StoreReader {

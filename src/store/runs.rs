@@ -573,10 +573,7 @@ fn attempt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AttemptRow> {
 impl AttemptRow {
     /// The run's id and the attempt, its state, class and agent report decoded.
     fn into_attempt(self) -> Result<(String, StepAttempt)> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            run: self.run.clone(),
-            reason,
-        };
+        let corrupt = StoreError::corrupt(&self.run);
         let mut step = self.attempt.clone();
         step.state = self.state.parse().map_err(corrupt)?;
         step.failure_class = self
@@ -717,10 +714,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
 
 impl RunRow {
     fn into_run(self) -> Result<(Run, String)> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            run: self.run.id.clone(),
-            reason,
-        };
+        let corrupt = StoreError::corrupt(&self.run.id);
         let mut run = self.run.clone();
         run.state = self.state.parse().map_err(corrupt)?;
         run.params = serde_json::from_str(&self.params_json).map_err(|e| corrupt(e.to_string()))?;
