@@ -21,6 +21,7 @@ use crate::ops::auth::Authorizer;
 use crate::ops::{Caller, Ops};
 use crate::reload::{self, Reloader};
 use crate::rules::{RuleDirs, Rules};
+use crate::store::StoreReader;
 use crate::systemd::Systemd;
 
 pub struct AgentOptions {
@@ -123,12 +124,14 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     automation::start(automation::Parts {
         ops: ops.clone(),
         engine: engine.clone(),
+        // The rules read history through a query-only connection of their own.
+        history: StoreReader::open(&state_dir.join("state.db"))?,
         monitor,
         rules,
         alerts,
         role: role_rx,
     });
-    api::dbus::serve(&conn, ops.clone(), &engine).await?;
+    api::dbus::serve(&conn, ops.clone()).await?;
 
     // Take the name last, so a client that sees it finds the agent ready.
     let reply = conn

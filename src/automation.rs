@@ -14,11 +14,13 @@ use tokio::sync::watch;
 use crate::alerts::Alerts;
 use crate::engine::Engine;
 use crate::model::{Severity, Timestamp};
-use crate::monitor::{Monitor, selfmetrics};
+use crate::monitor::Monitor;
 use crate::ops::auth::Role;
 use crate::ops::types::{CheckpointArgs, KillArgs, RestartArgs};
 use crate::ops::{Caller, Ops};
 use crate::rules::{ActionKind, RuleAction, Rules, view};
+use crate::selfmetrics;
+use crate::store::StoreReader;
 
 /// The rule name of drover's own alerts about rule files.
 const RULES_LOAD: &str = "rules-load";
@@ -27,6 +29,8 @@ const RULES_LOAD: &str = "rules-load";
 pub struct Parts {
     pub ops: Ops,
     pub engine: Engine,
+    /// What the rules read of history (a query-only connection).
+    pub history: StoreReader,
     pub monitor: Monitor,
     pub rules: Rules,
     pub alerts: Alerts,
@@ -47,6 +51,7 @@ async fn evaluate_each_tick(parts: Parts) {
     let Parts {
         ops,
         engine,
+        history,
         monitor,
         rules,
         alerts,
@@ -69,7 +74,10 @@ async fn evaluate_each_tick(parts: Parts) {
         cache.retain_runs(&runs);
         let views: Vec<_> = runs
             .iter()
-            .map(|run| view::view_of(&engine, run, monitor.latest(&run.id).as_ref(), &mut cache))
+            .map(|run| {
+                let metrics = monitor.latest(&run.id);
+                view::view_of(&engine, &history, run, metrics.as_ref(), &mut cache)
+            })
             .collect();
         let mut outcome = rules.evaluate(&views);
         // Alerts are about unfinished runs (a run's end resolves its alerts); ended runs

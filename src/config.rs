@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::alerts::AlertsConfig;
+use crate::api::http::HttpConfig;
 use crate::ops::auth::{AuthConfig, Role};
 
 #[derive(Debug, thiserror::Error)]
@@ -99,26 +101,6 @@ impl Default for MonitorConfig {
     }
 }
 
-/// `[http]`: the agent's HTTP listener (`/metrics`, `/healthz`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Address to listen on; loopback unless the operator says otherwise.
-    #[serde(deserialize_with = "socket_addr")]
-    pub listen: std::net::SocketAddr,
-    /// `false` turns the listener off.
-    pub enabled: bool,
-}
-
-impl Default for HttpConfig {
-    fn default() -> HttpConfig {
-        HttpConfig {
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 7878)),
-            enabled: true,
-        }
-    }
-}
-
 /// `[rules]`: the operator's rule directory and the role rules act with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -141,15 +123,6 @@ impl Default for RulesConfig {
             role: Role::Operator,
         }
     }
-}
-
-/// `[alerts]`: where alerts go besides the state DB and the journal.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AlertsConfig {
-    /// POST each alert change as JSON here.
-    #[serde(deserialize_with = "webhook_url")]
-    pub webhook: Option<String>,
 }
 
 /// An absolute path: the agent runs with `/` as its working directory under systemd, so
@@ -179,25 +152,6 @@ fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Err
         return Err(serde::de::Error::custom("must be above zero, e.g. \"1s\""));
     }
     Ok(duration)
-}
-
-/// `IP:PORT`; std's own message ("invalid socket address syntax") does not say what the
-/// syntax is.
-fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<std::net::SocketAddr, D::Error> {
-    let text = String::deserialize(d)?;
-    text.parse().map_err(|_| {
-        serde::de::Error::custom(format!(
-            "{text:?} is not an IP:PORT address such as \"127.0.0.1:7878\" or \"[::1]:7878\""
-        ))
-    })
-}
-
-/// A URL the webhook sink can POST to, checked by the sink itself so the two never
-/// disagree.
-fn webhook_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let url = String::deserialize(d)?;
-    crate::alerts::WebhookSink::new(&url).map_err(serde::de::Error::custom)?;
-    Ok(Some(url))
 }
 
 impl Config {

@@ -10,6 +10,9 @@ pub mod claude;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod history;
+#[cfg(test)]
+mod layering;
 pub mod model;
 pub mod monitor;
 pub(crate) mod ops;
@@ -18,6 +21,7 @@ pub mod recovery;
 pub(crate) mod reload;
 pub mod rules;
 pub mod sandbox;
+pub mod selfmetrics;
 pub mod snapshot;
 pub(crate) mod spec;
 pub mod store;

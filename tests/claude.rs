@@ -572,7 +572,7 @@ fn killed_mid_tool(
         },
     );
     // Claude Code writes the transcript asynchronously: let the tool call reach it first.
-    let transcript = drover::claude::transcript_path(home, cwd, session);
+    let transcript = drover::claude::transcript::transcript_path(home, cwd, session);
     wait_until(
         Duration::from_secs(10),
         "the tool call in the transcript",
@@ -645,8 +645,8 @@ fn a_killed_session_is_repaired_and_resumed() {
     );
     let tool_id = last["message"]["content"][0]["id"].as_str().unwrap();
     assert_eq!(
-        drover::claude::inspect_transcript(&transcript).unwrap(),
-        drover::claude::Repair::Truncated {
+        drover::claude::transcript::inspect_transcript(&transcript).unwrap(),
+        drover::claude::transcript::Repair::Truncated {
             removed_lines: 1,
             removed_bytes: lines.last().unwrap().0.len() as u64 + 1,
             reason: format!("tool_use {tool_id} (Bash) has no tool_result"),
@@ -655,8 +655,8 @@ fn a_killed_session_is_repaired_and_resumed() {
 
     let cut = cut_last_line(&transcript);
     let before = std::fs::read(&transcript).unwrap();
-    let repair = drover::claude::repair_transcript(&transcript).unwrap();
-    let drover::claude::Repair::Truncated {
+    let repair = drover::claude::transcript::repair_transcript(&transcript).unwrap();
+    let drover::claude::transcript::Repair::Truncated {
         removed_lines,
         removed_bytes,
         reason,
@@ -671,7 +671,7 @@ fn a_killed_session_is_repaired_and_resumed() {
     );
     assert_eq!(reason, "the last line is not complete JSON");
     let mut broken = transcript.clone().into_os_string();
-    broken.push(drover::claude::BROKEN_SUFFIX);
+    broken.push(drover::claude::transcript::BROKEN_SUFFIX);
     assert_eq!(std::fs::read(&broken).unwrap(), before);
     let repaired = transcript_lines(&transcript);
     assert!(repaired.iter().all(|(_, v)| v.is_some()));
@@ -758,7 +758,7 @@ fn resuming_an_unrepaired_cut_transcript_glues_onto_the_cut_line() {
 /// What 2.1.197 does with an unanswered `tool_use` at the end of a transcript: it resumes,
 /// drops that assistant entry from the history it sends, and puts a synthetic assistant
 /// answer, "No response requested.", after the user's last prompt; the model never learns
-/// the tool call happened. [`drover::claude::repair_transcript`] removes the entry itself,
+/// the tool call happened. [`drover::claude::transcript::repair_transcript`] removes the entry itself,
 /// which comes to the same history.
 #[test]
 fn resuming_after_an_unanswered_tool_use_drops_it() {
@@ -788,8 +788,8 @@ fn resuming_after_an_unanswered_tool_use_drops_it() {
     assert!(lines.iter().all(|(_, v)| v.is_some()));
     assert!(lines.iter().any(|(l, _)| l.contains("sleep 300")));
     assert_eq!(
-        drover::claude::inspect_transcript(&transcript).unwrap(),
-        drover::claude::Repair::Intact,
+        drover::claude::transcript::inspect_transcript(&transcript).unwrap(),
+        drover::claude::transcript::Repair::Intact,
         "the unanswered tool_use is in an earlier turn now"
     );
 }
@@ -810,7 +810,7 @@ fn a_long_cwd_gets_a_hashed_project_directory() {
     let run = run_claude(command, RUN_TIMEOUT);
     assert!(run.status.success(), "{run:#?}");
 
-    let expected = drover::claude::transcript_path(home.path(), &cwd, &session);
+    let expected = drover::claude::transcript::transcript_path(home.path(), &cwd, &session);
     let project = expected
         .parent()
         .unwrap()

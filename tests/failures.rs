@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use drover::model::FailureClass;
 use drover::model::{Run, RunState, StepAttempt};
-use drover::recovery::FailureClass;
 
 use crate::support::anthropic::{ModelServer, Turn, claude_command, step_toml};
 use crate::support::{TestAgent, assert_state, wait_until};

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use drover::model::History;
 use drover::model::{RunState, StepState};
-use drover::store::History;
 
 use crate::support::{TestAgent, assert_state, wait_until};
 

@@ -7,9 +7,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use drover::api::prometheus::{Snapshot, render};
 use drover::model::{AgentLive, RunMetrics, RunState, Sample};
-use drover::monitor::prometheus::{Snapshot, render};
-use drover::monitor::selfmetrics::SelfMetrics;
+use drover::selfmetrics::SelfMetrics;
 
 use crate::support::{TestAgent, wait_until};
 
@@ -237,7 +237,7 @@ fn a_synthetic_snapshot_with_every_family_passes_promtool() {
     metrics.set_rule_evaluation_duration(Duration::from_micros(40));
     metrics.observe_db_write(Duration::from_micros(250));
     metrics.kill_ended(drover::model::KillResult::Killed, Some(1200));
-    metrics.restarted(Some(drover::recovery::FailureClass::Oom));
+    metrics.restarted(Some(drover::model::FailureClass::Oom));
     let live = [RunMetrics {
         run: "r1".into(),
         workflow: "wf".into(),

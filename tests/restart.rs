@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use drover::model::FailureClass;
 use drover::model::{ActionRecord, CheckpointRecord, KillRecord, KillResult, Run, RunState};
-use drover::recovery::FailureClass;
 use serde_json::Value;
 
 use crate::support::anthropic::{

@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::AlertsConfig;
-use crate::model::{ActionRecord, Alert, AlertState, Firing, Severity, Timestamp};
+use crate::model::{ActionRecord, Alert, AlertUpdate, Firing, Severity, Silence, Timestamp};
 use crate::store::{NewAlert, Store, StoreError};
 use crate::sync::lock;
 pub use sink::{JournalSink, Sink, SinkError, WebhookSink};
@@ -35,67 +34,23 @@ pub enum AlertsError {
 
 type Result<T> = std::result::Result<T, AlertsError>;
 
-/// What happened to an alert, as sinks are told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Change {
-    Firing,
-    Resolved,
+/// `[alerts]`: where alerts go besides the state DB and the journal.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// POST each alert change as JSON here.
+    #[serde(deserialize_with = "webhook_url")]
+    pub webhook: Option<String>,
 }
 
-impl Change {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Change::Firing => "firing",
-            Change::Resolved => "resolved",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Change> {
-        match text {
-            "firing" => Some(Change::Firing),
-            "resolved" => Some(Change::Resolved),
-            _ => None,
-        }
-    }
-}
-
-impl From<AlertState> for Change {
-    fn from(state: AlertState) -> Change {
-        match state {
-            AlertState::Firing => Change::Firing,
-            AlertState::Resolved => Change::Resolved,
-        }
-    }
-}
-
-pub fn severity_str(severity: Severity) -> &'static str {
-    match severity {
-        Severity::Info => "info",
-        Severity::Warning => "warning",
-        Severity::Critical => "critical",
-    }
-}
-
-pub fn parse_severity(text: &str) -> Option<Severity> {
-    match text {
-        "info" => Some(Severity::Info),
-        "warning" => Some(Severity::Warning),
-        "critical" => Some(Severity::Critical),
-        _ => None,
-    }
-}
-
-/// A silence: alerts whose rule or run is `target` are stored but not sent until `until`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Silence {
-    pub id: i64,
-    /// A rule name or a run id.
-    pub target: String,
-    pub until: Timestamp,
-    pub reason: String,
-    pub created_by: String,
-    pub created_at: Timestamp,
+/// A URL the webhook sink can POST to, checked by the sink itself so the two never
+/// disagree.
+fn webhook_url<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<String>, D::Error> {
+    let url = String::deserialize(d)?;
+    sink::check_webhook_url(&url).map_err(serde::de::Error::custom)?;
+    Ok(Some(url))
 }
 
 /// Who asks for a silence, for the audit trail (the same fields as an operator's action).
@@ -108,31 +63,6 @@ pub struct SilenceRequest {
     pub uid: Option<u32>,
     pub role: Option<String>,
     pub channel: String,
-}
-
-/// One alert change waiting in the outbox for one sink.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutboxItem {
-    pub id: i64,
-    pub sink: String,
-    pub key: String,
-    pub change: Change,
-    /// The alert as it was when the change happened.
-    pub alert: Alert,
-    /// Failed deliveries so far.
-    pub attempts: u32,
-    pub next_try_at: Timestamp,
-    pub last_error: Option<String>,
-}
-
-/// What one alert did in one `observe`/`raise`/`resolve`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AlertUpdate {
-    pub alert: Alert,
-    /// `Some` when the alert began or was resolved; `None` for a repeat.
-    pub change: Option<Change>,
-    /// The change was queued for the sinks (not silenced).
-    pub queued: bool,
 }
 
 /// The alerts part: cheap to clone, shared by the rules tick, the D-Bus API and the
@@ -155,7 +85,7 @@ impl Alerts {
     /// Opens the state DB at `db` with these sinks. Call [`Alerts::start_delivery`] to
     /// have queued changes sent.
     pub fn open(db: &Path, sinks: Vec<Arc<dyn Sink>>) -> Result<Alerts> {
-        let store = Store::open(db)?;
+        let store = Store::open(db)?.observe_writes(crate::selfmetrics::record_db_write);
         Ok(Alerts::with_store(store, sinks))
     }
 

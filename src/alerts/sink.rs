@@ -11,8 +11,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
-use super::Change;
-use crate::model::{Alert, Severity};
+use crate::model::{Alert, Change, Severity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -118,26 +117,38 @@ struct WebhookBody<'a> {
     alert: &'a Alert,
 }
 
+/// Whether the webhook sink can POST to `url` (what `[alerts] webhook` is checked with,
+/// so the configuration and the sink never disagree).
+pub(crate) fn check_webhook_url(url: &str) -> Result<(), SinkError> {
+    webhook_target(url).map(drop)
+}
+
+/// The URL parsed, and the `host:port` to connect to.
+fn webhook_target(url: &str) -> Result<(Uri, String), SinkError> {
+    let bad = |reason: &str| SinkError::BadUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
+    // https would need a TLS stack; not worth it until a webhook outside the host
+    // needs one (the Slack sink will bring its own client).
+    if uri.scheme_str() != Some("http") {
+        return Err(bad("only http:// URLs are supported"));
+    }
+    let host = uri.host().ok_or_else(|| bad("no host"))?;
+    let port = uri.port_u16().unwrap_or(80);
+    // IPv6 literals keep their brackets in `host()`, which is what connect wants.
+    let address = format!("{host}:{port}");
+    Ok((uri, address))
+}
+
 impl WebhookSink {
     pub fn new(url: &str) -> Result<WebhookSink, SinkError> {
-        let bad = |reason: &str| SinkError::BadUrl {
-            url: url.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let uri: Uri = url
-            .parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
-        // https would need a TLS stack; not worth it until a webhook outside the host
-        // needs one (the Slack sink will bring its own client).
-        if uri.scheme_str() != Some("http") {
-            return Err(bad("only http:// URLs are supported"));
-        }
-        let host = uri.host().ok_or_else(|| bad("no host"))?;
-        let port = uri.port_u16().unwrap_or(80);
-        // IPv6 literals keep their brackets in `host()`, which is what connect wants.
-        let address = format!("{host}:{port}");
+        let (url, address) = webhook_target(url)?;
         Ok(WebhookSink {
-            url: uri,
+            url,
             address,
             timeout: Duration::from_secs(10),
         })

@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 
 use super::outbox::{self, backoff};
 use super::*;
+use crate::model::{AlertState, Change};
 
 /// Records what it is sent; fails the first `fail` sends.
 struct FakeSink {

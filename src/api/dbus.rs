@@ -13,7 +13,6 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, OwnedVariant, Variant, interface};
 
 use super::OBJECT_PATH;
-use crate::engine::Engine;
 use crate::ops::types::{
     CheckpointArgs, CriticalArgs, HistoryArgs, KillArgs, RaiseAlertArgs, RestartArgs, RollbackArgs,
     RunArgs, SilenceArgs,
@@ -358,7 +357,7 @@ impl Manager {
         let caller = self.caller(conn, &hdr).await?;
         let args = RaiseAlertArgs {
             run: given(run).map(str::to_owned),
-            severity: crate::alerts::parse_severity(severity).ok_or_else(|| {
+            severity: crate::model::parse_severity(severity).ok_or_else(|| {
                 ApiError::InvalidArgument(format!(
                     "severity {severity:?}: info, warning or critical"
                 ))
@@ -516,8 +515,8 @@ fn history_since(since: &str) -> Result<Option<Duration>, ApiError> {
 }
 
 /// Serves the interface on `conn` and forwards the engine's run events as `RunChanged`.
-pub async fn serve(conn: &Connection, ops: Ops, engine: &Engine) -> zbus::Result<()> {
-    let mut events = engine.subscribe();
+pub async fn serve(conn: &Connection, ops: Ops) -> zbus::Result<()> {
+    let mut events = ops.subscribe();
     conn.object_server()
         .at(OBJECT_PATH, Manager { ops })
         .await?;

@@ -4,6 +4,7 @@
 
 pub mod dbus;
 pub mod http;
+pub mod prometheus;
 
 pub use dbus::{DroverProxy, RunChangedStream};
 

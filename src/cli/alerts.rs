@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::api_error;
-use crate::alerts::severity_str;
 use crate::api::DroverProxy;
+use crate::model::severity_str;
 use crate::model::{Alert, AlertState};
 
 pub async fn run(proxy: &DroverProxy<'_>, all: bool, json: bool) -> anyhow::Result<ExitCode> {

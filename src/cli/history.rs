@@ -9,7 +9,7 @@ use anyhow::Context;
 use super::api_error;
 use super::format::{dash, secs};
 use crate::api::DroverProxy;
-use crate::store::History;
+use crate::model::History;
 
 pub async fn run(
     proxy: &DroverProxy<'_>,

@@ -7,7 +7,7 @@ use anyhow::Context;
 use super::api_error;
 use super::format::{bytes, dash, secs};
 use crate::api::DroverProxy;
-use crate::monitor::MetricsReport;
+use crate::model::MetricsReport;
 
 pub async fn run(proxy: &DroverProxy<'_>, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let text = proxy.metrics(id).await.map_err(api_error)?;

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::api_error;
-use crate::alerts::Silence;
 use crate::api::DroverProxy;
+use crate::model::Silence;
 
 pub async fn add(
     proxy: &DroverProxy<'_>,

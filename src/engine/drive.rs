@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use super::plan::{self, Action};
 use super::{Inner, Result, step};
+use crate::model::FailureClass;
 use crate::model::{Run, RunState, StepState, Timestamp};
-use crate::recovery::{self, FailureClass};
+use crate::recovery;
 use crate::spec::Workflow;
 use crate::worktree;
 

@@ -11,10 +11,10 @@ use super::step::{self, AttemptFiles};
 use super::{Engine, EngineError, Inner, Result};
 use crate::claude;
 use crate::engine::shim;
+use crate::model::{Failure, FailureClass};
 use crate::model::{
     KillPhase, KillRecord, KillResult, Requester, RunState, StepAttempt, StepState, Timestamp,
 };
-use crate::recovery::{Failure, FailureClass};
 use crate::spec::{Step, Workflow};
 use crate::store::AttemptEnd;
 use crate::sync::lock;
@@ -111,7 +111,7 @@ impl Engine {
         record.error = Some(why.to_owned());
         record.ended_at = Some(Timestamp::now());
         self.inner.store().record_kill(&record)?;
-        crate::monitor::selfmetrics::global().kill_ended(KillResult::Refused, None);
+        crate::selfmetrics::global().kill_ended(KillResult::Refused, None);
         tracing::warn!(
             drover_run = %request.run,
             drover_event = "kill",
@@ -301,7 +301,7 @@ impl Inner {
             RunState::Failed
         };
         self.store().update_kill(&record, Some(end_state))?;
-        crate::monitor::selfmetrics::global().kill_ended(record.result, record.total_ms);
+        crate::selfmetrics::global().kill_ended(record.result, record.total_ms);
         self.announce(&run.id, &workflow.name, end_state, &record.requested_by);
         let phases: Vec<String> = record
             .phases
@@ -349,7 +349,7 @@ impl Inner {
         });
         let agent = step
             .agent
-            .and_then(|_| claude::read_stream(&files.stream).ok());
+            .and_then(|_| claude::stream::read_stream(&files.stream).ok());
         let mut follower = Follower::new(files.log.clone());
         follower.catch_up();
         let output = lock(&follower.output).clone();

@@ -197,7 +197,8 @@ impl Engine {
             path: runs_dir.clone(),
             source,
         })?;
-        let store = Store::open(&config.state_dir.join("state.db"))?;
+        let store = Store::open(&config.state_dir.join("state.db"))?
+            .observe_writes(crate::selfmetrics::record_db_write);
         let unfinished = store.unfinished_runs()?;
         for scope in systemd.list_scopes("drover-*.scope").await? {
             let run = scope.name.split('-').nth(1).unwrap_or_default();
@@ -303,26 +304,6 @@ impl Engine {
         Ok(self.inner.load(run)?.1)
     }
 
-    /// Seconds each successful attempt of `step` took in other runs of `workflow`,
-    /// newest first, at most `limit`.
-    pub fn step_durations(
-        &self,
-        workflow: &str,
-        step: &str,
-        except_run: &str,
-        limit: u32,
-    ) -> Result<Vec<f64>> {
-        Ok(self
-            .inner
-            .store()
-            .step_durations(workflow, step, except_run, limit)?)
-    }
-
-    /// Runs of `workflow` that ended failed since `since`.
-    pub fn failed_runs_since(&self, workflow: &str, since: Timestamp) -> Result<u64> {
-        Ok(self.inner.store().failed_runs_since(workflow, since)?)
-    }
-
     /// Every run, newest first.
     pub fn runs(&self) -> Result<Vec<Run>> {
         self.runs_ended_since(None)
@@ -343,11 +324,13 @@ impl Engine {
         &self,
         workflow: Option<&str>,
         since: Timestamp,
-    ) -> Result<crate::store::History> {
-        Ok(self
-            .inner
-            .store()
-            .history(workflow, since, Timestamp::now())?)
+    ) -> Result<crate::model::History> {
+        Ok(crate::history::history(
+            &self.inner.store(),
+            workflow,
+            since,
+            Timestamp::now(),
+        )?)
     }
 
     /// The output counters of the attempt running in `unit` right now (the monitor's

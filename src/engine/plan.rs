@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use crate::model::FailureClass;
 use crate::model::{Run, RunState, StepAttempt, StepState, Timestamp};
-use crate::recovery::{self, FailureClass};
+use crate::recovery;
 use crate::spec::Workflow;
 
 /// What a run needs next, decided from its workflow and the attempts the DB holds.

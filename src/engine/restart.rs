@@ -13,10 +13,11 @@ use super::plan;
 use super::step::{step_cwd, step_transcript};
 use super::{Engine, EngineError, Inner, Result, blocking};
 use crate::model::{
-    ActionRecord, CheckpointRecord, CheckpointState, Requester, Run, RunState, Timestamp,
+    ActionRecord, CheckpointRecord, CheckpointState, FailureClass, Requester, Run, RunState,
+    Timestamp,
 };
+use crate::recovery;
 use crate::recovery::requires::{self, Unmet};
-use crate::recovery::{self, FailureClass};
 use crate::snapshot;
 use crate::spec::Workflow;
 
@@ -145,7 +146,7 @@ impl Engine {
             );
             action.took_ms = started.elapsed().as_millis() as u64;
             action.id = inner.store().complete_restart(&run.id, &point, &action)?;
-            crate::monitor::selfmetrics::global().restarted(run.failure_class);
+            crate::selfmetrics::global().restarted(run.failure_class);
             Ok::<_, EngineError>(())
         }
         .await;

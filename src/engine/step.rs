@@ -14,9 +14,10 @@ use super::plan::NEVER_STARTED;
 use super::shim::{self, ShimOutcome, ShimSpec, StepExit};
 use super::wakeups::{self, SCOPE_LISTING_PERIOD};
 use super::{EngineError, Inner, Result};
-use crate::claude::{self, Repair, SessionStart};
+use crate::claude::{self, session::SessionStart, transcript::Repair};
+use crate::model::{Failure, FailureClass};
 use crate::model::{KillRecord, Run, StepOutput, StepState, Timestamp};
-use crate::recovery::failure::{self, Evidence, Failure, FailureClass};
+use crate::recovery::failure::{self, Evidence};
 use crate::spec::{Step, Workflow};
 use crate::store::{AttemptEnd, NewAttempt};
 use crate::sync::lock;
@@ -100,7 +101,7 @@ pub(super) fn step_transcript(run: &Run, step: &Step, session: &str) -> PathBuf 
             .unwrap_or_else(|| PathBuf::from("/"))
             .join(".claude")
     });
-    claude::transcript_path_in(&config_dir, &step_cwd(run), session)
+    claude::transcript::transcript_path_in(&config_dir, &step_cwd(run), session)
 }
 
 /// The files of one attempt, in the run's directory.
@@ -166,7 +167,7 @@ pub(super) async fn start(
                 SessionStart::New(id) | SessionStart::Resume(id) => id.clone(),
             };
             (
-                claude::session_argv(&step.run, &start),
+                claude::session::session_argv(&step.run, &start),
                 Some(id),
                 Some(note),
             )
@@ -296,7 +297,7 @@ fn claude_session(run: &Run, step: &Step, candidate: Option<String>) -> (Session
         );
         return (SessionStart::New(id), note);
     }
-    let note = match claude::repair_transcript(&transcript) {
+    let note = match claude::transcript::repair_transcript(&transcript) {
         Ok(Repair::Intact) => format!("resumes Claude Code session {id}"),
         Ok(Repair::NewlineAdded) => {
             format!(
@@ -413,7 +414,7 @@ pub(super) async fn await_end(
         .map_or((None, None), |e| (e.exit_code, e.signal));
     let agent = step
         .agent
-        .and_then(|_| claude::read_stream(&files.stream).ok());
+        .and_then(|_| claude::stream::read_stream(&files.stream).ok());
     // A stall is drover's own doing, not a kill from outside.
     let external = external_kill(result, signal).filter(|_| stalled.is_none());
     let failure = (state == StepState::Failed && result != NEVER_STARTED).then(|| {
@@ -460,7 +461,7 @@ pub(super) async fn await_end(
             ),
         );
         inner.store().record_kill(&record)?;
-        crate::monitor::selfmetrics::global().kill_ended(record.result, None);
+        crate::selfmetrics::global().kill_ended(record.result, None);
         run_event!(
             warn,
             run = run.id,

@@ -1,35 +1,7 @@
 //! Downsampling of a run's 1 s samples into one history row per step and period (a minute
 //! in the agent), the shape the state DB keeps for trends.
 
-use serde::{Deserialize, Serialize};
-
-use crate::model::{Sample, Timestamp};
-
-/// One period of one step of a run, as the state DB's `metrics_history` holds it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MetricsMinute {
-    pub run: String,
-    pub workflow: String,
-    pub step: String,
-    /// Start of the period.
-    pub minute: Timestamp,
-    pub samples: u64,
-    pub cpu_avg: Option<f64>,
-    pub cpu_max: Option<f64>,
-    pub memory_max: Option<u64>,
-    pub tasks_max: Option<u64>,
-    /// The cumulative counters at the end of the period.
-    pub io_read_bytes: Option<u64>,
-    pub io_write_bytes: Option<u64>,
-    /// Output written during the period.
-    pub output_bytes: u64,
-    pub output_lines: u64,
-    pub idle_max: f64,
-    /// An agent step's figures at the end of the period (cumulative).
-    pub tokens_in: Option<u64>,
-    pub tokens_out: Option<u64>,
-    pub cost_usd: Option<f64>,
-}
+use crate::model::{MetricsMinute, Sample, Timestamp};
 
 /// Accumulates one run's samples; hands back a finished row whenever the period or the
 /// step changes, and the row in progress on [`Downsampler::finish`].

@@ -5,13 +5,10 @@
 //! The last hour of samples stays in memory; one row per step and minute goes to the state
 //! DB, kept for `[monitor] history`. Rules evaluate on each finished tick (`subscribe`).
 
-pub mod prometheus;
-pub mod selfmetrics;
-
 pub mod cgroupfs;
 mod downsample;
 
-pub use downsample::{Downsampler, MetricsMinute};
+use downsample::Downsampler;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -19,14 +16,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::claude::StreamFollower;
+use crate::claude::stream::StreamFollower;
 use crate::config::MonitorConfig;
 use crate::engine::Engine;
-use crate::model::{Run, RunMetrics, RunState, Sample, StepAttempt, StepState, Timestamp};
-use crate::store::{Store, StoreError};
+use crate::model::{
+    MetricsMinute, MetricsReport, Run, RunMetrics, RunState, Sample, StepAttempt, StepState,
+    Timestamp,
+};
+use crate::selfmetrics;
+use crate::store::{MetricsLog, StoreError};
 use crate::sync::lock;
 use crate::systemd::{Accounting, Systemd};
 
@@ -64,28 +64,6 @@ impl MonitorOptions {
     }
 }
 
-/// The monitor's own cost, for the agent's self-metrics.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SelfMetrics {
-    pub ticks: u64,
-    /// How long the last tick took (every unit read, history written).
-    pub last_sample_secs: f64,
-    /// How long the last write of history rows took.
-    pub last_db_write_secs: f64,
-    /// Units the last tick read.
-    pub units_sampled: u64,
-    /// Reads that failed (systemd or the state DB) since the agent started.
-    pub errors: u64,
-}
-
-/// `Metrics(run)`: a run's latest metrics and its recent samples, oldest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MetricsReport {
-    #[serde(flatten)]
-    pub metrics: RunMetrics,
-    pub series: Vec<Sample>,
-}
-
 /// How many `GetAll` calls a tick has in flight at once.
 const CALLS_IN_FLIGHT: usize = 32;
 
@@ -99,9 +77,9 @@ pub struct Monitor {
 
 struct Shared {
     runs: Mutex<HashMap<String, Tracked>>,
-    stats: Mutex<SelfMetrics>,
     ticks: broadcast::Sender<()>,
-    store: Mutex<Store>,
+    /// Reads the runs to sample; writes only the metrics history.
+    store: Mutex<MetricsLog>,
     options: MonitorOptions,
 }
 
@@ -132,12 +110,12 @@ impl Monitor {
         systemd: Systemd,
         options: MonitorOptions,
     ) -> Result<Monitor, MonitorError> {
-        let store = Store::open(&engine.state_dir().join("state.db"))?;
+        let store = MetricsLog::open(&engine.state_dir().join("state.db"))?
+            .observe_writes(selfmetrics::record_db_write);
         let (ticks, _) = broadcast::channel(16);
         let monitor = Monitor {
             shared: Arc::new(Shared {
                 runs: Mutex::default(),
-                stats: Mutex::default(),
                 ticks,
                 store: Mutex::new(store),
                 options,
@@ -197,10 +175,6 @@ impl Monitor {
     /// One message per finished tick.
     pub fn subscribe(&self) -> broadcast::Receiver<()> {
         self.shared.ticks.subscribe()
-    }
-
-    pub fn self_metrics(&self) -> SelfMetrics {
-        lock(&self.shared.stats).clone()
     }
 }
 
@@ -269,36 +243,25 @@ impl Sampler {
         loop {
             ticker.tick().await;
             let started = Instant::now();
-            let units = self.tick().await;
-            let mut stats = lock(&self.monitor.shared.stats);
-            stats.ticks += 1;
-            stats.units_sampled = units;
-            let took = started.elapsed();
-            stats.last_sample_secs = took.as_secs_f64();
-            drop(stats);
-            selfmetrics::global().set_sampling_duration(took);
+            self.tick().await;
+            selfmetrics::global().set_sampling_duration(started.elapsed());
             // No receiver is not an error: rules may not be running.
             let _ = self.monitor.shared.ticks.send(());
         }
     }
 
-    fn error(&self) {
-        lock(&self.monitor.shared.stats).errors += 1;
-    }
-
-    /// Reads every unfinished run once; returns how many units it read.
-    async fn tick(&mut self) -> u64 {
+    /// Reads every unfinished run once.
+    async fn tick(&mut self) {
         let runs = lock(&self.monitor.shared.store).unfinished();
         let runs = match runs {
             Ok(runs) => runs,
             Err(e) => {
                 tracing::warn!("monitor: cannot read the running runs: {e}");
-                self.error();
-                return 0;
+                return;
             }
         };
         let mut rows = Vec::new();
-        let (resources, units) = self.read_units(&runs).await;
+        let resources = self.read_units(&runs).await;
         for (run, (step_res, slice_res)) in runs.iter().zip(resources) {
             let now = Timestamp::now();
             let instant = Instant::now();
@@ -416,16 +379,12 @@ impl Sampler {
         }
         self.files.end_tick();
         self.write_history(&rows);
-        units
     }
 
-    /// Each run's step scope's and run slice's resources, and how many units were read.
+    /// Each run's step scope's and run slice's resources.
     /// The `GetAll` calls are in flight together (up to `CALLS_IN_FLIGHT`), so a tick
     /// costs a few bus round trips rather than two per run.
-    async fn read_units(
-        &mut self,
-        runs: &[Run],
-    ) -> (Vec<(Option<Resources>, Option<Resources>)>, u64) {
+    async fn read_units(&mut self, runs: &[Run]) -> Vec<(Option<Resources>, Option<Resources>)> {
         let units: Vec<Option<String>> = runs
             .iter()
             .flat_map(|run| {
@@ -435,7 +394,6 @@ impl Sampler {
                 [step, slice]
             })
             .collect();
-        let read = units.iter().flatten().count() as u64;
         let replies: Vec<_> = futures_util::stream::iter(units)
             .map(|unit| {
                 let systemd = self.systemd.clone();
@@ -454,20 +412,18 @@ impl Sampler {
                 (_, Ok(acct)) => acct,
                 (unit, Err(e)) => {
                     tracing::debug!("monitor: cannot read the accounting of {unit}: {e}");
-                    self.error();
                     None
                 }
             })
             .collect();
         // Two units per run, in run order: the step scope, then the run slice.
-        let pairs = accounting
+        accounting
             .chunks_exact(2)
             .map(|pair| {
                 let mut fill = |acct: &Option<Accounting>| acct.as_ref().map(|a| self.fill(a));
                 (fill(&pair[0]), fill(&pair[1]))
             })
-            .collect();
-        (pairs, read)
+            .collect()
     }
 
     fn fill(&mut self, acct: &Accounting) -> Resources {
@@ -532,14 +488,11 @@ impl Sampler {
         if rows.is_empty() && !prune_due {
             return;
         }
-        let started = Instant::now();
         let mut store = lock(&self.monitor.shared.store);
-        let mut failed = false;
         if !rows.is_empty()
             && let Err(e) = store.write_metrics(rows)
         {
             tracing::warn!("monitor: cannot write {} history rows: {e}", rows.len());
-            failed = true;
         }
         if prune_due {
             self.last_prune = Some(Instant::now());
@@ -547,14 +500,7 @@ impl Sampler {
             let before = Timestamp(Timestamp::now().0.saturating_sub(keep_ms));
             if let Err(e) = store.prune_metrics(before) {
                 tracing::warn!("monitor: cannot prune the metrics history: {e}");
-                failed = true;
             }
-        }
-        drop(store);
-        let mut stats = lock(&self.monitor.shared.stats);
-        stats.last_db_write_secs = started.elapsed().as_secs_f64();
-        if failed {
-            stats.errors += 1;
         }
     }
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::types::HistoryArgs;
 use super::{Caller, Ops, Result, auth::Role};
+use crate::model::History;
 use crate::model::Timestamp;
-use crate::store::History;
 
 /// The window when the caller names none.
 const DEFAULT_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);

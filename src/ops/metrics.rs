@@ -2,8 +2,9 @@
 //! (`Metrics`), and the latest figures of every unfinished run (`Top`).
 
 use super::{Caller, Ops, OpsError, Result, auth::Role};
+use crate::model::MetricsReport;
 use crate::model::RunMetrics;
-use crate::monitor::{self, MetricsReport};
+use crate::monitor;
 
 impl Ops {
     /// A run's live metrics and its last five minutes of samples.

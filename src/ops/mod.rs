@@ -33,7 +33,7 @@ pub use error::{ErrorKind, OpsError};
 pub use scrape::Scrape;
 
 use crate::alerts::Alerts;
-use crate::engine::{ActionRequest, Engine};
+use crate::engine::{ActionRequest, Engine, RunEvent};
 use crate::monitor::Monitor;
 use crate::reload::Reloader;
 use auth::{Authorizer, Role};
@@ -71,6 +71,12 @@ impl Ops {
     /// the role the `[auth]` mapping gives it now.
     pub fn user(&self, uid: u32, channel: Channel) -> Caller {
         Caller::user(uid, channel, &self.auth)
+    }
+
+    /// Every run's transitions, as they are recorded (for the doors that announce them:
+    /// D-Bus `RunChanged`).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RunEvent> {
+        self.engine.subscribe()
     }
 
     /// Allows a call that changes nothing that is audited (reads, critical spans) when

@@ -3,7 +3,8 @@
 
 use super::types::SilenceArgs;
 use super::{Caller, Ops, Result, auth::Role};
-use crate::alerts::{Silence, SilenceRequest};
+use crate::alerts::SilenceRequest;
+use crate::model::Silence;
 
 impl Ops {
     pub fn silence(&self, caller: &Caller, args: SilenceArgs) -> Result<Silence> {

@@ -7,9 +7,7 @@ pub mod requires;
 
 use std::collections::BTreeMap;
 
-pub use failure::{Failure, FailureClass};
-
-use crate::model::{RestartPoint, Run, StepState};
+use crate::model::{FailureClass, RestartPoint, Run, StepState};
 use crate::spec::{Step, Workflow};
 
 /// The first step of `workflow` that `run` has not done: where a checkpoint taken now

@@ -275,11 +275,12 @@ impl ViewCache {
     }
 }
 
-/// The view of `run` as the agent builds it each tick: its stored workflow and history
-/// from the engine (through `cache`), `metrics` from the monitor. What cannot be read is
+/// The view of `run` as the agent builds it each tick: its stored workflow from the
+/// engine and its history from `store` (both through `cache`), `metrics` from the monitor. What cannot be read is
 /// logged and left unknown (`()`), so one bad run never stops the tick.
 pub fn view_of(
     engine: &crate::engine::Engine,
+    store: &crate::store::StoreReader,
     run: &Run,
     metrics: Option<&RunMetrics>,
     cache: &mut ViewCache,
@@ -303,7 +304,7 @@ pub fn view_of(
         view.history.step_p95_secs = match cache.p95.get(&key) {
             Some((at, p95)) if fresh(at) => *p95,
             _ => {
-                let read = engine
+                let read = store
                     .step_durations(&run.workflow, step, &run.id, P95_WINDOW)
                     .map_err(|e| tracing::warn!(drover_run = %run.id, "rules: step durations: {e}"))
                     .ok()
@@ -319,7 +320,7 @@ pub fn view_of(
             let since = crate::model::Timestamp(
                 crate::model::Timestamp::now().0 - RECENT_FAILURES_WINDOW.as_millis() as i64,
             );
-            let read = engine
+            let read = store
                 .failed_runs_since(&run.workflow, since)
                 .map_err(|e| tracing::warn!(drover_run = %run.id, "rules: recent failures: {e}"))
                 .ok();

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::FailureClass;
 use crate::quantity::{duration_text, opt_duration_text};
-use crate::recovery::FailureClass;
 
 /// A validated workflow, ready for the engine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

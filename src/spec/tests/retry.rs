@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{STEP, WITH_RETRY, assert_rejected, ok};
-use crate::recovery::FailureClass;
+use crate::model::FailureClass;
 use crate::spec::types::RetryPolicy;
 
 #[test]

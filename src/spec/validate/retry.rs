@@ -1,8 +1,8 @@
 //! `[retry]` and `[step.retry]`: a step's keys laid over the workflow's.
 
 use super::Ctx;
+use crate::model::FailureClass;
 use crate::quantity::parse_duration;
-use crate::recovery::FailureClass;
 use crate::spec::SpecError;
 use crate::spec::raw::RawRetry;
 use crate::spec::types::RetryPolicy;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::model::{Run, RunMetrics, RunState, StepState};
-use crate::monitor::selfmetrics::{HistogramSnapshot, SelfMetricsSnapshot};
+use crate::selfmetrics::{HistogramSnapshot, SelfMetricsSnapshot};
 
 /// The `Content-Type` of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -408,7 +408,7 @@ pub fn number(value: f64) -> String {
 mod tests {
     use super::*;
     use crate::model::{AgentLive, Sample};
-    use crate::monitor::selfmetrics::SelfMetrics;
+    use crate::selfmetrics::SelfMetrics;
 
     fn metrics(step: &str) -> RunMetrics {
         RunMetrics {

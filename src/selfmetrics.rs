@@ -14,8 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::model::KillResult;
-use crate::recovery::FailureClass;
+use crate::model::{FailureClass, KillResult};
 use crate::sync::lock;
 
 /// Buckets (seconds) of the state-DB write latency: a WAL commit with
@@ -241,6 +240,12 @@ static GLOBAL: LazyLock<SelfMetrics> = LazyLock::new(SelfMetrics::new);
 /// The agent's registry (see the module comment for why it is process-wide).
 pub fn global() -> &'static SelfMetrics {
     &GLOBAL
+}
+
+/// Records a state-DB write into the agent's registry: what the agent's stores are given
+/// as their write observer (`Store::observe_writes`).
+pub fn record_db_write(took: Duration) {
+    global().observe_db_write(took);
 }
 
 #[cfg(test)]

@@ -1,0 +1,77 @@
+//! Operators' actions other than kills, as the audit trail keeps them, and what a
+//! configuration reload did.
+
+use serde::{Deserialize, Serialize};
+
+use super::Timestamp;
+
+/// An operator's action other than a kill (restart, rollback, checkpoint, silence,
+/// reload), as the audit trail keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    pub id: i64,
+    /// The run acted on; a silence's target; empty for the agent itself (a reload).
+    pub run: String,
+    /// "restart", "rollback", "checkpoint", "silence" or "reload".
+    pub action: String,
+    pub requested_by: String,
+    pub uid: Option<u32>,
+    pub role: Option<String>,
+    pub channel: String,
+    pub at: Timestamp,
+    /// "done", "refused" or "failed".
+    pub result: String,
+    /// The checkpoint restored or written.
+    pub checkpoint: Option<u32>,
+    /// What was done (files restored, transcripts repaired) or why it was refused.
+    pub detail: String,
+    pub took_ms: u64,
+}
+
+/// What a configuration reload did (the JSON `Reload` returns). Setting names are TOML
+/// key paths such as `rules.role` or `auth.operator.users`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadOutcome {
+    /// The file read.
+    pub config: String,
+    /// Changed settings now in force.
+    pub applied: Vec<String>,
+    /// Changed settings that take effect only when the agent starts again.
+    pub restart_needed: Vec<String>,
+    /// Rules (re)compiled and now in force, and rules dropped with their file.
+    pub rules_loaded: Vec<String>,
+    pub rules_removed: Vec<String>,
+    /// Rule files that failed to compile (a previous version of each keeps running).
+    pub rule_errors: Vec<String>,
+}
+
+impl ReloadOutcome {
+    /// One line for the audit trail and the journal.
+    pub fn summary(&self) -> String {
+        let list = |keys: &[String]| {
+            if keys.is_empty() {
+                "none".to_owned()
+            } else {
+                keys.join(", ")
+            }
+        };
+        let mut text = format!("{}: changes applied: {}", self.config, list(&self.applied));
+        if !self.restart_needed.is_empty() {
+            text += &format!(
+                "; take effect after a restart: {}",
+                self.restart_needed.join(", ")
+            );
+        }
+        if !self.rules_loaded.is_empty() || !self.rules_removed.is_empty() {
+            text += &format!(
+                "; rules loaded: {}, removed: {}",
+                list(&self.rules_loaded),
+                list(&self.rules_removed)
+            );
+        }
+        if !self.rule_errors.is_empty() {
+            text += &format!("; rule files with errors: {}", self.rule_errors.len());
+        }
+        text
+    }
+}
