@@ -13,11 +13,11 @@ use zbus::fdo::{RequestNameFlags, RequestNameReply};
 
 use crate::alerts::Alerts;
 use crate::api;
+use crate::auth::Authorizer;
 use crate::automation;
 use crate::config::{self, Bus, Config};
 use crate::engine::{Engine, EngineConfig};
 use crate::monitor::{Monitor, MonitorOptions};
-use crate::ops::auth::Authorizer;
 use crate::ops::{Caller, Ops};
 use crate::reload::{self, Reloader};
 use crate::rules::{RuleDirs, Rules};

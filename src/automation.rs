@@ -12,10 +12,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::alerts::Alerts;
+use crate::auth::Role;
 use crate::engine::Engine;
 use crate::model::{Severity, Timestamp};
 use crate::monitor::Monitor;
-use crate::ops::auth::Role;
 use crate::ops::types::{CheckpointArgs, KillArgs, RestartArgs};
 use crate::ops::{Caller, Ops};
 use crate::rules::{ActionKind, RuleAction, Rules, view};

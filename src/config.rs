@@ -7,13 +7,13 @@
 //! deserialised, so a bad value is reported at its own line and column.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::alerts::AlertsConfig;
-use crate::api::http::HttpConfig;
-use crate::ops::auth::{AuthConfig, Role};
+use crate::auth::AuthConfig;
+use crate::monitor::MonitorConfig;
+use crate::rules::RulesConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -60,7 +60,7 @@ impl Bus {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where the state DB, step logs and worktrees live.
-    #[serde(default, deserialize_with = "absolute_path")]
+    #[serde(default, deserialize_with = "crate::quantity::absolute_path")]
     pub state_dir: Option<PathBuf>,
     #[serde(default)]
     pub auth: AuthConfig,
@@ -74,84 +74,37 @@ pub struct Config {
     pub alerts: AlertsConfig,
 }
 
-/// `[monitor]`: how often running units are sampled and how long history is kept.
+/// `[http]`: the agent's HTTP listener (`/metrics`, `/healthz`). Defined here, not by
+/// `api::http`: the doors sit above the config that `reload` reads, so a section of theirs
+/// defined in `api` would tie `config` to them in a circle.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct MonitorConfig {
-    /// Sampling period, e.g. "1s".
-    #[serde(
-        serialize_with = "crate::quantity::duration_text::serialize",
-        deserialize_with = "positive_duration"
-    )]
-    pub interval: Duration,
-    /// How long the 1-minute history stays in the state DB, e.g. "30d".
-    #[serde(
-        serialize_with = "crate::quantity::duration_text::serialize",
-        deserialize_with = "positive_duration"
-    )]
-    pub history: Duration,
+pub struct HttpConfig {
+    /// Address to listen on; loopback unless the operator says otherwise.
+    #[serde(deserialize_with = "socket_addr")]
+    pub listen: std::net::SocketAddr,
+    /// `false` turns the listener off.
+    pub enabled: bool,
 }
 
-impl Default for MonitorConfig {
-    fn default() -> MonitorConfig {
-        MonitorConfig {
-            interval: Duration::from_secs(1),
-            history: Duration::from_secs(30 * 24 * 3600),
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 7878)),
+            enabled: true,
         }
     }
 }
 
-/// `[rules]`: the operator's rule directory and the role rules act with.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RulesConfig {
-    /// The operator's rules (`*.rhai`), beside the shipped ones; default `<config dir>/rules`.
-    #[serde(deserialize_with = "absolute_path")]
-    pub dir: Option<PathBuf>,
-    /// The shipped rules' directory; default the `rules/` installed with drover.
-    #[serde(deserialize_with = "absolute_path")]
-    pub shipped_dir: Option<PathBuf>,
-    /// The role of the `rules` principal: viewer (alerts only), operator or admin.
-    pub role: Role,
-}
-
-impl Default for RulesConfig {
-    fn default() -> RulesConfig {
-        RulesConfig {
-            dir: None,
-            shipped_dir: None,
-            role: Role::Operator,
-        }
-    }
-}
-
-/// An absolute path: the agent runs with `/` as its working directory under systemd, so
-/// a relative one would not mean what its author meant.
-fn absolute_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
-    let path = PathBuf::deserialize(d)?;
-    if !path.is_absolute() {
-        return Err(serde::de::Error::custom(format!(
-            "{} is not an absolute path",
-            path.display()
-        )));
-    }
-    Ok(Some(path))
-}
-
-/// A duration above zero: a zero sampling interval would spin, a zero history would
-/// drop every row as it is written.
-fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// `IP:PORT`; std's own message ("invalid socket address syntax") does not say what the
+/// syntax is.
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<std::net::SocketAddr, D::Error> {
     let text = String::deserialize(d)?;
-    let duration = crate::quantity::parse_duration(&text).map_err(|e| {
+    text.parse().map_err(|_| {
         serde::de::Error::custom(format!(
-            "{text:?} is not a duration such as \"500ms\", \"1s\", \"5m\" or \"30d\": {}",
-            e.reason
+            "{text:?} is not an IP:PORT address such as \"127.0.0.1:7878\" or \"[::1]:7878\""
         ))
-    })?;
-    if duration.is_zero() {
-        return Err(serde::de::Error::custom("must be above zero, e.g. \"1s\""));
-    }
-    Ok(duration)
+    })
 }
 
 impl Config {
@@ -213,6 +166,7 @@ fn xdg_dir(var: &str, fallback: &str, what: &'static str) -> Result<PathBuf, Con
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Role;
 
     #[test]
     fn a_missing_optional_file_gives_defaults() {

@@ -12,10 +12,16 @@ const RULES: &[(&str, &[&str])] = &[
     ("sync", &[]),
     ("store", &["model"]),
     ("selfmetrics", &["model", "sync"]),
-    ("api", &["ops", "model", "quantity", "selfmetrics"]),
+    ("auth", &[]),
+    (
+        "api",
+        &["ops", "config", "model", "quantity", "selfmetrics"],
+    ),
     (
         "ops",
-        &["engine", "alerts", "monitor", "reload", "history", "model"],
+        &[
+            "auth", "engine", "alerts", "monitor", "reload", "history", "model",
+        ],
     ),
 ];
 

@@ -4,6 +4,7 @@
 pub(crate) mod agent;
 pub mod alerts;
 pub mod api;
+pub(crate) mod auth;
 pub(crate) mod automation;
 pub mod cgroup;
 pub mod claude;

@@ -1,8 +1,12 @@
 //! Quantities written as text, parsed one way wherever they are read (workflow files, the
 //! config, the API): durations (`"90s"`, `"1h 30m"`), sizes (`"512M"`), CPU percentages
-//! (`"150%"`); and durations stored as their humantime text.
+//! (`"150%"`); durations stored as their humantime text; and the checks the config's
+//! sections share while they deserialise (durations above zero, absolute paths).
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
 
 /// A text that is not a duration. Its `Display` is the wording workflow files and the API
 /// show; a caller with wording of its own (the config) takes `reason`.
@@ -125,6 +129,35 @@ pub(crate) mod opt_duration_text {
         struct Text(#[serde(with = "super::duration_text")] Duration);
         Ok(Option::<Text>::deserialize(d)?.map(|Text(d)| d))
     }
+}
+
+/// An absolute path: the agent runs with `/` as its working directory under systemd, so
+/// a relative one would not mean what its author meant.
+pub(crate) fn absolute_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let path = PathBuf::deserialize(d)?;
+    if !path.is_absolute() {
+        return Err(serde::de::Error::custom(format!(
+            "{} is not an absolute path",
+            path.display()
+        )));
+    }
+    Ok(Some(path))
+}
+
+/// A duration above zero: a zero sampling interval would spin, a zero history would
+/// drop every row as it is written.
+pub(crate) fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    let duration = parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a duration such as \"500ms\", \"1s\", \"5m\" or \"30d\": {}",
+            e.reason
+        ))
+    })?;
+    if duration.is_zero() {
+        return Err(serde::de::Error::custom("must be above zero, e.g. \"1s\""));
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]

@@ -11,10 +11,10 @@ use std::time::Instant;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::auth::{Authorizer, Role};
 use crate::config::{Config, ConfigError};
 use crate::engine::Engine;
 use crate::model::{ActionRecord, ReloadOutcome, Requester, Timestamp};
-use crate::ops::auth::{Authorizer, Role};
 use crate::rules::watch::RulesWatcher;
 use crate::rules::{RuleDirs, Rules, RulesError};
 

@@ -10,46 +10,15 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::{Deserialize, Deserializer, Serialize};
 
 use super::prometheus::{self, Snapshot};
+use crate::config::HttpConfig;
 use crate::ops::{Ops, Scrape};
 use crate::selfmetrics::{self, SelfMetrics};
 
 /// The file under the state directory that holds the address actually bound (useful with
 /// `listen = "127.0.0.1:0"`, which picks a free port).
 pub const ADDR_FILE: &str = "http.addr";
-
-/// `[http]`: the agent's HTTP listener (`/metrics`, `/healthz`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Address to listen on; loopback unless the operator says otherwise.
-    #[serde(deserialize_with = "socket_addr")]
-    pub listen: std::net::SocketAddr,
-    /// `false` turns the listener off.
-    pub enabled: bool,
-}
-
-impl Default for HttpConfig {
-    fn default() -> HttpConfig {
-        HttpConfig {
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 7878)),
-            enabled: true,
-        }
-    }
-}
-
-/// `IP:PORT`; std's own message ("invalid socket address syntax") does not say what the
-/// syntax is.
-fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<std::net::SocketAddr, D::Error> {
-    let text = String::deserialize(d)?;
-    text.parse().map_err(|_| {
-        serde::de::Error::custom(format!(
-            "{text:?} is not an IP:PORT address such as \"127.0.0.1:7878\" or \"[::1]:7878\""
-        ))
-    })
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {

@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::claude::stream::StreamFollower;
-use crate::config::MonitorConfig;
 use crate::engine::Engine;
 use crate::model::{
     MetricsMinute, MetricsReport, Run, RunMetrics, RunState, Sample, StepAttempt, StepState,
@@ -69,6 +69,33 @@ const CALLS_IN_FLIGHT: usize = 32;
 
 /// What `Metrics` returns of the series: the last five minutes at 1 s.
 pub const REPORT_SAMPLES: usize = 300;
+
+/// `[monitor]`: how often running units are sampled and how long history is kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    /// Sampling period, e.g. "1s".
+    #[serde(
+        serialize_with = "crate::quantity::duration_text::serialize",
+        deserialize_with = "crate::quantity::positive_duration"
+    )]
+    pub interval: Duration,
+    /// How long the 1-minute history stays in the state DB, e.g. "30d".
+    #[serde(
+        serialize_with = "crate::quantity::duration_text::serialize",
+        deserialize_with = "crate::quantity::positive_duration"
+    )]
+    pub history: Duration,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> MonitorConfig {
+        MonitorConfig {
+            interval: Duration::from_secs(1),
+            history: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Monitor {

@@ -2,7 +2,8 @@
 //! (`RaiseAlert`, `ResolveAlert`, admin: operators' scripts and tests).
 
 use super::types::RaiseAlertArgs;
-use super::{Caller, Ops, Result, auth::Role};
+use super::{Caller, Ops, Result};
+use crate::auth::Role;
 use crate::model::Alert;
 
 impl Ops {

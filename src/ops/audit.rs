@@ -1,7 +1,8 @@
 //! The audit trails (viewer): kills (`Audit`) and the other actions asked for — restarts,
 //! rollbacks, checkpoints, silences, reloads (`Actions`) — of one run or of all.
 
-use super::{Caller, Ops, Result, auth::Role};
+use super::{Caller, Ops, Result};
+use crate::auth::Role;
 use crate::model::{ActionRecord, KillRecord};
 
 impl Ops {

@@ -7,7 +7,7 @@ use std::fmt;
 
 use nix::unistd::{Uid, User};
 
-use super::auth::{Authorizer, Denied, Role};
+use crate::auth::{Authorizer, Denied, Role};
 use crate::model::Requester;
 
 /// The door a request came in by, as the audit trail names it.
@@ -139,7 +139,7 @@ impl fmt::Display for Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::auth::AuthConfig;
+    use crate::auth::AuthConfig;
 
     #[test]
     fn a_user_is_audited_by_uid_name_and_door() {
@@ -177,5 +177,15 @@ mod tests {
             (by.requested_by.as_str(), by.role, by.channel.as_str()),
             ("SIGHUP", None, "signal")
         );
+    }
+
+    #[test]
+    fn a_refusal_names_the_role_needed() {
+        let auth = Authorizer::new(AuthConfig::default());
+        let err = Caller::user(1234, Channel::Dbus, &auth)
+            .require(Role::Operator, "start a run")
+            .unwrap_err();
+        assert_eq!(err.needed, Role::Operator);
+        assert!(err.to_string().contains("needs the operator role"), "{err}");
     }
 }

@@ -2,7 +2,8 @@
 //! `Checkpoints` (viewer): a run's checkpoints.
 
 use super::types::CheckpointArgs;
-use super::{Caller, Ops, Result, auth::Role};
+use super::{Caller, Ops, Result};
+use crate::auth::Role;
 use crate::model::CheckpointRecord;
 
 impl Ops {

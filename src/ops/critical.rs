@@ -2,7 +2,8 @@
 //! workflow's `critical_max` (`drover critical -- CMD` opens one around CMD).
 
 use super::types::CriticalArgs;
-use super::{Caller, Ops, Result, auth::Role};
+use super::{Caller, Ops, Result};
+use crate::auth::Role;
 
 impl Ops {
     pub fn enter_critical(&self, caller: &Caller, args: &CriticalArgs) -> Result<()> {

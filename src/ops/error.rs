@@ -2,8 +2,8 @@
 //! error (and its message, which callers read), and [`ErrorKind`] says which kind of
 //! failure it is, so D-Bus can name its error, and HTTP choose its status, from one table.
 
-use super::auth::Denied;
 use crate::alerts::AlertsError;
+use crate::auth::Denied;
 use crate::engine::EngineError;
 use crate::reload::ReloadError;
 

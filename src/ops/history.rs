@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use super::types::HistoryArgs;
-use super::{Caller, Ops, Result, auth::Role};
+use super::{Caller, Ops, Result};
+use crate::auth::Role;
 use crate::model::History;
 use crate::model::Timestamp;
 

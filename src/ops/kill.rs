@@ -2,7 +2,8 @@
 //! the request and any refusal in the kill audit trail.
 
 use super::types::KillArgs;
-use super::{Caller, Ops, Result, auth::Role};
+use super::{Caller, Ops, Result};
+use crate::auth::Role;
 use crate::engine::KillRequest;
 use crate::model::KillRecord;
 

@@ -1,7 +1,8 @@
 //! Live metrics (viewer): one unfinished run's latest figures and recent samples
 //! (`Metrics`), and the latest figures of every unfinished run (`Top`).
 
-use super::{Caller, Ops, OpsError, Result, auth::Role};
+use super::{Caller, Ops, OpsError, Result};
+use crate::auth::Role;
 use crate::model::MetricsReport;
 use crate::model::RunMetrics;
 use crate::monitor;

@@ -9,7 +9,6 @@
 
 mod alerts;
 mod audit;
-pub mod auth;
 mod caller;
 mod checkpoint;
 mod critical;
@@ -33,10 +32,10 @@ pub use error::{ErrorKind, OpsError};
 pub use scrape::Scrape;
 
 use crate::alerts::Alerts;
+use crate::auth::{Authorizer, Role};
 use crate::engine::{ActionRequest, Engine, RunEvent};
 use crate::monitor::Monitor;
 use crate::reload::Reloader;
-use auth::{Authorizer, Role};
 
 pub type Result<T> = std::result::Result<T, OpsError>;
 

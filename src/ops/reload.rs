@@ -1,7 +1,8 @@
 //! `Reload` (admin; SIGHUP too): the agent re-reads its config file and puts what it can
 //! in force. Every reload is audited, refusals included.
 
-use super::{Caller, Ops, Result, auth::Role};
+use super::{Caller, Ops, Result};
+use crate::auth::Role;
 use crate::model::ReloadOutcome;
 
 impl Ops {

@@ -1,7 +1,8 @@
 //! `Run`: start a run of a workflow file (operator).
 
 use super::types::RunArgs;
-use super::{Caller, Ops, Result, auth::Role};
+use super::{Caller, Ops, Result};
+use crate::auth::Role;
 
 impl Ops {
     /// Starts a run and returns its id.

@@ -1,7 +1,8 @@
 //! Reading runs (viewer): every run (`List`, for `drover ps`) and one with its steps
 //! (`Get`, for `drover show` and `drover logs`).
 
-use super::{Caller, Ops, Result, auth::Role};
+use super::{Caller, Ops, Result};
+use crate::auth::Role;
 use crate::model::Run;
 
 impl Ops {

@@ -2,8 +2,9 @@
 //! alerts are stored but not sent for a while; `Silences` (viewer): those in force, or all.
 
 use super::types::SilenceArgs;
-use super::{Caller, Ops, Result, auth::Role};
+use super::{Caller, Ops, Result};
 use crate::alerts::SilenceRequest;
+use crate::auth::Role;
 use crate::model::Silence;
 
 impl Ops {

@@ -23,7 +23,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use rhai::{AST, Engine, EvalAltResult, ParseError, Position};
+use serde::{Deserialize, Serialize};
 
+use crate::auth::Role;
 use crate::model::{Firing, Severity};
 use crate::sync::{lock, read, write};
 pub use view::{History, LimitsView, RunView};
@@ -137,6 +139,30 @@ pub struct EvalStats {
     pub last_tick_micros: u64,
 }
 
+/// `[rules]`: the operator's rule directory and the role rules act with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// The operator's rules (`*.rhai`), beside the shipped ones; default `<config dir>/rules`.
+    #[serde(deserialize_with = "crate::quantity::absolute_path")]
+    pub dir: Option<PathBuf>,
+    /// The shipped rules' directory; default the `rules/` installed with drover.
+    #[serde(deserialize_with = "crate::quantity::absolute_path")]
+    pub shipped_dir: Option<PathBuf>,
+    /// The role of the `rules` principal: viewer (alerts only), operator or admin.
+    pub role: Role,
+}
+
+impl Default for RulesConfig {
+    fn default() -> RulesConfig {
+        RulesConfig {
+            dir: None,
+            shipped_dir: None,
+            role: Role::Operator,
+        }
+    }
+}
+
 /// Where rules are loaded from, lowest precedence first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuleDirs {
@@ -149,7 +175,7 @@ impl RuleDirs {
     /// operator's, and for the shipped ones the first that exists of
     /// `<exe dir>/../share/drover/rules`, `/usr/share/drover/rules` and the source tree's
     /// `rules/` (a development build).
-    pub fn from_config(config: &crate::config::RulesConfig, config_file: &Path) -> RuleDirs {
+    pub fn from_config(config: &RulesConfig, config_file: &Path) -> RuleDirs {
         let operator = config
             .dir
             .clone()
