@@ -2,23 +2,23 @@
 //! operators kill, restart and monitor them. See `docs/architecture.md` for the map.
 
 pub(crate) mod agent;
-pub mod alerts;
+pub(crate) mod alerts;
 pub mod api;
 pub(crate) mod auth;
 pub(crate) mod automation;
 pub mod cgroup;
 pub mod claude;
 pub mod cli;
-pub mod config;
+pub(crate) mod config;
 pub mod engine;
-pub mod history;
+pub(crate) mod history;
 #[cfg(test)]
 mod layering;
 pub mod model;
-pub mod monitor;
+pub(crate) mod monitor;
 pub(crate) mod ops;
 pub(crate) mod quantity;
-pub mod recovery;
+pub(crate) mod recovery;
 pub(crate) mod reload;
 pub mod rules;
 pub mod sandbox;
