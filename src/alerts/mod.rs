@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ActionRecord, Alert, AlertUpdate, Firing, Severity, Silence, Timestamp};
+use crate::model::{
+    ActionRecord, Alert, AlertUpdate, Firing, Requester, Severity, Silence, Timestamp,
+};
 use crate::store::{NewAlert, Store, StoreError};
 use crate::sync::lock;
 pub use sink::{JournalSink, Sink, SinkError, WebhookSink};
@@ -59,10 +61,7 @@ pub struct SilenceRequest {
     pub target: String,
     pub duration: Duration,
     pub reason: String,
-    pub requested_by: String,
-    pub uid: Option<u32>,
-    pub role: Option<String>,
-    pub channel: String,
+    pub by: Requester,
 }
 
 /// The alerts part: cheap to clone, shared by the rules tick, the D-Bus API and the
@@ -216,17 +215,17 @@ impl Alerts {
             target: target.to_owned(),
             until,
             reason: request.reason.clone(),
-            created_by: request.requested_by.clone(),
+            created_by: request.by.requested_by.clone(),
             created_at: now,
         };
         let audit = ActionRecord {
             id: 0,
             run: target.to_owned(),
             action: "silence".into(),
-            requested_by: request.requested_by.clone(),
-            uid: request.uid,
-            role: request.role.clone(),
-            channel: request.channel.clone(),
+            requested_by: request.by.requested_by.clone(),
+            uid: request.by.uid,
+            role: request.by.role.clone(),
+            channel: request.by.channel.clone(),
             at: now,
             result: "done".into(),
             checkpoint: None,

@@ -230,10 +230,12 @@ fn silence(alerts: &Alerts, target: &str, duration: Duration) -> Silence {
             target: target.into(),
             duration,
             reason: "maintenance".into(),
-            requested_by: "uid 0 via test".into(),
-            uid: Some(0),
-            role: Some("admin".into()),
-            channel: "test".into(),
+            by: Requester {
+                requested_by: "uid 0 via test".into(),
+                uid: Some(0),
+                role: Some("admin".into()),
+                channel: "test".into(),
+            },
         })
         .unwrap()
 }
@@ -340,10 +342,12 @@ fn silences_need_a_target_and_a_duration() {
         target: " ".into(),
         duration: Duration::from_secs(1),
         reason: String::new(),
-        requested_by: "t".into(),
-        uid: None,
-        role: None,
-        channel: "test".into(),
+        by: Requester {
+            requested_by: "t".into(),
+            uid: None,
+            role: None,
+            channel: "test".into(),
+        },
     };
     assert!(matches!(
         alerts.silence(&request),

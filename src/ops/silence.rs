@@ -14,10 +14,7 @@ impl Ops {
             target: request.run,
             duration: args.duration,
             reason: args.reason,
-            requested_by: request.by.requested_by,
-            uid: request.by.uid,
-            role: request.by.role,
-            channel: request.by.channel,
+            by: request.by,
         })?)
     }
 
