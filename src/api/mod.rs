@@ -10,4 +10,3 @@ pub use dbus::{DroverProxy, RunChangedStream};
 
 pub const BUS_NAME: &str = "org.drover.Drover1";
 pub const OBJECT_PATH: &str = "/org/drover/Drover1";
-pub const INTERFACE: &str = "org.drover.Drover1.Manager";

@@ -11,9 +11,6 @@ use crate::reload::ReloadError;
 pub enum OpsError {
     #[error(transparent)]
     Denied(#[from] Denied),
-    /// A malformed argument; nothing was changed.
-    #[error("{0}")]
-    InvalidArgument(String),
     /// The call does not apply to the run as it is now.
     #[error("{0}")]
     InvalidState(String),
@@ -50,7 +47,6 @@ impl OpsError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             OpsError::Denied(_) => ErrorKind::PermissionDenied,
-            OpsError::InvalidArgument(_) => ErrorKind::InvalidArgument,
             OpsError::InvalidState(_) => ErrorKind::InvalidState,
             OpsError::Engine(e) => engine_kind(e),
             OpsError::Alerts(AlertsError::InvalidArgument(_) | AlertsError::NoSuchAlert(_)) => {
