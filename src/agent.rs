@@ -21,6 +21,7 @@ use crate::monitor::{Monitor, MonitorOptions};
 use crate::ops::{Caller, Ops};
 use crate::reload::{self, Reloader};
 use crate::rules::{RuleDirs, Rules};
+use crate::state_dir;
 use crate::store::StoreReader;
 use crate::systemd::Systemd;
 
@@ -41,12 +42,28 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         Some(dir) => dir,
         None => config.state_dir(opts.bus)?,
     };
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    // Parameters, step environments and output are in there: 0700, and every file 0600.
+    let fixed = state_dir::secure(&state_dir).with_context(|| {
+        format!(
+            "cannot make the state directory {} private",
+            state_dir.display()
+        )
+    })?;
+    if fixed > 0 {
+        tracing::warn!(
+            drover_event = "state-dir-secured",
+            "{fixed} files and directories in {} were readable by others: made private",
+            state_dir.display()
+        );
+    }
     // One agent per state directory: a second would drive the same runs twice. Held until
     // exit (the file is close-on-exec, so the step shims never hold it).
     let lock_path = state_dir.join("agent.lock");
-    let lock_file = std::fs::File::create(&lock_path)
+    let lock_file = state_dir::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&lock_path)
         .with_context(|| format!("cannot create {}", lock_path.display()))?;
     let _lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
         anyhow::anyhow!(

@@ -109,7 +109,7 @@ mod tests {
 
     use super::*;
     use crate::model::{FailureClass, RunState, StepOutput, StepState, StreamReport};
-    use crate::store::{AttemptEnd, NewAttempt, NewRun, Store};
+    use crate::store::{AttemptEnd, NewAttempt, NewRun, Store, TEST_USER};
 
     fn temp_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -130,6 +130,7 @@ mod tests {
                     spec_json: "{}",
                     params: &params,
                     requested_by: "t",
+                    user: &TEST_USER,
                 })
                 .unwrap();
             store

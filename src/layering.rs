@@ -13,14 +13,30 @@ const RULES: &[(&str, &[&str])] = &[
     ("store", &["model"]),
     ("selfmetrics", &["model", "sync"]),
     ("auth", &[]),
+    ("credentials", &[]),
+    ("state_dir", &[]),
     (
         "api",
-        &["ops", "config", "model", "quantity", "selfmetrics"],
+        &[
+            "ops",
+            "config",
+            "model",
+            "quantity",
+            "selfmetrics",
+            "state_dir",
+        ],
     ),
     (
         "ops",
         &[
-            "auth", "engine", "alerts", "monitor", "reload", "history", "model",
+            "auth",
+            "credentials",
+            "engine",
+            "alerts",
+            "monitor",
+            "reload",
+            "history",
+            "model",
         ],
     ),
 ];

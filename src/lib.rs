@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod claude;
 pub mod cli;
 pub(crate) mod config;
+pub(crate) mod credentials;
 pub mod engine;
 pub(crate) mod history;
 #[cfg(test)]
@@ -25,6 +26,7 @@ pub mod sandbox;
 pub mod selfmetrics;
 pub mod snapshot;
 pub(crate) mod spec;
+pub(crate) mod state_dir;
 pub mod store;
 mod sync;
 pub mod systemd;

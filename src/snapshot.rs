@@ -148,6 +148,13 @@ pub fn write(c: &Snapshot<'_>) -> Result<Written, SnapshotError> {
     })
 }
 
+/// Where a worktree's private index is kept: in the worktree's own git directory
+/// (`<repo>/.git/worktrees/<name>/drover.index`), so it belongs to whoever owns the
+/// worktree and goes when the worktree is removed.
+pub fn private_index_path(worktree: &Path) -> Result<PathBuf, SnapshotError> {
+    Ok(open_repo(worktree)?.path().join("drover.index"))
+}
+
 /// The tree the worktree would get in a checkpoint now, `STATE_DIR` excluded (no commit):
 /// compare with [`content_tree`] to learn whether anything changed since a checkpoint.
 pub fn worktree_tree(worktree: &Path, index_file: &Path) -> Result<Oid, SnapshotError> {

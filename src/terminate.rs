@@ -11,6 +11,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::cgroup;
+use crate::credentials::{self, Account};
 use crate::model::{CleanupAction, CriticalWait, KillPhase};
 use crate::systemd::{Systemd, SystemdError};
 
@@ -213,23 +214,26 @@ pub async fn run_on_kill(
     commands: &[String],
     cwd: &Path,
     env: &[(String, String)],
+    account: &Account,
     timeout: Duration,
 ) -> Vec<CleanupAction> {
     let mut actions = Vec::new();
     for command in commands {
-        let child = tokio::process::Command::new("/bin/sh")
+        let mut shell = std::process::Command::new("/bin/sh");
+        shell
             .arg("-c")
             .arg(command)
-            .current_dir(cwd)
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::null());
+        credentials::drop_before_exec(&mut shell, account, cwd);
+        let child = tokio::process::Command::from(shell)
             .kill_on_drop(true)
             .output();
         let (ok, detail) = match tokio::time::timeout(timeout, child).await {
             Ok(Ok(out)) => {
                 let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
                 text.push_str(&String::from_utf8_lossy(&out.stderr));
-                text.truncate(1024);
+                text.truncate(text.floor_char_boundary(1024));
                 (
                     out.status.success(),
                     format!("{}: {}", out.status, text.trim()),
@@ -325,7 +329,15 @@ mod tests {
             "sleep 5".to_owned(),
             "exit 3".to_owned(),
         ];
-        let actions = run_on_kill(&commands, dir.path(), &env, Duration::from_millis(300)).await;
+        let agent = Account::agent().expect("the agent's own account");
+        let actions = run_on_kill(
+            &commands,
+            dir.path(),
+            &env,
+            &agent,
+            Duration::from_millis(300),
+        )
+        .await;
         assert!(
             actions[0].ok && actions[0].detail.ends_with("cleaned r1"),
             "{actions:?}"

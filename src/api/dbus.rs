@@ -110,7 +110,7 @@ impl Manager {
             workflow_path: workflow_path.to_owned(),
             params: params.into_iter().collect(),
         };
-        Ok(self.ops.run(&caller, args)?)
+        Ok(self.ops.run(&caller, args).await?)
     }
 
     /// Every run, newest first, as a JSON array.

@@ -15,6 +15,7 @@ use super::prometheus::{self, Snapshot};
 use crate::config::HttpConfig;
 use crate::ops::{Ops, Scrape};
 use crate::selfmetrics::{self, SelfMetrics};
+use crate::state_dir;
 
 /// The file under the state directory that holds the address actually bound (useful with
 /// `listen = "127.0.0.1:0"`, which picks a free port).
@@ -183,6 +184,6 @@ async fn scrape(state: &HttpState) -> Result<Scrape, String> {
 
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("addr.tmp");
-    std::fs::write(&tmp, text)?;
+    state_dir::write(&tmp, text.as_bytes())?;
     std::fs::rename(&tmp, path)
 }

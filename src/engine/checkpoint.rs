@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::plan;
 use super::step::step_transcript;
 use super::{ActionRequest, Engine, EngineError, Inner, Result};
+use crate::credentials::Account;
 use crate::model::{CheckpointRecord, CheckpointState, Run, StepAttempt, Timestamp};
 use crate::recovery;
 use crate::snapshot::{self, Snapshot};
@@ -76,8 +77,7 @@ impl Inner {
                 run: run.id.clone(),
                 reason: e.to_string(),
             })?;
-        let transcripts = transcripts_of(&run, &workflow, &state.steps);
-        let index_file = self.checkpoint_index(run_id);
+        let transcripts = transcripts_of(&run, &workflow, &state.steps, &self.account_of(&run)?);
         let mut record = CheckpointRecord {
             run: run_id.to_owned(),
             n: 0,
@@ -96,7 +96,7 @@ impl Inner {
         // Numbering, writing and recording happen under the run's git lock, so two
         // checkpoints never share a number or the private index.
         let record = self
-            .git_work(run_id, &at, move || {
+            .git_work(&run, &at, move || {
                 let (n, parent) = {
                     let store = inner.store();
                     let parent = store
@@ -105,6 +105,7 @@ impl Inner {
                         .and_then(|c| git2::Oid::from_str(&c.commit).ok());
                     (store.next_checkpoint_number(&record.run)?, parent)
                 };
+                let index_file = snapshot::private_index_path(&worktree)?;
                 // Only this agent writes checkpoints (it holds the state dir's lock), and
                 // only under this lock: a lock file on the private index is from an agent
                 // that died writing.
@@ -146,16 +147,6 @@ impl Inner {
         );
         Ok(record)
     }
-
-    /// The run's private index for checkpoints: persistent, so later checkpoints only
-    /// hash the files that changed.
-    pub(super) fn checkpoint_index(&self, run: &str) -> PathBuf {
-        self.config
-            .state_dir
-            .join("runs")
-            .join(run)
-            .join("checkpoint.index")
-    }
 }
 
 /// The run's state as a checkpoint keeps it: the attempts that count since its latest
@@ -171,14 +162,22 @@ pub(super) fn checkpoint_state(run: &Run, workflow: &Workflow) -> CheckpointStat
 }
 
 /// Where the agent steps among `steps` keep their transcripts, by step name.
-fn transcripts_of(run: &Run, workflow: &Workflow, steps: &[StepAttempt]) -> Vec<(String, PathBuf)> {
+fn transcripts_of(
+    run: &Run,
+    workflow: &Workflow,
+    steps: &[StepAttempt],
+    account: &Account,
+) -> Vec<(String, PathBuf)> {
     steps
         .iter()
         .filter_map(|attempt| {
             let step = workflow.steps.get(attempt.index as usize)?;
             step.agent?;
             let session = attempt.session_id.as_deref()?;
-            Some((step.name.clone(), step_transcript(run, step, session)))
+            Some((
+                step.name.clone(),
+                step_transcript(run, step, session, account),
+            ))
         })
         .collect()
 }

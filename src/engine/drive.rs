@@ -2,6 +2,7 @@
 //! end, acting on what the planner (`engine::plan`) decides: starting and awaiting
 //! attempts, scheduling retries, taking owed checkpoints, finishing the run.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,14 +89,19 @@ impl Inner {
     }
 
     /// Gives a run with a workspace its worktree, at the same path for all its life (Claude
-    /// Code finds its sessions by the working directory): made before the first step, and
-    /// made again if it is gone (a run killed while pending, a worktree removed by hand).
+    /// Code finds its sessions by the working directory): made, as the run's user, before
+    /// the first step, and made again if it is gone (a run killed while pending, a worktree
+    /// removed by hand).
     pub(super) fn ensure_worktree(&self, run: &Run, workflow: &Workflow) -> Result<()> {
         let Some(workspace) = &workflow.workspace else {
             return Ok(());
         };
-        let path = self.config.state_dir.join("worktrees").join(&run.id);
-        worktree::create(workspace, &path)?;
+        let account = self.account_of(run)?;
+        let path = match &run.worktree {
+            Some(path) => PathBuf::from(path),
+            None => worktree::path_for(workspace, &run.id, &account)?,
+        };
+        worktree::create(workspace, &path, &account)?;
         if run.worktree.is_none() {
             self.store()
                 .set_worktree(&run.id, &path.to_string_lossy())?;
@@ -225,7 +231,13 @@ impl Inner {
                 )
                 .await;
         };
-        let unmet = self.unmet_requirements(Some(run), workflow, &run.params, Some(index));
+        let unmet = self.unmet_requirements(
+            Some(run),
+            workflow,
+            &run.params,
+            Some(index),
+            &self.account_of(run)?,
+        )?;
         if !unmet.is_empty() {
             let evidence = recovery::requires::describe(&unmet);
             return step::refuse(self, run, workflow, index, attempt, &evidence);

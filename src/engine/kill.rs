@@ -10,6 +10,7 @@ use super::follow::Follower;
 use super::step::{self, AttemptFiles};
 use super::{Engine, EngineError, Inner, Result};
 use crate::claude;
+use crate::credentials;
 use crate::engine::shim;
 use crate::model::{Failure, FailureClass};
 use crate::model::{
@@ -215,6 +216,7 @@ impl Inner {
             self.announce(&run.id, &workflow.name, RunState::Killing, "drover");
         }
 
+        let account = self.account_of(&run);
         let mut processes_left = 0;
         if let Some(attempt) = &current {
             let step = &workflow.steps[attempt.index as usize];
@@ -249,18 +251,36 @@ impl Inner {
                 .kill
                 .budget
                 .saturating_sub(clock.requested.elapsed());
-            let mut env: Vec<(String, String)> =
-                step::step_env(&run, workflow, &step.name, attempt.attempt)
-                    .into_iter()
-                    .collect();
-            env.extend(step.env.clone());
-            record.cleanup = terminate::run_on_kill(
-                &step.on_kill,
-                &step::step_cwd(&run),
-                &env,
-                left.max(Duration::from_millis(500)),
-            )
-            .await;
+            // on_kill runs as the run's user; an account gone from the password database
+            // since is a failed cleanup, not a reason to run it as the agent.
+            match &account {
+                Ok(account) => {
+                    let mut env: Vec<(String, String)> =
+                        step::step_env(&run, workflow, &step.name, attempt.attempt, account)
+                            .into_iter()
+                            .collect();
+                    env.extend(step.env.clone());
+                    record.cleanup = terminate::run_on_kill(
+                        &step.on_kill,
+                        &step::step_cwd(&run),
+                        &env,
+                        account,
+                        left.max(Duration::from_millis(500)),
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    record.cleanup = step
+                        .on_kill
+                        .iter()
+                        .map(|command| crate::model::CleanupAction {
+                            action: format!("on_kill: {command}"),
+                            ok: false,
+                            detail: e.to_string(),
+                        })
+                        .collect()
+                }
+            }
             record.phases.push(KillPhase {
                 name: "cleanup".to_owned(),
                 started_ms: started
@@ -273,9 +293,24 @@ impl Inner {
         }
         if let Some(worktree) = &run.worktree {
             let worktree = std::path::Path::new(worktree);
-            record
-                .cleanup
-                .extend(terminate::remove_stale_git_locks(worktree));
+            // As the run's user: the worktree's git dir is theirs.
+            match &account {
+                Ok(account) => match credentials::with_rights_of(account, || {
+                    terminate::remove_stale_git_locks(worktree)
+                }) {
+                    Ok(removed) => record.cleanup.extend(removed),
+                    Err(e) => record.cleanup.push(crate::model::CleanupAction {
+                        action: "remove stale git locks".to_owned(),
+                        ok: false,
+                        detail: e.to_string(),
+                    }),
+                },
+                Err(e) => record.cleanup.push(crate::model::CleanupAction {
+                    action: "remove stale git locks".to_owned(),
+                    ok: false,
+                    detail: e.to_string(),
+                }),
+            }
             let label = format!("killed by {} ({})", record.requested_by, record.reason);
             match self.take_checkpoint(&run.id, "kill", &label, None).await {
                 Ok(c) => record.snapshot = Some(format!("{} {}", c.reference, c.commit)),

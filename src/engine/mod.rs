@@ -49,10 +49,12 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use crate::model::{Run, RunState, StepOutput, Timestamp};
+use crate::credentials::{self, Account, CredentialsError, ReadError};
+use crate::model::{Run, RunState, RunUser, StepOutput, Timestamp};
 use crate::recovery;
 use crate::snapshot::SnapshotError;
 use crate::spec::{self, Workflow};
+use crate::state_dir;
 use crate::store::{NewRun, Store, StoreError};
 use crate::sync::lock;
 use crate::systemd::{Systemd, SystemdError};
@@ -68,6 +70,12 @@ pub enum EngineError {
     Systemd(#[from] SystemdError),
     #[error(transparent)]
     Worktree(#[from] WorktreeError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error("workflow file {0}")]
+    WorkflowFile(#[from] ReadError),
+    #[error("workflow file {}: not UTF-8 text", .0.display())]
+    NotUtf8(PathBuf),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -139,6 +147,21 @@ pub enum EngineError {
 
 type Result<T> = std::result::Result<T, EngineError>;
 
+/// The largest workflow file read: generous for TOML a person writes, small enough that a
+/// caller cannot grow the agent with one.
+pub const MAX_WORKFLOW_FILE: u64 = 1 << 20;
+
+/// A run to create: the workflow as read, who asked, and the account it runs as.
+pub struct Submission {
+    /// The file's absolute path, as recorded with the run.
+    pub workflow_file: String,
+    pub workflow: Workflow,
+    pub params: BTreeMap<String, String>,
+    /// The caller, as the audit trail names them: "uid 1000 (alice)".
+    pub requested_by: String,
+    pub account: Account,
+}
+
 /// A run reached a new state; sent only after the state DB holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunEvent {
@@ -193,10 +216,20 @@ impl Engine {
     /// agent stopped: their steps kept running in their scopes.
     pub async fn start(config: EngineConfig, systemd: Systemd) -> Result<Engine> {
         let runs_dir = config.state_dir.join("runs");
-        std::fs::create_dir_all(&runs_dir).map_err(|source| EngineError::Io {
+        state_dir::create_dir(&runs_dir).map_err(|source| EngineError::Io {
             path: runs_dir.clone(),
             source,
         })?;
+        // SQLite gives the WAL and shared-memory files the database file's mode.
+        let db = config.state_dir.join("state.db");
+        state_dir::private_file()
+            .append(true)
+            .create(true)
+            .open(&db)
+            .map_err(|source| EngineError::Io {
+                path: db.clone(),
+                source,
+            })?;
         let store = Store::open(&config.state_dir.join("state.db"))?
             .observe_writes(crate::selfmetrics::record_db_write);
         let unfinished = store.unfinished_runs()?;
@@ -242,25 +275,42 @@ impl Engine {
     }
 
     /// Validates and records a new run, then starts it. Bad input changes no state.
-    pub fn submit(
-        &self,
-        workflow_file: &str,
-        params: BTreeMap<String, String>,
-        who: &str,
-    ) -> Result<String> {
-        if !Path::new(workflow_file).is_absolute() {
-            return Err(EngineError::RelativePath(workflow_file.to_owned()));
+    /// Reads and validates a workflow file with `reader`'s rights: a regular file of at
+    /// most [`MAX_WORKFLOW_FILE`] bytes, opened without ever waiting (a FIFO or a device is
+    /// refused). Blocking.
+    pub fn read_workflow(&self, path: &str, reader: &Account) -> Result<Workflow> {
+        let path = Path::new(path);
+        if !path.is_absolute() {
+            return Err(EngineError::RelativePath(path.display().to_string()));
         }
-        let workflow = spec::load(Path::new(workflow_file))?;
+        let bytes = credentials::with_rights_of(reader, || {
+            credentials::read_regular_file(path, MAX_WORKFLOW_FILE)
+        })??;
+        let text = String::from_utf8(bytes).map_err(|_| EngineError::NotUtf8(path.to_owned()))?;
+        Ok(spec::parse(&text, path)?)
+    }
+
+    /// Creates a run of a workflow read by [`Engine::read_workflow`], to run as `account`
+    /// (whom the caller may ask for: the operations decide). Its workspace and requirements
+    /// are checked with that account's rights before anything is created. Blocking.
+    pub fn submit(&self, submission: Submission) -> Result<String> {
+        let Submission {
+            workflow_file,
+            workflow,
+            params,
+            requested_by,
+            account,
+        } = submission;
         if let Some(bad) = params.keys().find(|k| !is_param_name(k)) {
             return Err(EngineError::InvalidParam(bad.clone()));
         }
+        account.check_agent_can_act_as()?;
         if let Some(workspace) = &workflow.workspace {
-            worktree::check_workspace(workspace)?;
+            worktree::check_workspace(workspace, &account)?;
         }
         let unmet = self
             .inner
-            .unmet_requirements(None, &workflow, &params, None);
+            .unmet_requirements(None, &workflow, &params, None, &account)?;
         if !unmet.is_empty() {
             return Err(EngineError::RequirementsUnmet {
                 run: "(new)".into(),
@@ -276,13 +326,17 @@ impl Engine {
         self.inner.store().create_run(&NewRun {
             id: &id,
             workflow: &workflow.name,
-            workflow_file,
+            workflow_file: &workflow_file,
             spec_json: &spec_json,
             params: &params,
-            requested_by: who,
+            requested_by: &requested_by,
+            user: &RunUser {
+                uid: account.uid,
+                name: account.name.clone(),
+            },
         })?;
         self.inner
-            .announce(&id, &workflow.name, RunState::Pending, who);
+            .announce(&id, &workflow.name, RunState::Pending, &requested_by);
         self.inner.spawn_driver(id.clone());
         Ok(id)
     }
@@ -415,18 +469,21 @@ impl Inner {
         lock(&self.locks).entry(run.to_owned()).or_default().clone()
     }
 
-    /// Runs blocking git work on `run`'s worktree, holding the run's git lock until the
-    /// work itself ends (even if the caller is aborted meanwhile).
+    /// Runs blocking git work on `run`'s worktree with the rights of the run's user,
+    /// holding the run's git lock until the work itself ends (even if the caller is aborted
+    /// meanwhile). The state DB's files are open already: the user's rights are for the
+    /// worktree, the repository and the transcripts.
     async fn git_work<T: Send + 'static>(
         &self,
-        run: &str,
+        run: &Run,
         worktree: &Path,
         work: impl FnOnce() -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let held = self.locks(run).git.lock_owned().await;
+        let account = self.account_of(run)?;
+        let held = self.locks(&run.id).git.lock_owned().await;
         blocking(worktree, move || {
             let _held = held;
-            work()
+            credentials::with_rights_of(&account, work)?
         })
         .await
     }
@@ -470,6 +527,16 @@ impl Inner {
             reason: e.to_string(),
         })?;
         Ok((run, workflow))
+    }
+
+    /// The account `run` runs as, as the password database has it now (its groups may
+    /// have changed since the submit); a run recorded before drover kept one ran as the
+    /// agent.
+    fn account_of(&self, run: &Run) -> Result<Account> {
+        Ok(match &run.user {
+            Some(user) => Account::of_uid(user.uid)?,
+            None => Account::agent()?,
+        })
     }
 }
 

@@ -194,6 +194,7 @@ mod tests {
             params: BTreeMap::new(),
             worktree: None,
             requested_by: "t".into(),
+            user: None,
             created_at: Timestamp(0),
             started_at: None,
             ended_at: None,

@@ -12,6 +12,7 @@ use git2::Oid;
 use super::plan;
 use super::step::{step_cwd, step_transcript};
 use super::{Engine, EngineError, Inner, Result, blocking};
+use crate::credentials::{self, Account};
 use crate::model::{
     ActionRecord, CheckpointRecord, CheckpointState, FailureClass, Requester, Run, RunState,
     Timestamp,
@@ -89,8 +90,13 @@ impl Engine {
                 ),
             });
         }
-        let unmet =
-            inner.unmet_requirements(Some(&run), &workflow, &run.params, Some(next_step as usize));
+        let unmet = inner.unmet_requirements(
+            Some(&run),
+            &workflow,
+            &run.params,
+            Some(next_step as usize),
+            &inner.account_of(&run)?,
+        )?;
         if !unmet.is_empty() {
             return Err(inner.refuse_for_requirements(request, &run, &unmet)?);
         }
@@ -377,8 +383,12 @@ impl Inner {
         record: CheckpointRecord,
     ) -> Result<Verified> {
         let worktree = worktree_of(run)?;
+        let account = self.account_of(run)?;
         let (run, steps) = (run.clone(), workflow.steps.len());
-        blocking(&worktree, move || verify_checkpoint(&run, steps, record)).await
+        blocking(&worktree, move || {
+            credentials::with_rights_of(&account, || verify_checkpoint(&run, steps, record))?
+        })
+        .await
     }
 
     /// Restores a verified checkpoint's files and transcripts into the run's worktree,
@@ -392,12 +402,12 @@ impl Inner {
         keep_reason: &str,
     ) -> Result<Restored> {
         let worktree = worktree_of(run)?;
-        let index_file = self.checkpoint_index(&run.id);
         let commit = target.commit;
         let mut detail = Vec::new();
         let changed = {
-            let (worktree, index_file) = (worktree.clone(), index_file.clone());
-            self.git_work(&run.id, &worktree.clone(), move || {
+            let worktree = worktree.clone();
+            self.git_work(run, &worktree.clone(), move || {
+                let index_file = snapshot::private_index_path(&worktree)?;
                 Ok(snapshot::worktree_tree(&worktree, &index_file)?
                     != snapshot::content_tree(&worktree, commit)?)
             })
@@ -414,8 +424,9 @@ impl Inner {
             detail.push(format!("the worktree as it was is checkpoint {}", kept.n));
         }
         let restored = {
-            let (worktree, index_file) = (worktree.clone(), index_file.clone());
-            self.git_work(&run.id, &worktree.clone(), move || {
+            let worktree = worktree.clone();
+            self.git_work(run, &worktree.clone(), move || {
+                let index_file = snapshot::private_index_path(&worktree)?;
                 Ok(snapshot::restore(&worktree, commit, &index_file)?)
             })
             .await?
@@ -424,25 +435,30 @@ impl Inner {
             "{} files restored, {} removed",
             restored.files_written, restored.files_removed
         ));
-        let mut sessions = BTreeMap::new();
-        for attempt in &target.state.steps {
-            let Some(step) = workflow.steps.get(attempt.index as usize) else {
-                continue;
-            };
-            let (Some(_), Some(session)) = (step.agent, &attempt.session_id) else {
-                continue;
-            };
-            let Some(bytes) = snapshot::read_transcript(&worktree, commit, &step.name)? else {
-                continue;
-            };
-            let path = step_transcript(run, step, session);
-            write_transcript(&path, &bytes)?;
-            sessions.insert(attempt.index, session.clone());
-            detail.push(format!(
-                "transcript of step {} (session {session}) restored",
-                step.name
-            ));
-        }
+        // The transcripts go to the user's home, with the user's rights.
+        let account = self.account_of(run)?;
+        let sessions = credentials::with_rights_of(&account, || {
+            let mut sessions = BTreeMap::new();
+            for attempt in &target.state.steps {
+                let Some(step) = workflow.steps.get(attempt.index as usize) else {
+                    continue;
+                };
+                let (Some(_), Some(session)) = (step.agent, &attempt.session_id) else {
+                    continue;
+                };
+                let Some(bytes) = snapshot::read_transcript(&worktree, commit, &step.name)? else {
+                    continue;
+                };
+                let path = step_transcript(run, step, session, &account);
+                write_transcript(&path, &bytes)?;
+                sessions.insert(attempt.index, session.clone());
+                detail.push(format!(
+                    "transcript of step {} (session {session}) restored",
+                    step.name
+                ));
+            }
+            Ok::<_, EngineError>(sessions)
+        })??;
         Ok(Restored {
             detail: detail.join("; "),
             sessions,
@@ -489,16 +505,21 @@ impl Inner {
         Ok(Some(restored.sessions.remove(&(index as u32))))
     }
 
-    /// The requirements of the workflow (and of step `step`) that are not met now.
+    /// The requirements of the workflow (and of step `step`) that are not met now, checked
+    /// with the rights of `account`, whom the run runs as: a path it cannot see is missing.
     pub(super) fn unmet_requirements(
         &self,
         run: Option<&Run>,
         workflow: &Workflow,
         params: &BTreeMap<String, String>,
         step: Option<usize>,
-    ) -> Vec<Unmet> {
+        account: &Account,
+    ) -> Result<Vec<Unmet>> {
         let step = step.and_then(|i| workflow.steps.get(i));
         let mut env: BTreeMap<String, String> = std::env::vars().collect();
+        if account.is_other_than_agent() {
+            env.extend(account.login_env().map(|(k, v)| (k.to_owned(), v)));
+        }
         for (key, value) in params {
             env.insert(
                 format!("DROVER_PARAM_{}", key.to_ascii_uppercase()),
@@ -521,11 +542,13 @@ impl Inner {
             git_dir: workflow.workspace.as_deref(),
             latest_run: &latest_run,
         };
-        let mut unmet = requires::check(&workflow.requires, &ctx);
-        if let Some(step) = step {
-            unmet.extend(requires::check(&step.requires, &ctx));
-        }
-        unmet
+        Ok(credentials::with_rights_of(account, || {
+            let mut unmet = requires::check(&workflow.requires, &ctx);
+            if let Some(step) = step {
+                unmet.extend(requires::check(&step.requires, &ctx));
+            }
+            unmet
+        })?)
     }
 }
 

@@ -6,7 +6,7 @@
 //! the agent staying alive.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,8 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup;
+use crate::credentials::{self, Account};
+use crate::state_dir;
 use crate::sync::lock;
 
 /// What the agent tells the shim, through a JSON file beside the step's log.
@@ -28,6 +30,9 @@ pub struct ShimSpec {
     pub unit: String,
     pub argv: Vec<String>,
     pub cwd: PathBuf,
+    /// Whom the step runs as: the shim stays the agent's user (it writes the log and the
+    /// exit file in the private state directory), the step drops to this account.
+    pub account: Account,
     /// Variables added to the agent's environment for the step.
     pub env: BTreeMap<String, String>,
     pub log: PathBuf,
@@ -111,7 +116,10 @@ pub fn main(spec_path: &Path) -> i32 {
 
 fn supervise(spec: &ShimSpec) -> StepExit {
     // Everything that can be prepared is, before the gate: the step's start waits on it.
-    let log = OpenOptions::new().create(true).append(true).open(&spec.log);
+    let log = state_dir::private_file()
+        .create(true)
+        .append(true)
+        .open(&spec.log);
     let mut gate = [0u8; 1];
     if !matches!(io::stdin().read(&mut gate), Ok(1)) {
         return StepExit::not_started(ShimOutcome::GateClosed, None);
@@ -130,12 +138,13 @@ fn supervise(spec: &ShimSpec) -> StepExit {
     let mut command = Command::new(program);
     command
         .args(args)
-        .current_dir(&spec.cwd)
         .envs(&spec.env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // No pre_exec, so std can use posix_spawn; it also resets the signal mask and SIGPIPE.
+    // std resets the signal mask and SIGPIPE for the step either way (with posix_spawn
+    // when the step runs as the agent's own user, which needs no pre_exec).
+    credentials::drop_before_exec(&mut command, &spec.account, &spec.cwd);
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -150,7 +159,7 @@ fn supervise(spec: &ShimSpec) -> StepExit {
     let (done_tx, done_rx) = mpsc::channel();
     // A failure to open the copy loses only the copy: the log still has every line.
     let stdout_copy = spec.stdout_copy.as_ref().and_then(|path| {
-        OpenOptions::new()
+        state_dir::private_file()
             .create(true)
             .append(true)
             .open(path)
@@ -271,7 +280,11 @@ fn copy_lines(
 /// Writes the exit file so that a reader sees either nothing or the whole record.
 fn write_exit_file(path: &Path, exit: &StepExit) -> io::Result<()> {
     let partial = path.with_extension("partial");
-    let mut file = File::create(&partial)?;
+    let mut file = state_dir::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&partial)?;
     file.write_all(&serde_json::to_vec(exit).map_err(io::Error::other)?)?;
     file.sync_all()?;
     fs::rename(&partial, path)?;

@@ -15,10 +15,12 @@ use super::shim::{self, ShimOutcome, ShimSpec, StepExit};
 use super::wakeups::{self, SCOPE_LISTING_PERIOD};
 use super::{EngineError, Inner, Result};
 use crate::claude::{self, session::SessionStart, transcript::Repair};
+use crate::credentials::{self, Account};
 use crate::model::{Failure, FailureClass};
 use crate::model::{KillRecord, Run, StepOutput, StepState, Timestamp};
 use crate::recovery::failure::{self, Evidence};
 use crate::spec::{Step, Workflow};
+use crate::state_dir;
 use crate::store::{AttemptEnd, NewAttempt};
 use crate::sync::lock;
 use crate::systemd::ScopeProperties;
@@ -48,17 +50,23 @@ fn journal_fields(
     ])
 }
 
-/// The `DROVER_*` variables a step attempt (and its `on_kill` commands) see.
+/// The variables a step attempt (and its `on_kill` commands) get on top of the agent's
+/// environment: the `DROVER_*` ones, and a login's `HOME`, `USER`, `LOGNAME` when the run
+/// is another user's than the agent's.
 pub(super) fn step_env(
     run: &Run,
     workflow: &Workflow,
     step: &str,
     attempt: u32,
+    account: &Account,
 ) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = journal_fields(run, workflow, step, attempt)
         .into_iter()
         .filter(|(k, _)| k.starts_with("DROVER_"))
         .collect();
+    if account.is_other_than_agent() {
+        env.extend(account.login_env().map(|(k, v)| (k.to_owned(), v)));
+    }
     for (key, value) in &run.params {
         env.insert(
             format!("DROVER_PARAM_{}", key.to_ascii_uppercase()),
@@ -79,26 +87,26 @@ pub(super) fn step_cwd(run: &Run) -> PathBuf {
 }
 
 /// Where an agent step's Claude Code keeps the transcript of `session`: under
-/// `$CLAUDE_CONFIG_DIR`, or `$HOME/.claude`, as the step sees them (its own `env`, else
-/// the agent's environment; a `HOME`-less agent's step finds its home as node does, in
-/// the password database).
-pub(super) fn step_transcript(run: &Run, step: &Step, session: &str) -> PathBuf {
+/// `$CLAUDE_CONFIG_DIR`, or `$HOME/.claude`, as the step sees them (its own `env`, else the
+/// run's user's home when that is not the agent, else the agent's environment; a
+/// `HOME`-less agent's step finds its home as node does, in the password database).
+pub(super) fn step_transcript(run: &Run, step: &Step, session: &str, account: &Account) -> PathBuf {
     let from_env = |key: &str| {
         step.env
             .get(key)
             .map(PathBuf::from)
-            .or_else(|| std::env::var_os(key).map(PathBuf::from))
+            .or_else(|| {
+                if account.is_other_than_agent() {
+                    (key == "HOME").then(|| account.home.clone())
+                } else {
+                    std::env::var_os(key).map(PathBuf::from)
+                }
+            })
             .filter(|p| !p.as_os_str().is_empty())
     };
     let config_dir = from_env("CLAUDE_CONFIG_DIR").unwrap_or_else(|| {
         from_env("HOME")
-            .or_else(|| {
-                nix::unistd::User::from_uid(nix::unistd::geteuid())
-                    .ok()
-                    .flatten()
-                    .map(|user| user.dir)
-            })
-            .unwrap_or_else(|| PathBuf::from("/"))
+            .unwrap_or_else(|| account.home.clone())
             .join(".claude")
     });
     claude::transcript::transcript_path_in(&config_dir, &step_cwd(run), session)
@@ -156,13 +164,17 @@ pub(super) async fn start(
 ) -> Result<()> {
     let step = &workflow.steps[index];
     let run_dir = inner.config.state_dir.join("runs").join(&run.id);
-    std::fs::create_dir_all(&run_dir).map_err(io_err(&run_dir))?;
+    state_dir::create_dir(&run_dir).map_err(io_err(&run_dir))?;
     let files = AttemptFiles::new(&run_dir, &step.name, attempt);
     let unit = unit_name(&run.id, &step.name, attempt);
     let cwd = step_cwd(run);
+    let account = inner.account_of(run)?;
     let (argv, session_id, note) = match step.agent {
         Some(_) => {
-            let (start, note) = claude_session(run, step, session);
+            // The transcript is in the user's home: looked at and repaired with their rights.
+            let (start, note) = credentials::with_rights_of(&account, || {
+                claude_session(run, step, session, &account)
+            })?;
             let id = match &start {
                 SessionStart::New(id) | SessionStart::Resume(id) => id.clone(),
             };
@@ -186,12 +198,13 @@ pub(super) async fn start(
     })?;
 
     let fields = journal_fields(run, workflow, &step.name, attempt);
-    let mut env = step_env(run, workflow, &step.name, attempt);
+    let mut env = step_env(run, workflow, &step.name, attempt, &account);
     env.extend(step.env.clone());
     let spec = ShimSpec {
         unit: unit.clone(),
         argv,
         cwd,
+        account,
         env,
         log: files.log.clone(),
         stdout_copy: step.agent.is_some().then(|| files.stream.clone()),
@@ -200,7 +213,7 @@ pub(super) async fn start(
     };
     let spec_json = serde_json::to_vec(&spec)
         .map_err(|e| io_err(&files.shim_spec)(std::io::Error::other(e)))?;
-    std::fs::write(&files.shim_spec, spec_json).map_err(io_err(&files.shim_spec))?;
+    state_dir::write(&files.shim_spec, &spec_json).map_err(io_err(&files.shim_spec))?;
 
     let mut command = tokio::process::Command::new(&inner.config.shim_exe);
     command
@@ -283,13 +296,18 @@ pub(super) async fn start(
 /// How an agent step's attempt joins its Claude Code session: `--resume` when the
 /// session's transcript is there (repaired first if a kill cut it), else a new session
 /// under the id drover assigns up front. Returns what was done, for the transition.
-fn claude_session(run: &Run, step: &Step, candidate: Option<String>) -> (SessionStart, String) {
+fn claude_session(
+    run: &Run,
+    step: &Step,
+    candidate: Option<String>,
+    account: &Account,
+) -> (SessionStart, String) {
     let Some(id) = candidate else {
         let id = uuid::Uuid::new_v4().to_string();
         let note = format!("new Claude Code session {id}");
         return (SessionStart::New(id), note);
     };
-    let transcript = step_transcript(run, step, &id);
+    let transcript = step_transcript(run, step, &id, account);
     if !transcript.exists() {
         let note = format!(
             "session {id} has no transcript at {}: started anew under the same id",

@@ -56,5 +56,5 @@ pub use history::{History, HistoryDay};
 pub use kill::{CleanupAction, CriticalWait, KillPhase, KillRecord, KillResult};
 pub use metrics::{AgentLive, MetricsMinute, MetricsReport, RunMetrics, Sample};
 pub use requester::Requester;
-pub use run::{RestartPoint, Run, RunState};
+pub use run::{RestartPoint, Run, RunState, RunUser};
 pub use time::Timestamp;

@@ -64,6 +64,12 @@ pub struct Run {
     pub worktree: Option<String>,
     /// Who asked for the run: "uid 1000 (alice)".
     pub requested_by: String,
+    /// The account the steps run as, and everything done for the run later (retries,
+    /// restarts, `on_kill`, checkpoints, the worktree): the submitter, or the workflow's
+    /// `user` when an admin asked. `None` for runs recorded before drover kept it: they ran
+    /// as the agent.
+    #[serde(default)]
+    pub user: Option<RunUser>,
     pub created_at: Timestamp,
     pub started_at: Option<Timestamp>,
     pub ended_at: Option<Timestamp>,
@@ -83,6 +89,13 @@ pub struct Run {
     /// was refused for unmet requirements.
     #[serde(default)]
     pub failure_class: Option<FailureClass>,
+}
+
+/// A run's account, as recorded when it was submitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunUser {
+    pub uid: u32,
+    pub name: String,
 }
 
 /// What a restart from a checkpoint restored: the steps before `next_step` are done (by

@@ -4,6 +4,7 @@
 
 use crate::alerts::AlertsError;
 use crate::auth::Denied;
+use crate::credentials::ReadError;
 use crate::engine::EngineError;
 use crate::reload::ReloadError;
 
@@ -61,7 +62,11 @@ impl OpsError {
 
 fn engine_kind(e: &EngineError) -> ErrorKind {
     match e {
+        EngineError::WorkflowFile(ReadError::PermissionDenied(_)) => ErrorKind::PermissionDenied,
         EngineError::Spec(_)
+        | EngineError::WorkflowFile(_)
+        | EngineError::NotUtf8(_)
+        | EngineError::Credentials(_)
         | EngineError::InvalidParam(_)
         | EngineError::RelativePath(_)
         | EngineError::Worktree(_)

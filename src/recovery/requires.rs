@@ -43,7 +43,7 @@ pub struct Context<'a> {
     /// The repository `git` requirements look at; `None` when there is no workspace.
     pub git_dir: Option<&'a Path>,
     /// Workflow name -> (id, state as text) of its latest run on this host.
-    pub latest_run: &'a dyn Fn(&str) -> Option<(String, String)>,
+    pub latest_run: &'a (dyn Fn(&str) -> Option<(String, String)> + Sync),
 }
 
 /// Every unmet requirement in one line, for errors and the audit trail.

@@ -361,7 +361,7 @@ stall_after = "2m"
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("fix.toml");
     std::fs::write(&file, text).unwrap();
-    let workflow = crate::spec::load(&file).unwrap();
+    let workflow = crate::spec::parse(text, &file).unwrap();
     let run: crate::model::Run = serde_json::from_value(serde_json::json!({
         "id": "r1", "workflow": "fix", "workflow_file": "/x/fix.toml", "state": "running",
         "params": {"ticket": "7"}, "worktree": null, "requested_by": "me",
@@ -415,7 +415,7 @@ stall_after = "2m"
 #[test]
 fn history_comes_from_the_state_db() {
     use crate::model::{RunState, StepState, Timestamp};
-    use crate::store::{AttemptEnd, NewAttempt, NewRun, Store};
+    use crate::store::{AttemptEnd, NewAttempt, NewRun, Store, TEST_USER};
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(&dir.path().join("state.db")).unwrap();
     let params = BTreeMap::new();
@@ -436,6 +436,7 @@ fn history_comes_from_the_state_db() {
                 spec_json: "{}",
                 params: &params,
                 requested_by: "me",
+                user: &TEST_USER,
             })
             .unwrap();
         store

@@ -19,12 +19,6 @@ pub use types::{AgentKind, GitRequirement, Requirements, Step, StepCommand, Work
 /// Why a workflow file was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    #[error("{}: cannot read: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("{}:{line}:{column}: {reason}", file.display())]
     Invalid {
         file: PathBuf,
@@ -37,30 +31,19 @@ pub enum SpecError {
 }
 
 impl SpecError {
-    /// 1-based line of the problem; `None` for I/O errors.
-    pub fn line(&self) -> Option<usize> {
+    /// 1-based line of the problem.
+    pub fn line(&self) -> usize {
         match self {
-            SpecError::Io { .. } => None,
-            SpecError::Invalid { line, .. } => Some(*line),
+            SpecError::Invalid { line, .. } => *line,
         }
     }
 
-    /// 1-based column of the problem; `None` for I/O errors.
-    pub fn column(&self) -> Option<usize> {
+    /// 1-based column of the problem.
+    pub fn column(&self) -> usize {
         match self {
-            SpecError::Io { .. } => None,
-            SpecError::Invalid { column, .. } => Some(*column),
+            SpecError::Invalid { column, .. } => *column,
         }
     }
-}
-
-/// Reads and validates the workflow file at `path`.
-pub fn load(path: &Path) -> Result<Workflow, SpecError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse(&text, path)
 }
 
 /// Validates workflow `text`. `origin` names the file in messages and is the base

@@ -15,6 +15,7 @@ use toml::Spanned;
 pub(super) struct RawWorkflow {
     pub(super) name: Option<Spanned<String>>,
     pub(super) workspace: Option<Spanned<String>>,
+    pub(super) user: Option<Spanned<String>>,
     pub(super) limits: Option<RawLimits>,
     pub(super) protected: Option<bool>,
     pub(super) kill: Option<RawKill>,

@@ -17,6 +17,10 @@ pub struct Workflow {
     /// Absolute path of the git repository the steps run in; existence is checked
     /// by the engine, not here, so a workflow can be validated anywhere.
     pub workspace: Option<PathBuf>,
+    /// `user = "NAME"`: the account the steps run as instead of the submitter's (an
+    /// admin's request only; the account is looked up at submit, not here).
+    #[serde(default)]
+    pub user: Option<String>,
     pub limits: Limits,
     /// Killing a protected workflow needs an explicit confirmation.
     #[serde(default)]

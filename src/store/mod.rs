@@ -26,6 +26,8 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 pub use alerts::NewAlert;
 pub use history::CreatedRun;
 pub use metrics::MetricsLog;
+#[cfg(test)]
+pub use runs::TEST_USER;
 pub use runs::{AttemptEnd, NewAttempt, NewRun, Transition};
 
 #[derive(Debug, thiserror::Error)]

@@ -8,8 +8,8 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use super::checkpoints::insert_action;
 use super::{Result, Store, StoreError, StoreReader, sql_count, to_json};
 use crate::model::{
-    ActionRecord, Failure, FailureClass, RestartPoint, Run, RunState, StepAttempt, StepOutput,
-    StepState, StreamReport, Timestamp,
+    ActionRecord, Failure, FailureClass, RestartPoint, Run, RunState, RunUser, StepAttempt,
+    StepOutput, StepState, StreamReport, Timestamp,
 };
 
 /// A new run, as the engine creates it.
@@ -20,7 +20,15 @@ pub struct NewRun<'a> {
     pub spec_json: &'a str,
     pub params: &'a BTreeMap<String, String>,
     pub requested_by: &'a str,
+    pub user: &'a RunUser,
 }
+
+/// The account the unit tests' runs are recorded with.
+#[cfg(test)]
+pub const TEST_USER: RunUser = RunUser {
+    uid: 0,
+    name: String::new(),
+};
 
 /// The start of a step attempt, as the engine records it before spawning anything.
 pub struct NewAttempt<'a> {
@@ -65,7 +73,7 @@ macro_rules! run_columns {
     () => {
         "SELECT id, workflow, workflow_file, spec_json, params_json, state, worktree,
                 requested_by, created_at, started_at, ended_at, error,
-                next_attempt_at, restart_json, failure_class
+                next_attempt_at, restart_json, failure_class, run_uid, run_user
          FROM runs"
     };
 }
@@ -82,8 +90,9 @@ impl Store {
         let tx = self.write()?;
         let params_json = serde_json::to_string(run.params).unwrap_or_else(|_| "{}".into());
         tx.execute(
-            "INSERT INTO runs (id, workflow, workflow_file, spec_json, params_json, state, requested_by, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO runs (id, workflow, workflow_file, spec_json, params_json, state, requested_by, created_at,
+                               run_uid, run_user)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 run.id,
                 run.workflow,
@@ -92,7 +101,9 @@ impl Store {
                 params_json,
                 RunState::Pending.as_str(),
                 run.requested_by,
-                Timestamp::now().0
+                Timestamp::now().0,
+                run.user.uid,
+                run.user.name,
             ],
         )?;
         record(
@@ -694,6 +705,13 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
             params: BTreeMap::new(),
             worktree: r.get(6)?,
             requested_by: r.get(7)?,
+            user: match (
+                r.get::<_, Option<u32>>(15)?,
+                r.get::<_, Option<String>>(16)?,
+            ) {
+                (Some(uid), Some(name)) => Some(RunUser { uid, name }),
+                _ => None,
+            },
             created_at: Timestamp(r.get(8)?),
             started_at: r.get::<_, Option<i64>>(9)?.map(Timestamp),
             ended_at: r.get::<_, Option<i64>>(10)?.map(Timestamp),

@@ -172,6 +172,11 @@ CREATE TABLE metrics_history (
 CREATE INDEX metrics_history_by_minute ON metrics_history(minute);
 CREATE INDEX metrics_history_by_workflow ON metrics_history(workflow, minute);
 "#,
+    // The account a run's steps run as (runs recorded before ran as the agent: NULL).
+    r#"
+ALTER TABLE runs ADD COLUMN run_uid INTEGER;
+ALTER TABLE runs ADD COLUMN run_user TEXT;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

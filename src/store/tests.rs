@@ -94,6 +94,7 @@ fn run_and_attempt_lifecycle_is_recorded_once_per_transition() {
             spec_json: "{}",
             params: &params,
             requested_by: "uid 0 (root)",
+            user: &TEST_USER,
         })
         .unwrap();
     store
@@ -202,6 +203,7 @@ fn a_restart_moves_an_ended_run_back_to_running_with_its_point_and_audit_record(
             spec_json: "{}",
             params: &BTreeMap::new(),
             requested_by: "t",
+            user: &TEST_USER,
         })
         .unwrap();
     assert!(
@@ -270,6 +272,7 @@ fn reopening_keeps_everything_and_does_not_remigrate() {
                 spec_json: "{}",
                 params: &BTreeMap::new(),
                 requested_by: "t",
+                user: &TEST_USER,
             })
             .unwrap();
     }
@@ -290,6 +293,7 @@ fn a_reader_queries_and_cannot_write() {
             spec_json: "{}",
             params: &BTreeMap::new(),
             requested_by: "t",
+            user: &TEST_USER,
         })
         .unwrap();
     let reader = StoreReader::open(&dir.path().join("state.db")).unwrap();

@@ -11,6 +11,9 @@ use crate::spec::SpecError;
 use crate::spec::raw::RawWorkflow;
 use crate::spec::types::{KillPolicy, Limits, Requirements, RetryPolicy, Workflow};
 
+/// Longer than any name `useradd` makes (32 bytes), short enough to quote in an error.
+const MAX_USER_NAME: usize = 64;
+
 impl Ctx<'_> {
     /// The whole workflow: its top-level keys, then each step.
     pub(in crate::spec) fn validate(&self, raw: RawWorkflow) -> Result<Workflow, SpecError> {
@@ -24,6 +27,11 @@ impl Ctx<'_> {
 
         let workspace = match raw.workspace {
             Some(ws) => Some(self.resolve_workspace(&ws)?),
+            None => None,
+        };
+
+        let user = match raw.user {
+            Some(user) => Some(self.check_user_name(user)?),
             None => None,
         };
 
@@ -70,6 +78,7 @@ impl Ctx<'_> {
         Ok(Workflow {
             name,
             workspace,
+            user,
             limits,
             protected: raw.protected.unwrap_or(false),
             kill,
@@ -77,6 +86,27 @@ impl Ctx<'_> {
             requires,
             steps,
         })
+    }
+
+    /// A user name as the password database could hold it: the lookup happens at submit.
+    fn check_user_name(&self, user: Spanned<String>) -> Result<String, SpecError> {
+        let value = user.get_ref();
+        if value.is_empty() || value.len() > MAX_USER_NAME {
+            return Err(self.err(
+                &user.span(),
+                format!("`user` must be a user name of 1 to {MAX_USER_NAME} bytes"),
+            ));
+        }
+        if value
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == ':' || c == '/')
+        {
+            return Err(self.err(
+                &user.span(),
+                "`user` must be a user name: no spaces, control characters, `:` or `/`",
+            ));
+        }
+        Ok(user.into_inner())
     }
 
     fn check_workflow_name(&self, n: &Spanned<String>) -> Result<(), SpecError> {
