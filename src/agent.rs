@@ -33,6 +33,9 @@ pub struct AgentOptions {
 
 pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
     init_logging();
+    if nix::unistd::geteuid().is_root() {
+        ignore_users_git_config()?;
+    }
     let (config_path, required) = match &opts.config {
         Some(path) => (path.clone(), true),
         None => (config::default_path(opts.bus)?, false),
@@ -198,6 +201,25 @@ fn bus_name(bus: Bus) -> &'static str {
 
 /// Logs to journald when it is reachable (with `DROVER_*` fields as journal fields), and
 /// to stderr unless stderr already is the journal.
+/// A root agent does git work in-process (checkpoints, `requires` checks) for many users,
+/// each with their own file-system rights: libgit2 would look for root's `~/.gitconfig`
+/// (which a user cannot read, failing the work) and its search path is one for the whole
+/// process. So a root agent reads a repository's own config and `/etc/gitconfig` only.
+/// libgit2's check that a repository belongs to the process's euid is off too: the agent
+/// works in users' repositories on purpose, with their file-system rights, which the
+/// kernel checks on every access.
+fn ignore_users_git_config() -> anyhow::Result<()> {
+    for level in [git2::ConfigLevel::Global, git2::ConfigLevel::XDG] {
+        // SAFETY: set once at start-up, before any thread does git work.
+        unsafe { git2::opts::set_search_path(level, "") }
+            .context("cannot set libgit2's config search path")?;
+    }
+    // SAFETY: as above.
+    unsafe { git2::opts::set_verify_owner_validation(false) }
+        .context("cannot set libgit2's owner validation")?;
+    Ok(())
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -233,7 +233,12 @@ pub async fn run_on_kill(
             Ok(Ok(out)) => {
                 let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
                 text.push_str(&String::from_utf8_lossy(&out.stderr));
-                text.truncate(text.floor_char_boundary(1024));
+                // At a character boundary: the output is the command's, any bytes at all.
+                let cut = (0..=text.len().min(1024))
+                    .rev()
+                    .find(|&i| text.is_char_boundary(i))
+                    .unwrap_or(0);
+                text.truncate(cut);
                 (
                     out.status.success(),
                     format!("{}: {}", out.status, text.trim()),

@@ -14,6 +14,7 @@ mod failures;
 mod history;
 mod http;
 mod kill;
+mod least_privilege;
 mod monitor;
 mod package;
 mod restart;

@@ -1,0 +1,422 @@
+//! Least privilege against a root agent, tried as a hostile local user would: uid 65534
+//! (nobody) holds the operator role. A run runs as whoever submitted it, and the agent
+//! reads nothing on a caller's behalf that the caller could not read.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use drover::model::RunState;
+
+use crate::support::{GitRepo, TEST_CONFIG, TestAgent, assert_state, git};
+
+const NOBODY: u32 = 65534;
+
+fn agent() -> TestAgent {
+    TestAgent::start_with_config(&format!(
+        "{TEST_CONFIG}[auth.operator]\nusers = [\"{NOBODY}\"]\n"
+    ))
+}
+
+/// A directory nobody can enter, and one inside it that nobody owns (the user's own
+/// files: their workflow files and repositories).
+struct Places {
+    _dir: tempfile::TempDir,
+    /// Owned by nobody, 0755.
+    nobodys: PathBuf,
+    /// Owned by root, 0700.
+    roots: PathBuf,
+}
+
+fn places() -> Places {
+    let dir = tempfile::tempdir_in("/tmp").expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let nobodys = dir.path().join("nobody");
+    let roots = dir.path().join("root");
+    std::fs::create_dir(&nobodys).expect("mkdir");
+    std::fs::create_dir(&roots).expect("mkdir");
+    std::os::unix::fs::chown(&nobodys, Some(NOBODY), Some(NOBODY)).expect("chown");
+    std::fs::set_permissions(&roots, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    Places {
+        _dir: dir,
+        nobodys,
+        roots,
+    }
+}
+
+/// Writes a file owned by `uid` with `mode`.
+fn write_file(path: &Path, text: &str, uid: u32, mode: u32) -> PathBuf {
+    std::fs::write(path, text).expect("write");
+    std::os::unix::fs::chown(path, Some(uid), Some(uid)).expect("chown");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    path.to_owned()
+}
+
+/// `Run` over the bus as nobody: the run id, or busctl's error text.
+fn run_as_nobody(agent: &TestAgent, workflow: &Path) -> Result<String, String> {
+    let out = agent.busctl(true, "Run", &["sa{ss}", &workflow.to_string_lossy(), "0"]);
+    if out.status.success() {
+        let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("busctl json");
+        Ok(reply["data"][0].as_str().expect("run id").to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn run_count(agent: &TestAgent) -> usize {
+    let out = agent.busctl(false, "List", &[]);
+    assert!(out.status.success(), "List: {out:?}");
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("busctl json");
+    let runs: serde_json::Value =
+        serde_json::from_str(reply["data"][0].as_str().expect("a string")).expect("runs json");
+    runs.as_array().expect("an array").len()
+}
+
+#[test]
+fn a_step_runs_as_its_submitter_with_that_users_login_and_no_new_privileges() {
+    let agent = agent();
+    let places = places();
+    let workflow = write_file(
+        &places.nobodys.join("whoami.toml"),
+        r#"name = "whoami"
+[[step]]
+name = "id"
+run = """
+echo "uid=$(id -u) gid=$(id -g) groups=$(id -G)"
+echo "HOME=$HOME USER=$USER LOGNAME=$LOGNAME"
+grep NoNewPrivs /proc/self/status
+cat /etc/shadow >/dev/null 2>&1 && echo "read /etc/shadow" || echo "shadow refused"
+touch /root/drover-was-here 2>/dev/null && echo "wrote /root" || echo "root refused"
+"""
+"#,
+        NOBODY,
+        0o644,
+    );
+    let id = run_as_nobody(&agent, &workflow).expect("nobody, an operator, may start a run");
+    let run = agent.wait_for_end(&id, Duration::from_secs(30));
+    assert_state(&run, RunState::Succeeded);
+    let user = run.user.as_ref().expect("the run records its user");
+    assert_eq!((user.uid, user.name.as_str()), (NOBODY, "nobody"));
+    let log = agent.log_of(&run, "id");
+    assert!(
+        log.contains(&format!("uid={NOBODY} gid={NOBODY} groups={NOBODY}\n")),
+        "{log}"
+    );
+    assert!(
+        log.contains("HOME=/nonexistent USER=nobody LOGNAME=nobody\n"),
+        "{log}"
+    );
+    assert!(log.contains("NoNewPrivs:\t1\n"), "{log}");
+    assert!(log.contains("shadow refused\nroot refused\n"), "{log}");
+    assert!(!Path::new("/root/drover-was-here").exists());
+
+    // Root's runs stay root's.
+    let mine = agent.workflow(
+        "root.toml",
+        "name = \"root\"\n[[step]]\nname = \"id\"\nrun = \"id -u\"\n",
+    );
+    let run = agent.wait_for_end(&agent.run(&mine), Duration::from_secs(30));
+    assert_eq!(agent.log_of(&run, "id"), "0\n");
+    assert_eq!(run.user.expect("recorded").uid, 0);
+}
+
+#[test]
+fn a_workflow_file_the_caller_cannot_read_is_refused_without_a_word_of_its_contents() {
+    let agent = agent();
+    let places = places();
+    // Readable by root only, in a place nobody may enter, with a parse error that would
+    // quote the secret.
+    let secret = write_file(
+        &places.roots.join("secret.toml"),
+        "name = \"s\"\n[limits]\nmemory_max = \"sk-live-456\"\n[[step]]\nname = \"a\"\nrun = \"true\"\n",
+        0,
+        0o600,
+    );
+    let hidden_but_open = write_file(
+        &places.nobodys.join("root-only.toml"),
+        "name = \"s\"\n[limits]\nmemory_max = \"sk-live-456\"\n[[step]]\nname = \"a\"\nrun = \"true\"\n",
+        0,
+        0o600,
+    );
+    for path in [&secret, &hidden_but_open, &PathBuf::from("/etc/shadow")] {
+        let error = run_as_nobody(&agent, path).expect_err("nobody read a root-only file");
+        assert!(
+            error.contains(&format!("{}: permission denied", path.display())),
+            "{error}"
+        );
+        assert!(!error.contains("sk-live"), "{error}");
+        assert!(!error.contains("line") && !error.contains(":1:"), "{error}");
+    }
+    assert_eq!(run_count(&agent), 0, "a refused run was created");
+    // Root reads it (and is told what is wrong with it).
+    let out = agent.drover(&["run", &secret.to_string_lossy()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sk-live-456"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn fifos_devices_and_huge_files_are_refused_at_once_and_the_agent_goes_on() {
+    let agent = agent();
+    let places = places();
+    let fifo = places.nobodys.join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).expect("mkfifo");
+    let huge = places.nobodys.join("huge.toml");
+    std::fs::write(&huge, vec![b'#'; 2 << 20]).expect("write");
+    std::fs::set_permissions(&huge, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    for (path, expected) in [
+        (fifo.as_path(), "not a regular file"),
+        (Path::new("/dev/zero"), "not a regular file"),
+        (huge.as_path(), "larger than the limit of 1048576 bytes"),
+    ] {
+        let started = Instant::now();
+        let error = run_as_nobody(&agent, path).expect_err("refused");
+        assert!(error.contains(expected), "{}: {error}", path.display());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{} took {:?}",
+            path.display(),
+            started.elapsed()
+        );
+    }
+    assert_eq!(run_count(&agent), 0);
+}
+
+#[test]
+fn only_an_admin_may_run_a_workflow_as_another_user() {
+    let agent = agent();
+    let places = places();
+    let as_root = write_file(
+        &places.nobodys.join("as-root.toml"),
+        "name = \"as-root\"\nuser = \"root\"\n[[step]]\nname = \"id\"\nrun = \"id -u\"\n",
+        NOBODY,
+        0o644,
+    );
+    let error = run_as_nobody(&agent, &as_root).expect_err("an operator ran as root");
+    assert!(
+        error.contains("may not run a workflow as another user")
+            && error.contains("needs the admin role"),
+        "{error}"
+    );
+    assert_eq!(run_count(&agent), 0);
+
+    // An admin (root) may, and the steps run as that user.
+    let as_nobody = agent.workflow(
+        "as-nobody.toml",
+        "name = \"as-nobody\"\nuser = \"nobody\"\n[[step]]\nname = \"id\"\nrun = \"id -u\"\n",
+    );
+    // The step starts in the workflow file's directory: one nobody may enter.
+    let as_nobody = write_file(
+        &places.nobodys.join("as-nobody.toml"),
+        &std::fs::read_to_string(&as_nobody).expect("read"),
+        0,
+        0o644,
+    );
+    let run = agent.wait_for_end(&agent.run(&as_nobody), Duration::from_secs(30));
+    assert_state(&run, RunState::Succeeded);
+    assert_eq!(agent.log_of(&run, "id"), format!("{NOBODY}\n"));
+    assert!(
+        run.requested_by.starts_with("uid 0 (root)"),
+        "{}",
+        run.requested_by
+    );
+
+    let unknown = agent.workflow(
+        "ghost.toml",
+        "name = \"ghost\"\nuser = \"no-such-user-here\"\n[[step]]\nname = \"a\"\nrun = \"true\"\n",
+    );
+    let out = agent.drover(&["run", &unknown.to_string_lossy()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no user named \"no-such-user-here\" in the password database"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn workspaces_and_requirements_are_checked_with_the_callers_rights() {
+    let agent = agent();
+    let places = places();
+    let secret_repo = GitRepo::init(places.roots.join("repo"));
+    std::fs::write(secret_repo.path.join("README"), "the secret\n").expect("write");
+    let wf = write_file(
+        &places.nobodys.join("steal.toml"),
+        &format!(
+            "name = \"steal\"\nworkspace = \"{}\"\n[[step]]\nname = \"cat\"\nrun = \"cat README\"\n",
+            secret_repo.path.display()
+        ),
+        NOBODY,
+        0o644,
+    );
+    let error = run_as_nobody(&agent, &wf).expect_err("nobody used root's repository");
+    assert!(error.contains("is not a git repository"), "{error}");
+    assert!(!error.contains("the secret"), "{error}");
+
+    let probe = write_file(
+        &places.nobodys.join("probe.toml"),
+        &format!(
+            "name = \"probe\"\n[requires]\nfiles = [\"{}\"]\n[[step]]\nname = \"a\"\nrun = \"true\"\n",
+            secret_repo.path.join("README").display()
+        ),
+        NOBODY,
+        0o644,
+    );
+    let error = run_as_nobody(&agent, &probe).expect_err("the requirement is not met for nobody");
+    assert!(error.contains("requirements not met"), "{error}");
+    assert_eq!(run_count(&agent), 0);
+}
+
+#[test]
+fn a_users_worktree_and_checkpoints_are_made_with_that_users_rights() {
+    let agent = agent();
+    let places = places();
+    let repo_path = places.nobodys.join("repo");
+    let repo = GitRepo::init(repo_path.clone());
+    chown_tree(&repo.path, NOBODY);
+    let wf = write_file(
+        &places.nobodys.join("work.toml"),
+        &format!(
+            "name = \"work\"\nworkspace = \"{}\"\n[[step]]\nname = \"edit\"\nrun = \"echo changed > README && echo new > new.txt\"\ncheckpoint = true\n[[step]]\nname = \"after\"\nrun = \"true\"\n",
+            repo.path.display()
+        ),
+        NOBODY,
+        0o644,
+    );
+    let id = run_as_nobody(&agent, &wf).expect("started");
+    let run = agent.wait_for_end(&id, Duration::from_secs(30));
+    assert_state(&run, RunState::Succeeded);
+    let worktree = PathBuf::from(run.worktree.expect("a worktree"));
+    assert!(
+        worktree.starts_with(repo.path.join(".git/drover/worktrees")),
+        "{}",
+        worktree.display()
+    );
+    for file in ["README", "new.txt", ".git"] {
+        let meta = std::fs::metadata(worktree.join(file)).expect("stat");
+        assert_eq!(meta.uid(), NOBODY, "{file} belongs to the run's user");
+    }
+    let listed = agent.drover(&["checkpoints", &id]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("after step edit"),
+        "{listed:?}\nagent log:\n{}",
+        agent.agent_log()
+    );
+    // Root's git refuses a repository it does not own unless told it is safe.
+    let checkpoint = git(
+        &repo.path,
+        &[
+            "-c",
+            "safe.directory=*",
+            "show",
+            &format!("refs/drover/{id}/1:new.txt"),
+        ],
+    );
+    assert_eq!(checkpoint, "new");
+    // Every object and ref git wrote for the checkpoint is nobody's too.
+    let mut owners = std::collections::BTreeSet::new();
+    collect_owners(&repo.path.join(".git"), &mut owners);
+    assert_eq!(owners, [NOBODY].into(), "files in .git not owned by nobody");
+}
+
+#[test]
+fn the_state_directory_is_private_whatever_the_umask() {
+    let agent = agent();
+    let wf = agent.workflow(
+        "say.toml",
+        "name = \"say\"\n[[step]]\nname = \"a\"\nrun = \"echo secret-output\"\n[step.env]\nTOKEN = \"sk-1\"\n",
+    );
+    let run = agent.wait_for_end(&agent.run(&wf), Duration::from_secs(30));
+    assert_state(&run, RunState::Succeeded);
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&agent.state_dir), 0o700);
+    let mut seen = 0;
+    walk(&agent.state_dir, &mut |path, is_dir| {
+        seen += 1;
+        let expected = if is_dir { 0o700 } else { 0o600 };
+        assert_eq!(mode(path), expected, "{}", path.display());
+    });
+    assert!(seen >= 6, "state dir holds {seen} entries");
+}
+
+fn walk(dir: &Path, visit: &mut impl FnMut(&Path, bool)) {
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let kind = entry.file_type().expect("type");
+        if kind.is_symlink() || !(kind.is_dir() || kind.is_file()) {
+            continue;
+        }
+        visit(&entry.path(), kind.is_dir());
+        if kind.is_dir() {
+            walk(&entry.path(), visit);
+        }
+    }
+}
+
+fn chown_tree(dir: &Path, uid: u32) {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(uid)).expect("chown");
+    walk(dir, &mut |path, _| {
+        std::os::unix::fs::lchown(path, Some(uid), Some(uid)).expect("chown");
+    });
+}
+
+fn collect_owners(dir: &Path, owners: &mut std::collections::BTreeSet<u32>) {
+    walk(dir, &mut |path, _| {
+        owners.insert(std::fs::symlink_metadata(path).expect("stat").uid());
+    });
+}
+
+#[test]
+fn on_kill_the_final_checkpoint_and_a_restart_act_as_the_runs_user_not_the_caller() {
+    let agent = agent();
+    let places = places();
+    let repo = GitRepo::init(places.nobodys.join("repo"));
+    chown_tree(&repo.path, NOBODY);
+    let wf = write_file(
+        &places.nobodys.join("long.toml"),
+        &format!(
+            "name = \"long\"\nworkspace = \"{}\"\n[[step]]\nname = \"s\"\nrun = \"id -u; id -u > started; exec sleep 300\"\non_kill = [\"id -u\"]\n",
+            repo.path.display()
+        ),
+        NOBODY,
+        0o644,
+    );
+    let id = run_as_nobody(&agent, &wf).expect("started");
+    crate::support::wait_until(Duration::from_secs(30), "the step to start", || {
+        agent
+            .show(&id)
+            .worktree
+            .is_some_and(|w| Path::new(&w).join("started").exists())
+    });
+    // Root kills it: on_kill and the final checkpoint still run as nobody.
+    let out = agent.drover(&["kill", &id, "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let record: drover::model::KillRecord = serde_json::from_slice(&out.stdout).expect("record");
+    assert_eq!(
+        record.cleanup[0].detail,
+        format!("exit status: 0: {NOBODY}")
+    );
+    assert!(record.snapshot.is_some(), "{record:#?}");
+    // Root restarts it: the step runs as nobody again.
+    let out = agent.drover(&["restart", &id, "--json"]);
+    assert!(out.status.success(), "{out:?}\n{}", agent.agent_log());
+    let second = crate::support::wait_for(
+        Duration::from_secs(30),
+        || format!("no second attempt: {:#?}", agent.show(&id)),
+        || {
+            agent
+                .show(&id)
+                .steps
+                .into_iter()
+                .find(|a| a.attempt == 2 && a.log.is_some())
+        },
+    );
+    let log = second.log.expect("a log");
+    crate::support::wait_until(
+        Duration::from_secs(10),
+        "the restarted step's output",
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.starts_with(&format!("{NOBODY}\n"))),
+    );
+    let out = agent.drover(&["kill", &id]);
+    assert!(out.status.success(), "{out:?}");
+}
