@@ -1,7 +1,7 @@
 //! Rules in Rhai: `*.rhai` files from the shipped directory and the operator's (a file of
 //! the operator's overrides the shipped one of the same name), compiled once, evaluated
 //! every tick for every run, sandboxed ([`sandbox`]), each rule on a thread of its own that
-//! a tick waits for only up to the time cap ([`evaluator`]). A rule sees one run at a time
+//! a tick waits for only up to the time cap (`evaluator`). A rule sees one run at a time
 //! ([`RunView`]) and asks for actions; [`Rules::evaluate`] only collects them, the
 //! integrator (`automation`) raises the alerts and carries the actions out.
 //!
@@ -452,7 +452,8 @@ impl Rules {
 
     /// Evaluates every rule against every run in `views`. Pass every run the rules should
     /// watch on every tick: a run absent from `views` forgets which actions were given
-    /// for it.
+    /// for it. Blocks for at most `evaluator::MAX_WAIT` per run and rule; an evaluation
+    /// not back by then is an error, and its rule skipped (an error per run) until it is.
     pub fn evaluate(&self, views: &[RunView]) -> TickOutcome {
         let tick = Instant::now();
         // Clone the ASTs' handles so a reload can swap them while this tick runs.

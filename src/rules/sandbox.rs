@@ -16,7 +16,8 @@ use crate::model::Severity;
 /// milliseconds instead of holding the tick.
 pub const MAX_OPERATIONS: u64 = 100_000;
 /// Wall-clock cap per evaluation, on top of the operation count: an operation can be slow
-/// (a long string built up), and the tick must go on.
+/// (a long string built up), and the tick must go on. Checked between operations; the
+/// tick's own wait (`evaluator::MAX_WAIT`) covers a function that does not return.
 pub const MAX_EVAL_TIME: Duration = Duration::from_millis(250);
 pub const MAX_CALL_LEVELS: usize = 16;
 pub const MAX_STRING_SIZE: usize = 16 * 1024;
@@ -31,7 +32,7 @@ pub const MAX_PRINTED_LINES: u32 = 10;
 /// Functions of Rhai's standard package that a rule may not call, with why. `sleep` blocks
 /// the evaluating thread, and the time cap (checked between operations) cannot stop a
 /// function while it runs. The engine replaces each with one that fails, and a rule
-/// file calling one by name is refused when it is loaded ([`unavailable_call`]).
+/// file calling one by name is refused when it is loaded (`unavailable_call`).
 pub const UNAVAILABLE: &[(&str, &str)] = &[("sleep", "a rule must not wait")];
 
 /// What a rule asked for in one evaluation, in the order it asked.
