@@ -13,7 +13,7 @@ use crate::support::{TestAgent, assert_state, wait_until};
 
 /// An agent whose only rules are the `*.rhai` files in `rules` (the shipped ones are
 /// replaced by an empty directory), acting with `role`.
-fn agent_with_rules(rules: &Path, role: &str) -> TestAgent {
+pub(crate) fn agent_with_rules(rules: &Path, role: &str) -> TestAgent {
     let shipped = rules.join("none");
     std::fs::create_dir_all(&shipped).unwrap();
     TestAgent::start_with_config(&format!(
@@ -33,17 +33,17 @@ fn alerts(agent: &TestAgent) -> Vec<Alert> {
     serde_json::from_slice(&out.stdout).expect("alerts --json")
 }
 
-fn alert(agent: &TestAgent, key: &str) -> Option<Alert> {
+pub(crate) fn alert(agent: &TestAgent, key: &str) -> Option<Alert> {
     alerts(agent).into_iter().find(|a| a.key == key)
 }
 
-fn kills(agent: &TestAgent, run: &str) -> Vec<KillRecord> {
+pub(crate) fn kills(agent: &TestAgent, run: &str) -> Vec<KillRecord> {
     let out = agent.drover(&["audit", "--run", run, "--json"]);
     let trail: serde_json::Value = serde_json::from_slice(&out.stdout).expect("audit --json");
     serde_json::from_value(trail["kills"].clone()).expect("kills")
 }
 
-fn sleeper(agent: &TestAgent, name: &str) -> String {
+pub(crate) fn sleeper(agent: &TestAgent, name: &str) -> String {
     let wf = agent.workflow(
         &format!("{name}.toml"),
         &format!(

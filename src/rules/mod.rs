@@ -1,12 +1,14 @@
 //! Rules in Rhai: `*.rhai` files from the shipped directory and the operator's (a file of
 //! the operator's overrides the shipped one of the same name), compiled once, evaluated
-//! every tick for every run, sandboxed ([`sandbox`]). A rule sees one run at a time
+//! every tick for every run, sandboxed ([`sandbox`]), each rule on a thread of its own that
+//! a tick waits for only up to the time cap (`evaluator`). A rule sees one run at a time
 //! ([`RunView`]) and asks for actions; [`Rules::evaluate`] only collects them, the
 //! integrator (`automation`) raises the alerts and carries the actions out.
 //!
 //! A file that fails to compile keeps its previous version running; its error is logged
 //! and listed by [`Rules::load_errors`] until the file is fixed.
 
+mod evaluator;
 pub mod sandbox;
 pub mod view;
 pub mod watch;
@@ -279,7 +281,8 @@ impl ReloadReport {
 }
 
 struct Shared {
-    engine: Engine,
+    engine: Arc<Engine>,
+    evaluators: Mutex<evaluator::Evaluators>,
     /// Replaced by a config reload that names other directories.
     dirs: RwLock<RuleDirs>,
     set: RwLock<RuleSet>,
@@ -298,9 +301,11 @@ impl Rules {
     /// Loads every rule of `dirs`. Files that fail are in [`Rules::load_errors`]; an
     /// unreadable directory is an error.
     pub fn load(dirs: RuleDirs) -> Result<Rules, RulesError> {
+        let engine = Arc::new(sandbox::engine());
         let rules = Rules {
             shared: Arc::new(Shared {
-                engine: sandbox::engine(),
+                evaluators: Mutex::new(evaluator::Evaluators::new(engine.clone())),
+                engine,
                 dirs: RwLock::new(dirs),
                 set: RwLock::new(RuleSet::default()),
                 given: Mutex::new(HashSet::new()),
@@ -447,7 +452,8 @@ impl Rules {
 
     /// Evaluates every rule against every run in `views`. Pass every run the rules should
     /// watch on every tick: a run absent from `views` forgets which actions were given
-    /// for it.
+    /// for it. Blocks for at most `evaluator::MAX_WAIT` per run and rule; an evaluation
+    /// not back by then is an error, and its rule skipped (an error per run) until it is.
     pub fn evaluate(&self, views: &[RunView]) -> TickOutcome {
         let tick = Instant::now();
         // Clone the ASTs' handles so a reload can swap them while this tick runs.
@@ -457,27 +463,29 @@ impl Rules {
             .iter()
             .map(|(n, r)| (n.clone(), r.clone()))
             .collect();
+        let mut evaluations = lock(&self.shared.evaluators).evaluate(&rules, views);
+        // In the order of the views, and of the rules for each.
+        evaluations.sort_by_key(|e| (e.view, e.rule));
         let mut outcome = TickOutcome::default();
         let mut requested = Vec::new();
-        for view in views {
-            for (name, rule) in &rules {
-                let started = Instant::now();
-                let result = run_rule(&self.shared.engine, name, rule, view);
-                let micros = started.elapsed().as_micros() as u64;
+        for evaluation in evaluations {
+            let name = &rules[evaluation.rule].0;
+            let view = &views[evaluation.view];
+            if let Some(micros) = evaluation.micros {
                 outcome.evaluated.push((name.clone(), view.run.clone()));
                 outcome.micros.push(micros);
-                match result {
-                    Ok(collected) => {
-                        collect_outcome(name, view, collected, &mut outcome, &mut requested)
-                    }
-                    Err(error) => {
-                        tracing::warn!(
-                            drover_run = %view.run,
-                            drover_event = "rule-error",
-                            "{error}"
-                        );
-                        outcome.errors.push(*error);
-                    }
+            }
+            match evaluation.result {
+                Ok(collected) => {
+                    collect_outcome(name, view, collected, &mut outcome, &mut requested)
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        drover_run = %view.run,
+                        drover_event = "rule-error",
+                        "{error}"
+                    );
+                    outcome.errors.push(*error);
                 }
             }
         }
@@ -571,23 +579,25 @@ fn same_action(a: &ActionKind, b: &ActionKind) -> bool {
 /// here.
 fn compile(engine: &Engine, name: &str, path: &Path, source: &str) -> Result<AST, LoadError> {
     let scope = RunView::sample().scope();
-    engine
+    let refused = |pos: Position, message: String| {
+        let (line, column) = position(pos);
+        LoadError {
+            rule: name.to_owned(),
+            path: path.to_owned(),
+            line,
+            column,
+            message,
+            previous_kept: false,
+        }
+    };
+    let mut ast = engine
         .compile_with_scope(&scope, source)
-        .map(|mut ast| {
-            ast.set_source(name);
-            ast
-        })
-        .map_err(|e: ParseError| {
-            let (line, column) = position(e.position());
-            LoadError {
-                rule: name.to_owned(),
-                path: path.to_owned(),
-                line,
-                column,
-                message: e.err_type().to_string(),
-                previous_kept: false,
-            }
-        })
+        .map_err(|e: ParseError| refused(e.position(), e.err_type().to_string()))?;
+    if let Some((pos, why)) = sandbox::unavailable_call(&ast) {
+        return Err(refused(pos, why));
+    }
+    ast.set_source(name);
+    Ok(ast)
 }
 
 fn position(pos: Position) -> (Option<usize>, Option<usize>) {
@@ -668,7 +678,7 @@ impl fmt::Display for CheckError {
 /// run with no metrics yet (every metric `()`), as `drover rules check` does. Returns the
 /// actions it asked for against the sample, or its errors.
 pub fn check_file(path: &Path) -> Result<Vec<String>, Vec<CheckError>> {
-    let engine = sandbox::engine();
+    let engine = Arc::new(sandbox::engine());
     let name = path
         .file_stem()
         .map_or_else(|| "rule".to_owned(), |s| s.to_string_lossy().into_owned());
@@ -695,11 +705,12 @@ pub fn check_file(path: &Path) -> Result<Vec<String>, Vec<CheckError>> {
     };
     let mut errors = Vec::new();
     let mut asked = Vec::new();
-    for (what, view) in [
-        ("a sample run", RunView::sample()),
-        ("a run with no metrics", RunView::bare()),
-    ] {
-        match run_rule(&engine, &name, &rule, &view) {
+    let views = [RunView::sample(), RunView::bare()];
+    let mut evaluations = evaluator::Evaluators::new(engine).evaluate(&[(name, rule)], &views);
+    evaluations.sort_by_key(|e| e.view);
+    for evaluation in evaluations {
+        let what = ["a sample run", "a run with no metrics"][evaluation.view];
+        match evaluation.result {
             Ok(collected) if asked.is_empty() => {
                 asked = collected.iter().map(|c| format!("{c:?}")).collect();
             }

@@ -1,13 +1,13 @@
 //! The Rhai engine rules run in: resource limits, no `eval`, no `import`, no file or
-//! process access (core Rhai has none, and only the standard package is registered), the
-//! helpers (`gib`, `minutes`, …) and the actions (`alert`, `kill`, …), which are only
-//! collected here: the integrator carries them out after the tick.
+//! process access (core Rhai has none, and only the standard package is registered), nothing
+//! that waits ([`UNAVAILABLE`]), the helpers (`gib`, `minutes`, …) and the actions (`alert`,
+//! `kill`, …), which are only collected here: the integrator carries them out after the tick.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
 use rhai::packages::{Package, StandardPackage};
-use rhai::{Dynamic, Engine, EvalAltResult, FLOAT, INT, Position};
+use rhai::{AST, ASTNode, Dynamic, Engine, EvalAltResult, Expr, FLOAT, INT, Position, Stmt};
 
 use crate::model::Severity;
 
@@ -16,7 +16,8 @@ use crate::model::Severity;
 /// milliseconds instead of holding the tick.
 pub const MAX_OPERATIONS: u64 = 100_000;
 /// Wall-clock cap per evaluation, on top of the operation count: an operation can be slow
-/// (a long string built up), and the tick must go on.
+/// (a long string built up), and the tick must go on. Checked between operations; the
+/// tick's own wait (`evaluator::MAX_WAIT`) covers a function that does not return.
 pub const MAX_EVAL_TIME: Duration = Duration::from_millis(250);
 pub const MAX_CALL_LEVELS: usize = 16;
 pub const MAX_STRING_SIZE: usize = 16 * 1024;
@@ -24,6 +25,15 @@ pub const MAX_ARRAY_SIZE: usize = 1024;
 pub const MAX_MAP_SIZE: usize = 256;
 pub const MAX_EXPR_DEPTH: usize = 64;
 pub const MAX_FN_EXPR_DEPTH: usize = 32;
+/// Lines one evaluation may `print` or `debug` to the agent's log; a rule printing in a loop
+/// would otherwise write megabytes per tick.
+pub const MAX_PRINTED_LINES: u32 = 10;
+
+/// Functions of Rhai's standard package that a rule may not call, with why. `sleep` blocks
+/// the evaluating thread, and the time cap (checked between operations) cannot stop a
+/// function while it runs. The engine replaces each with one that fails, and a rule
+/// file calling one by name is refused when it is loaded (`unavailable_call`).
+pub const UNAVAILABLE: &[(&str, &str)] = &[("sleep", "a rule must not wait")];
 
 /// What a rule asked for in one evaluation, in the order it asked.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +50,7 @@ thread_local! {
     // without making the (shared, Send + Sync) engine stateful.
     static COLLECTED: RefCell<Vec<Collected>> = const { RefCell::new(Vec::new()) };
     static DEADLINE: RefCell<Option<Instant>> = const { RefCell::new(None) };
+    static PRINTED_LINES: Cell<u32> = const { Cell::new(0) };
 }
 
 fn collect(action: Collected) {
@@ -50,6 +61,7 @@ fn collect(action: Collected) {
 pub(crate) fn begin_evaluation() {
     COLLECTED.with(|c| c.borrow_mut().clear());
     DEADLINE.with(|d| *d.borrow_mut() = Some(Instant::now() + MAX_EVAL_TIME));
+    PRINTED_LINES.set(0);
 }
 
 /// The actions collected since [`begin_evaluation`].
@@ -109,14 +121,68 @@ pub fn engine() -> Engine {
     });
     // A misspelt variable is a compile error, not a silent `()` at run time.
     engine.set_strict_variables(true);
-    engine.on_print(|text| tracing::info!(drover_event = "rule-print", "rule: {text}"));
+    engine.on_print(|text| {
+        if may_print() {
+            tracing::info!(drover_event = "rule-print", "rule: {text}")
+        }
+    });
     engine.on_debug(|text, source, pos| {
-        tracing::debug!(drover_event = "rule-print", "rule {source:?} {pos}: {text}")
+        if may_print() {
+            tracing::debug!(drover_event = "rule-print", "rule {source:?} {pos}: {text}")
+        }
     });
 
+    register_unavailable(&mut engine);
     register_helpers(&mut engine);
     register_actions(&mut engine);
     engine
+}
+
+/// Counts a printed line against [`MAX_PRINTED_LINES`]; says once when the rest are dropped.
+fn may_print() -> bool {
+    let printed = PRINTED_LINES.get();
+    PRINTED_LINES.set(printed.saturating_add(1));
+    if printed == MAX_PRINTED_LINES {
+        tracing::info!(
+            drover_event = "rule-print",
+            "rule: more than {MAX_PRINTED_LINES} lines printed in one evaluation; the rest are dropped"
+        );
+    }
+    printed < MAX_PRINTED_LINES
+}
+
+/// The engine's own functions are found before the standard package's, so these replace
+/// the package's: a call that escapes [`unavailable_call`] (through `Fn("sleep")`, say)
+/// fails at once.
+fn register_unavailable(engine: &mut Engine) {
+    for (name, why) in UNAVAILABLE {
+        let message = format!("{name} is not available in rules ({why})");
+        let refuse = move || -> FnResult<()> { Err(runtime_error(message.clone())) };
+        let (int, float) = (refuse.clone(), refuse);
+        engine.register_fn(*name, move |_: INT| int());
+        engine.register_fn(*name, move |_: FLOAT| float());
+    }
+}
+
+/// The first call in `ast` of a function in [`UNAVAILABLE`], with where and why; checked
+/// when a rule is loaded, so the file is refused with the call's position.
+pub(crate) fn unavailable_call(ast: &AST) -> Option<(Position, String)> {
+    let mut found = None;
+    ast.walk(&mut |path: &[ASTNode]| {
+        let call = match path.last() {
+            Some(ASTNode::Expr(Expr::FnCall(call, pos) | Expr::MethodCall(call, pos)))
+            | Some(ASTNode::Stmt(Stmt::FnCall(call, pos))) => Some((call, *pos)),
+            _ => None,
+        };
+        if let Some((call, pos)) = call
+            && let Some((name, why)) = UNAVAILABLE.iter().find(|(n, _)| call.name == *n)
+        {
+            found = Some((pos, format!("{name} is not available in rules ({why})")));
+            return false;
+        }
+        true
+    });
+    found
 }
 
 fn register_helpers(engine: &mut Engine) {

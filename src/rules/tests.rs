@@ -525,3 +525,193 @@ fn new_directories_replace_the_rules_and_an_unreadable_one_changes_nothing() {
     assert_eq!(rules.dirs(), dirs);
     assert_eq!(rules.rules().len(), 1);
 }
+
+#[test]
+fn a_rule_calling_sleep_is_refused_with_the_calls_position_when_checked_and_loaded() {
+    let (dir, rules) = rules_with(&[
+        ("direct.rhai", "let x = 1;\nif x > 0 {\n    sleep(20);\n}\n"),
+        ("method.rhai", "let s = 20.0;\ns.sleep();\n"),
+    ]);
+    for (name, line, column) in [("direct", 3, 5), ("method", 2, 3)] {
+        let path = dir.path().join(format!("{name}.rhai"));
+        let errors = check_file(&path).expect_err(name);
+        assert_eq!(
+            errors[0].to_string(),
+            format!(
+                "{}:{line}:{column}: sleep is not available in rules (a rule must not wait)",
+                path.display()
+            )
+        );
+        let error = rules
+            .load_errors()
+            .into_iter()
+            .find(|e| e.rule == name)
+            .unwrap_or_else(|| panic!("{name} is refused when loaded"));
+        assert_eq!((error.line, error.column), (Some(line), Some(column)));
+    }
+    assert!(rules.rules().is_empty(), "{:?}", rules.rules());
+}
+
+#[test]
+fn sleep_reached_by_name_at_run_time_fails_at_once() {
+    let (dir, rules) = rules_with(&[(
+        "dynamic.rhai",
+        "let f = Fn(\"sle\" + \"ep\");\nf.call(20);\n",
+    )]);
+    let started = Instant::now();
+    let outcome = rules.evaluate(&[RunView::sample()]);
+    let errors = check_file(&dir.path().join("dynamic.rhai")).expect_err("refused");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(outcome.errors.len(), 1, "{:?}", outcome.errors);
+    let error = &outcome.errors[0];
+    assert!(error.message.contains("sleep is not available"), "{error}");
+    assert_eq!((error.line, error.column), (Some(2), Some(3)), "{error}");
+    assert!(
+        errors[0].message.contains("sleep is not available"),
+        "{errors:?}"
+    );
+}
+
+/// Compiles `source` as the rule `name` (at a made-up path) with `engine`.
+fn compiled(engine: &Engine, name: &str, source: &str) -> (String, Rule) {
+    let path = PathBuf::from(format!("/rules/{name}.rhai"));
+    let ast = compile(engine, name, &path, source).unwrap();
+    let rule = Rule {
+        path,
+        source: source.to_owned(),
+        ast: Arc::new(ast),
+    };
+    (name.to_owned(), rule)
+}
+
+/// The threads of this process named `name`.
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
+#[test]
+fn a_function_that_blocks_holds_up_only_its_own_rule_and_only_up_to_the_cap() {
+    // A native function that blocks until the test lets it go, as no time cap can stop.
+    let mut engine = sandbox::engine();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    engine.register_fn("block", move || {
+        let _ = lock(&released).recv();
+    });
+    let rules = [
+        compiled(&engine, "blocker", "block();"),
+        compiled(&engine, "fine", r#"alert("info", "still here");"#),
+    ];
+    let mut other = RunView::sample();
+    other.run = "other-run".to_owned();
+    let views = [RunView::sample(), other];
+    let mut evaluators = evaluator::Evaluators::new(Arc::new(engine));
+    let results = |evaluations: &[evaluator::Evaluation], rule: usize| -> Vec<String> {
+        let mut mine: Vec<_> = evaluations.iter().filter(|e| e.rule == rule).collect();
+        mine.sort_by_key(|e| e.view);
+        mine.iter()
+            .map(|e| match &e.result {
+                Ok(collected) => format!("ok {}", collected.len()),
+                Err(error) => {
+                    assert!(error.limit, "{error}");
+                    error.message.clone()
+                }
+            })
+            .collect()
+    };
+
+    let started = Instant::now();
+    let first = evaluators.evaluate(&rules, &views);
+    let waited = started.elapsed();
+    assert!(
+        waited >= evaluator::MAX_WAIT && waited < evaluator::MAX_WAIT + Duration::from_secs(1),
+        "waited {waited:?}"
+    );
+    assert_eq!(results(&first, 1), ["ok 1", "ok 1"]);
+    let blocked = results(&first, 0);
+    assert!(
+        blocked[0].starts_with("did not return within"),
+        "{blocked:?}"
+    );
+    assert_eq!(
+        blocked[1],
+        "skipped: its evaluation of run sample-run has not returned"
+    );
+
+    // While it stays stuck, the rule is skipped at once, on the same thread.
+    for _ in 0..3 {
+        let started = Instant::now();
+        let next = evaluators.evaluate(&rules, &views);
+        assert!(
+            started.elapsed() < evaluator::MAX_WAIT,
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(results(&next, 1), ["ok 1", "ok 1"]);
+        for skipped in results(&next, 0) {
+            assert!(
+                skipped
+                    .starts_with("skipped: its evaluation of run sample-run has not returned for"),
+                "{skipped}"
+            );
+        }
+        assert!(
+            next.iter()
+                .filter(|e| e.rule == 0)
+                .all(|e| e.micros.is_none())
+        );
+    }
+    assert_eq!(threads_named("rule blocker"), 1);
+
+    // Once it returns, the rule runs again (`block` returns at once from now on).
+    drop(release);
+    let started = Instant::now();
+    loop {
+        let next = evaluators.evaluate(&rules, &views);
+        if results(&next, 0) == ["ok 0", "ok 0"] {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            results(&next, 0)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(threads_named("rule blocker"), 1);
+}
+
+#[test]
+fn an_evaluation_prints_at_most_a_few_lines() {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// Counts the events it sees.
+    struct Count(Arc<Mutex<usize>>);
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
+        fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            *lock(&self.0) += 1;
+        }
+    }
+    let engine = sandbox::engine();
+    let (name, rule) = compiled(
+        &engine,
+        "chatty",
+        "for i in 0..100 { print(`line ${i}`); debug(i); }",
+    );
+    let lines = Arc::new(Mutex::new(0));
+    let subscriber = tracing_subscriber::registry().with(Count(lines.clone()));
+    let result = tracing::subscriber::with_default(subscriber, || {
+        run_rule(&engine, &name, &rule, &RunView::sample())
+    });
+    assert!(result.is_ok(), "{result:?}");
+    // The limit, and one line saying the rest were dropped.
+    assert_eq!(*lock(&lines), sandbox::MAX_PRINTED_LINES as usize + 1);
+}
