@@ -2,12 +2,11 @@
 
 use super::types::RunArgs;
 use super::{Caller, Ops, Result};
-use crate::auth::Role;
 
 impl Ops {
     /// Starts a run and returns its id.
     pub fn run(&self, caller: &Caller, args: RunArgs) -> Result<String> {
-        self.authorise(caller, Role::Operator, "start a run")?;
+        self.admit_run(caller, &args)?;
         Ok(self
             .engine
             .submit(&args.workflow_path, args.params, &caller.to_string())?)
