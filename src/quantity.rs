@@ -266,7 +266,8 @@ mod tests {
             let e = parse_duration(huge).expect_err(huge);
             let text = e.to_string();
             assert!(
-                text.contains("maximum of 100 years") || matches!(e.reason, DurationReason::Syntax(_)),
+                text.contains("maximum of 100 years")
+                    || matches!(e.reason, DurationReason::Syntax(_)),
                 "{huge}: {text}"
             );
         }

@@ -57,7 +57,10 @@ pub enum InputError {
         reason: crate::quantity::DurationReason,
     },
     #[error("{field} is longer than the maximum of {max}")]
-    WindowTooLong { field: &'static str, max: &'static str },
+    WindowTooLong {
+        field: &'static str,
+        max: &'static str,
+    },
 }
 
 /// The kinds of failure a caller can tell apart.

@@ -8,10 +8,16 @@ use crate::model::ReloadOutcome;
 impl Ops {
     pub fn reload(&self, caller: &Caller) -> Result<ReloadOutcome> {
         let by = caller.requester();
-        self.admit(caller, Role::Admin, "reload the configuration", Ok(()), |why| {
-            self.reloader.refuse(&by, why);
-            Ok(())
-        })?;
+        self.admit(
+            caller,
+            Role::Admin,
+            "reload the configuration",
+            Ok(()),
+            |why| {
+                self.reloader.refuse(&by, why);
+                Ok(())
+            },
+        )?;
         Ok(self.reloader.reload(&by)?)
     }
 }

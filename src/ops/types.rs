@@ -78,7 +78,11 @@ pub fn check_params(params: &BTreeMap<String, String>) -> Result<(), InputError>
     let mut upper: BTreeMap<String, &str> = BTreeMap::new();
     for (name, value) in params {
         let quoted = truncated(name, QUOTED_MAX);
-        check_len(&format!("parameter name {quoted:?}"), name, limits::PARAM_NAME)?;
+        check_len(
+            &format!("parameter name {quoted:?}"),
+            name,
+            limits::PARAM_NAME,
+        )?;
         check_len(
             &format!("the value of parameter {quoted:?}"),
             value,
