@@ -293,6 +293,56 @@ mod tests {
         assert!(parse_size(&"x".repeat(10_000)).unwrap_err().len() < 300);
     }
 
+    /// Seeded random text, and numbers at the edges with every unit: refused or parsed,
+    /// never a panic.
+    #[test]
+    fn random_quantities_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(0x7175_616e);
+        let units = [
+            "", "ns", "us", "ms", "s", "m", "h", "d", "w", "M", "y", "years", "K", "G", "T", "%",
+        ];
+        let numbers = [
+            "0",
+            "1",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999",
+            "1.5",
+            ".5",
+            "1.",
+            "-1",
+            "340282366920938463463374607431768211455",
+        ];
+        for _ in 0..5000 {
+            let text = match rng.u8(..3) {
+                0 => {
+                    let bytes: Vec<u8> = (0..rng.usize(0..40)).map(|_| rng.u8(..)).collect();
+                    String::from_utf8_lossy(&bytes).into_owned()
+                }
+                1 => format!(
+                    "{}{}",
+                    rng.choice(numbers).unwrap(),
+                    rng.choice(units).unwrap()
+                ),
+                _ => (0..rng.usize(1..4))
+                    .map(|_| {
+                        format!(
+                            "{}{}",
+                            rng.choice(numbers).unwrap(),
+                            rng.choice(units).unwrap()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            };
+            if let Ok(d) = parse_duration(&text) {
+                assert!(d <= MAX_DURATION, "{text}");
+            }
+            let _ = parse_size(&text);
+            let _ = parse_percent(&text);
+        }
+    }
+
     #[test]
     fn percents() {
         assert_eq!(parse_percent("50%"), Ok(50));

@@ -20,7 +20,7 @@ fn refused_with(out: &std::process::Output, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
-        "the call succeeded: {}",
+        "the call succeeded: {:.300}",
         String::from_utf8_lossy(&out.stdout)
     );
     for needle in needles {
@@ -158,15 +158,27 @@ fn over_long_strings_are_refused_and_their_refusals_stored_cut_short() {
         "the state DB grew by {grown} bytes for 16 refused calls"
     );
     let kills = kills(&agent);
-    assert_eq!(kills.len(), 12, "11 refused kills and the one by run id: {kills:#?}");
+    assert_eq!(
+        kills.len(),
+        12,
+        "11 refused kills and the one by run id: {kills:#?}"
+    );
     for refused in &kills {
         assert!(refused.reason.len() < 200, "{}", refused.reason.len());
         assert!(refused.run.len() < 200);
     }
-    assert!(kills[0].reason.ends_with("(120000 bytes in all)"), "{}", kills[0].reason);
+    assert!(
+        kills[0].reason.ends_with("(120000 bytes in all)"),
+        "{}",
+        kills[0].reason
+    );
     let actions = actions(&agent);
     assert_eq!(actions.len(), 4, "{actions:#?}");
-    assert!(actions.iter().all(|a| a.result == "refused" && a.detail.len() < 400));
+    assert!(
+        actions
+            .iter()
+            .all(|a| a.result == "refused" && a.detail.len() < 400)
+    );
     drop(agent.drover(&["kill", &id]));
 }
 
@@ -193,17 +205,25 @@ fn one_callers_refusals_are_stored_at_a_bounded_rate_and_the_rest_counted() {
         agent.agent_log()
     );
     // The next one stored once the rate allows says how many were not.
-    wait_until(Duration::from_secs(30), "a refusal to be stored again", || {
-        refuse();
-        kills(&agent).len() > stored
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "a refusal to be stored again",
+        || {
+            refuse();
+            kills(&agent).len() > stored
+        },
+    );
     let last = kills(&agent).pop().unwrap();
     let error = last.error.unwrap_or_default();
     assert!(
         error.contains("earlier refusals from this caller were not stored"),
         "{error}"
     );
-    assert!(agent.agent_log().contains("refusals from uid 65534 (nobody) via dbus not stored"));
+    assert!(
+        agent
+            .agent_log()
+            .contains("refusals from uid 65534 (nobody) via dbus not stored")
+    );
     answers(&agent);
 }
 
@@ -255,7 +275,11 @@ fn refused_run_critical_and_alert_calls_are_audited_like_kills() {
 }
 
 /// `Run` of `wf` with `params` (name, value pairs) as root.
-fn run_with_params(agent: &TestAgent, wf: &Path, params: &[(String, String)]) -> std::process::Output {
+fn run_with_params(
+    agent: &TestAgent,
+    wf: &Path,
+    params: &[(String, String)],
+) -> std::process::Output {
     let count = params.len().to_string();
     let path = wf.to_string_lossy();
     let mut args: Vec<&str> = vec!["sa{ss}", &path, &count];
@@ -277,7 +301,11 @@ fn parameters_beyond_bounds_or_colliding_are_refused_before_a_run_is_created() {
         (0..n).map(|i| (format!("p{i}"), "v".repeat(len))).collect()
     };
     // Silently one variable, DROVER_PARAM_P, before.
-    let out = run_with_params(&agent, &wf, &[("p".into(), "1".into()), ("P".into(), "2".into())]);
+    let out = run_with_params(
+        &agent,
+        &wf,
+        &[("p".into(), "1".into()), ("P".into(), "2".into())],
+    );
     refused_with(&out, &["\"P\" and \"p\"", "$DROVER_PARAM_P"]);
     // Created, then failed "Argument list too long", before (10,000 of 1 KiB there; busctl's
     // own argument list holds fewer).
@@ -323,9 +351,16 @@ fn workflows_with_nul_bytes_or_huge_commands_are_refused_at_their_position() {
     refused_file(
         "huge-run.toml",
         &format!("{step}run = \"{}\"\n", "x".repeat(200_000)),
-        &["huge-run.toml:4:7:", "`run` is 200000 bytes", "at most 131071"],
+        &[
+            "huge-run.toml:4:7:",
+            "`run` is 200000 bytes",
+            "at most 131071",
+        ],
     );
-    assert!(answers(&agent).is_empty(), "a refused workflow created a run");
+    assert!(
+        answers(&agent).is_empty(),
+        "a refused workflow created a run"
+    );
 }
 
 #[test]
@@ -337,7 +372,11 @@ fn show_into_a_closed_pipe_ends_quietly() {
     );
     let id = agent.run(&wf);
     agent.wait_for_end(&id, Duration::from_secs(60));
-    for args in [vec!["show", id.as_str()], vec!["ps", "--all"], vec!["audit"]] {
+    for args in [
+        vec!["show", id.as_str()],
+        vec!["ps", "--all"],
+        vec!["audit"],
+    ] {
         // A pipe whose reader has gone, as `| head -1` leaves it once head has its line.
         let (read, write) = nix::unistd::pipe().expect("pipe");
         drop(read);
