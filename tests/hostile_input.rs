@@ -396,3 +396,222 @@ fn show_into_a_closed_pipe_ends_quietly() {
         );
     }
 }
+
+/// Strings meant to find the edges of every argument: empty, huge numbers, durations past
+/// any bound, unicode, paths, long text. (None starts with '-': busctl would read it as an
+/// option.)
+fn edge_strings(run: &str, workflow: &str) -> Vec<String> {
+    vec![
+        String::new(),
+        " ".into(),
+        run.into(),
+        workflow.into(),
+        "18446744073709551615".into(),
+        "18446744073709551615s".into(),
+        "10000000years".into(),
+        "1000y".into(),
+        "0s".into(),
+        "7d".into(),
+        "latest".into(),
+        "nan".into(),
+        "é\u{202E}\u{10FFFF}日本".into(),
+        "../../../etc/shadow".into(),
+        "/etc/shadow".into(),
+        "relative.toml".into(),
+        "rule/".into(),
+        "x".repeat(70_000),
+        "%s%n%x".into(),
+        "info".into(),
+        "critical".into(),
+    ]
+}
+
+/// Random arguments for one busctl signature character (`s`, `u`, `b`, `t`, `a{ss}`,
+/// `a{sv}` handled by the caller).
+fn random_value(rng: &mut fastrand::Rng, kind: char, strings: &[String]) -> Vec<String> {
+    match kind {
+        's' => vec![rng.choice(strings).unwrap().clone()],
+        'u' => vec![
+            rng.choice(["0", "1", "2", "4294967295"])
+                .unwrap()
+                .to_owned(),
+        ],
+        'b' => vec![rng.choice(["true", "false"]).unwrap().to_owned()],
+        _ => unreachable!("signature {kind}"),
+    }
+}
+
+/// An `a{sv}` of up to three options, known keys and unknown, of every type.
+fn random_options(rng: &mut fastrand::Rng, strings: &[String]) -> Vec<String> {
+    let n = rng.usize(0..=3);
+    let mut out = vec![n.to_string()];
+    for _ in 0..n {
+        out.push(
+            rng.choice(["grace", "confirm", "from", "to", "x"])
+                .unwrap()
+                .to_owned(),
+        );
+        match rng.u8(..5) {
+            0 => out.extend(["s".into(), rng.choice(strings).unwrap().clone()]),
+            1 => out.extend([
+                "t".into(),
+                rng.choice(["0", "1500", "18446744073709551615"])
+                    .unwrap()
+                    .to_owned(),
+            ]),
+            2 => out.extend([
+                "u".into(),
+                rng.choice(["0", "1", "4294967295"]).unwrap().to_owned(),
+            ]),
+            3 => out.extend(["b".into(), "true".into()]),
+            _ => out.extend(["as".into(), "2".into(), "a".into(), "b".into()]),
+        }
+    }
+    out
+}
+
+/// Every method with its signature (`a{ss}` and `a{sv}` written as `P` and `O` here).
+const METHODS: &[(&str, &str)] = &[
+    ("Run", "sP"),
+    ("List", ""),
+    ("Get", "s"),
+    ("Kill", "ssO"),
+    ("EnterCritical", "ss"),
+    ("LeaveCritical", "ss"),
+    ("Audit", "s"),
+    ("Checkpoint", "ss"),
+    ("Checkpoints", "s"),
+    ("Restart", "sO"),
+    ("Rollback", "suO"),
+    ("Actions", "s"),
+    ("History", "ss"),
+    ("Alerts", "b"),
+    ("Silence", "sss"),
+    ("Silences", "b"),
+    ("RaiseAlert", "ssss"),
+    ("ResolveAlert", "s"),
+    ("Reload", ""),
+    ("Metrics", "s"),
+    ("Top", ""),
+];
+
+/// Random calls of every method, with the right signature and sometimes a wrong one, as
+/// uid 65534 in the role `config` gives it: none may hang or crash the agent, which answers
+/// `List` after each.
+fn random_calls(config: &str, seed: u64) {
+    let agent = TestAgent::start_with_config(config);
+    let run = long_run(&agent);
+    let hello = agent.workflow(
+        "hello.toml",
+        "name = \"hello\"\n[[step]]\nname = \"hi\"\nrun = \"true\"\n",
+    );
+    let strings = edge_strings(&run, &hello.to_string_lossy());
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for round in 0..(METHODS.len() * 6) {
+        let (method, signature) = METHODS[round % METHODS.len()];
+        let mut args: Vec<String> = Vec::new();
+        let mut wire = String::new();
+        // One call in eight gets a signature the method does not take.
+        let signature = if rng.u8(..8) == 0 { "sub" } else { signature };
+        for kind in signature.chars() {
+            match kind {
+                'P' => {
+                    wire.push_str("a{ss}");
+                    let n = rng.usize(0..=2);
+                    args.push(n.to_string());
+                    for _ in 0..n {
+                        args.push(rng.choice(["p", "P", "a_b", "x"]).unwrap().to_owned());
+                        args.push(rng.choice(&strings).unwrap().clone());
+                    }
+                }
+                'O' => {
+                    wire.push_str("a{sv}");
+                    args.extend(random_options(&mut rng, &strings));
+                }
+                other => {
+                    wire.push(other);
+                    args.extend(random_value(&mut rng, other, &strings));
+                }
+            }
+        }
+        let mut call: Vec<&str> = Vec::new();
+        if !wire.is_empty() {
+            call.push(&wire);
+        }
+        call.extend(args.iter().map(String::as_str));
+        let out = agent.busctl(true, method, &call);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("timed out") && !stderr.contains("disconnected"),
+            "{method} {wire} {:.200?}: {stderr}\nagent log:\n{}",
+            args,
+            agent.agent_log()
+        );
+        answers(&agent);
+    }
+    assert!(
+        !agent.agent_log().contains("panicked"),
+        "{}",
+        agent.agent_log()
+    );
+}
+
+#[test]
+fn random_calls_as_a_viewer_leave_the_agent_answering() {
+    random_calls(TEST_CONFIG, 0x7669_6577);
+}
+
+#[test]
+fn random_calls_as_an_operator_leave_the_agent_answering() {
+    random_calls(&operator_config(), 0x6f70_6572);
+}
+
+#[test]
+fn random_config_files_are_refused_or_accepted_never_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/drover.toml"),
+    )
+    .expect("the packaged example config");
+    let lines: Vec<&str> = example.lines().filter(|l| !l.trim().is_empty()).collect();
+    let extremes = [
+        "18446744073709551615",
+        "\"18446744073709551615s\"",
+        "\"10000000years\"",
+        "\"0s\"",
+        "-1",
+        "nan",
+        "\"\\u0000\"",
+        "[]",
+        "\"é\u{202E}\"",
+    ];
+    let mut rng = fastrand::Rng::with_seed(0x636f_6e66);
+    for i in 0..150 {
+        let text = if i % 3 == 0 {
+            let bytes: Vec<u8> = (0..rng.usize(0..300)).map(|_| rng.u8(..)).collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        } else {
+            // The example with one setting uncommented and set to an extreme.
+            let mut text: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+            let at = rng.usize(..text.len());
+            let line = text[at].trim_start_matches(['#', ' ']).to_owned();
+            if let Some((key, _)) = line.split_once(" = ") {
+                text[at] = format!("{key} = {}", rng.choice(extremes).unwrap());
+            }
+            text.join("\n")
+        };
+        let file = dir.path().join("drover.toml");
+        std::fs::write(&file, &text).unwrap();
+        let out = std::process::Command::new(crate::support::DROVER)
+            .args(["config", "check"])
+            .arg(&file)
+            .output()
+            .expect("drover config check");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)) && !stderr.contains("panicked"),
+            "drover config check of {text:?}: {} {stderr}",
+            out.status
+        );
+    }
+}
