@@ -426,11 +426,10 @@ fn edge_strings(run: &str, workflow: &str) -> Vec<String> {
     ]
 }
 
-/// Random arguments for one busctl signature character (`s`, `u`, `b`, `t`, `a{ss}`,
+/// Random arguments for one busctl signature character (`u`, `b`; strings, `a{ss}` and
 /// `a{sv}` handled by the caller).
-fn random_value(rng: &mut fastrand::Rng, kind: char, strings: &[String]) -> Vec<String> {
+fn random_value(rng: &mut fastrand::Rng, kind: char) -> Vec<String> {
     match kind {
-        's' => vec![rng.choice(strings).unwrap().clone()],
         'u' => vec![
             rng.choice(["0", "1", "2", "4294967295"])
                 .unwrap()
@@ -470,6 +469,11 @@ fn random_options(rng: &mut fastrand::Rng, strings: &[String]) -> Vec<String> {
     out
 }
 
+/// The first 40 characters of `text`, for messages.
+fn quoted_short(text: &str) -> String {
+    text.chars().take(40).collect()
+}
+
 /// Every method with its signature (`a{ss}` and `a{sv}` written as `P` and `O` here).
 const METHODS: &[(&str, &str)] = &[
     ("Run", "sP"),
@@ -507,14 +511,21 @@ fn random_calls(config: &str, seed: u64) {
     );
     let strings = edge_strings(&run, &hello.to_string_lossy());
     let mut rng = fastrand::Rng::with_seed(seed);
-    for round in 0..(METHODS.len() * 6) {
+    // Each method as often as there are edge strings, so every string argument of every
+    // method gets each of them once; the rest is random.
+    for round in 0..(METHODS.len() * strings.len()) {
         let (method, signature) = METHODS[round % METHODS.len()];
+        let nth = round / METHODS.len();
         let mut args: Vec<String> = Vec::new();
         let mut wire = String::new();
         // One call in eight gets a signature the method does not take.
         let signature = if rng.u8(..8) == 0 { "sub" } else { signature };
-        for kind in signature.chars() {
+        for (position, kind) in signature.chars().enumerate() {
             match kind {
+                's' => {
+                    wire.push('s');
+                    args.push(strings[(nth + position * 5) % strings.len()].clone());
+                }
                 'P' => {
                     wire.push_str("a{ss}");
                     let n = rng.usize(0..=2);
@@ -530,7 +541,7 @@ fn random_calls(config: &str, seed: u64) {
                 }
                 other => {
                     wire.push(other);
-                    args.extend(random_value(&mut rng, other, &strings));
+                    args.extend(random_value(&mut rng, other));
                 }
             }
         }
@@ -543,8 +554,11 @@ fn random_calls(config: &str, seed: u64) {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !stderr.contains("timed out") && !stderr.contains("disconnected"),
-            "{method} {wire} {:.200?}: {stderr}\nagent log:\n{}",
-            args,
+            "{method} {wire} {}: {stderr}\nagent log:\n{}",
+            args.iter()
+                .map(|a| format!("{:?}", quoted_short(a)))
+                .collect::<Vec<_>>()
+                .join(" "),
             agent.agent_log()
         );
         answers(&agent);
