@@ -20,7 +20,7 @@ const RULES: &[(&str, &[&str])] = &[
     (
         "ops",
         &[
-            "auth", "engine", "alerts", "monitor", "reload", "history", "model",
+            "auth", "engine", "alerts", "monitor", "reload", "history", "model", "quantity",
         ],
     ),
 ];
