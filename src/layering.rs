@@ -37,6 +37,7 @@ const RULES: &[(&str, &[&str])] = &[
             "reload",
             "history",
             "model",
+            "quantity",
         ],
     ),
 ];

@@ -8,32 +8,86 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+/// The longest duration drover takes from outside (workflow files, the config, every
+/// door): 100 years. Every timeout, grace, silence and window is far below it, and a
+/// timestamp `now + MAX_DURATION` stays formattable (RFC 3339 ends at year 9999) and a sum of
+/// a few such durations cannot overflow, so no arithmetic on input can panic.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// [`MAX_DURATION`] as the messages say it.
+pub const MAX_DURATION_TEXT: &str = "100 years (36500d)";
+
 /// A text that is not a duration. Its `Display` is the wording workflow files and the API
 /// show; a caller with wording of its own (the config) takes `reason`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("invalid duration {text:?}: {reason} (expected e.g. \"90s\", \"5m\" or \"1h 30m\")")]
 pub struct DurationError {
-    /// The text as given.
+    /// The text as given, cut to [`QUOTED_MAX`] bytes: it is quoted back to the caller.
     pub text: String,
-    /// What humantime found wrong with it.
-    pub reason: humantime::DurationError,
+    pub reason: DurationReason,
 }
 
-/// Parses a humantime duration (`"90s"`, `"5m"`, `"1h 30m"`), blanks around it ignored.
-/// Zero is allowed here; callers decide whether it makes sense.
+/// What is wrong with a duration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DurationReason {
+    /// humantime's word on the syntax.
+    #[error(transparent)]
+    Syntax(#[from] humantime::DurationError),
+    #[error("longer than the maximum of {MAX_DURATION_TEXT}")]
+    TooLong,
+}
+
+/// How much of a rejected text an error quotes back.
+pub const QUOTED_MAX: usize = 64;
+
+/// `text` cut to at most `max` bytes (at a character boundary), with a marker saying how
+/// long it was when it was cut: what a message or an audit record keeps of a string from
+/// outside.
+pub fn truncated(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
+}
+
+/// Parses a humantime duration (`"90s"`, `"5m"`, `"1h 30m"`), blanks around it ignored, of
+/// at most [`MAX_DURATION`]. Zero is allowed here; callers decide whether it makes sense.
 pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
-    humantime::parse_duration(s.trim()).map_err(|reason| DurationError {
-        text: s.to_owned(),
+    let error = |reason| DurationError {
+        text: truncated(s, QUOTED_MAX),
+        reason,
+    };
+    let duration = humantime::parse_duration(s.trim()).map_err(|e| error(e.into()))?;
+    bounded_duration(duration).map_err(|_| error(DurationReason::TooLong))
+}
+
+/// `ms` milliseconds (a door's integer form of a duration), at most [`MAX_DURATION`].
+pub fn duration_from_millis(ms: u64) -> Result<Duration, DurationError> {
+    bounded_duration(Duration::from_millis(ms)).map_err(|reason| DurationError {
+        text: format!("{ms}ms"),
         reason,
     })
+}
+
+/// `d` if it is at most [`MAX_DURATION`]: for durations a door received already typed.
+pub fn bounded_duration(d: Duration) -> Result<Duration, DurationReason> {
+    if d > MAX_DURATION {
+        return Err(DurationReason::TooLong);
+    }
+    Ok(d)
 }
 
 /// Parses a size like systemd does: plain bytes (`"2048"`) or a number with a
 /// base-1024 suffix `K`, `M`, `G` or `T` (`"512M"`, `"1.5G"`). Zero is allowed
 /// here; callers decide whether it makes sense.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let s = truncated(text, QUOTED_MAX);
     let bad = || format!("invalid size {s:?}: expected bytes or a number with K, M, G or T");
-    let t = s.trim();
+    let t = text.trim();
     let (number, multiplier): (&str, u128) = match t.char_indices().next_back() {
         None => return Err(bad()),
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -76,13 +130,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// A CPU quota as a percentage of one CPU: `"150%"` -> 150. Whole percents only: that
 /// is what systemd's `CPUQuota=` is given.
-pub(crate) fn parse_percent(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_percent(text: &str) -> Result<u32, String> {
+    let s = truncated(text, QUOTED_MAX);
     let bad = || {
         format!(
             "invalid CPU quota {s:?}: expected a whole percentage of one CPU such as \"50%\" or \"200%\""
         )
     };
-    let digits = s.trim().strip_suffix('%').ok_or_else(bad)?.trim_end();
+    let digits = text.trim().strip_suffix('%').ok_or_else(bad)?.trim_end();
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
@@ -196,6 +251,95 @@ mod tests {
         for bad in ["5x", "", "90", "soon"] {
             let e = parse_duration(bad).expect_err(bad).to_string();
             assert!(e.starts_with(&format!("invalid duration {bad:?}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn durations_beyond_the_maximum_are_refused_not_overflowed() {
+        assert_eq!(parse_duration("36500d"), Ok(MAX_DURATION));
+        for huge in [
+            "36501d",
+            "18446744073709551615s",
+            "10000000years",
+            "1000000000000000000000000000h",
+        ] {
+            let e = parse_duration(huge).expect_err(huge);
+            let text = e.to_string();
+            assert!(
+                text.contains("maximum of 100 years")
+                    || matches!(e.reason, DurationReason::Syntax(_)),
+                "{huge}: {text}"
+            );
+        }
+        assert_eq!(
+            parse_duration("18446744073709551615s").unwrap_err().reason,
+            DurationReason::TooLong
+        );
+        assert_eq!(duration_from_millis(1500), Ok(Duration::from_millis(1500)));
+        assert_eq!(
+            duration_from_millis(u64::MAX).unwrap_err().reason,
+            DurationReason::TooLong
+        );
+    }
+
+    #[test]
+    fn a_long_text_is_quoted_cut_with_its_length() {
+        let long = "é".repeat(100);
+        let cut = truncated(&long, 5);
+        assert_eq!(cut, "éé… (200 bytes in all)");
+        assert_eq!(truncated("short", 5), "short");
+        let e = parse_duration(&"9".repeat(10_000)).unwrap_err().to_string();
+        assert!(e.len() < 300, "{e}");
+        assert!(parse_size(&"x".repeat(10_000)).unwrap_err().len() < 300);
+    }
+
+    /// Seeded random text, and numbers at the edges with every unit: refused or parsed,
+    /// never a panic.
+    #[test]
+    fn random_quantities_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(0x7175_616e);
+        let units = [
+            "", "ns", "us", "ms", "s", "m", "h", "d", "w", "M", "y", "years", "K", "G", "T", "%",
+        ];
+        let numbers = [
+            "0",
+            "1",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999",
+            "1.5",
+            ".5",
+            "1.",
+            "-1",
+            "340282366920938463463374607431768211455",
+        ];
+        for _ in 0..5000 {
+            let text = match rng.u8(..3) {
+                0 => {
+                    let bytes: Vec<u8> = (0..rng.usize(0..40)).map(|_| rng.u8(..)).collect();
+                    String::from_utf8_lossy(&bytes).into_owned()
+                }
+                1 => format!(
+                    "{}{}",
+                    rng.choice(numbers).unwrap(),
+                    rng.choice(units).unwrap()
+                ),
+                _ => (0..rng.usize(1..4))
+                    .map(|_| {
+                        format!(
+                            "{}{}",
+                            rng.choice(numbers).unwrap(),
+                            rng.choice(units).unwrap()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            };
+            if let Ok(d) = parse_duration(&text) {
+                assert!(d <= MAX_DURATION, "{text}");
+            }
+            let _ = parse_size(&text);
+            let _ = parse_percent(&text);
         }
     }
 

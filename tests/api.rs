@@ -7,7 +7,7 @@ use drover::model::RunState;
 use crate::support::{TestAgent, assert_state};
 
 /// The one string a `busctl --json` reply carries.
-fn reply_string(out: &std::process::Output) -> String {
+pub(crate) fn reply_string(out: &std::process::Output) -> String {
     assert!(
         out.status.success(),
         "busctl failed: {}",

@@ -12,6 +12,7 @@ mod config;
 mod dbus_policy;
 mod failures;
 mod history;
+mod hostile_input;
 mod http;
 mod kill;
 mod least_privilege;

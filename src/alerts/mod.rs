@@ -207,6 +207,9 @@ impl Alerts {
                 "a silence needs a duration above zero".into(),
             ));
         }
+        // Its end is a timestamp: beyond the bound it could not be written down.
+        crate::quantity::bounded_duration(request.duration)
+            .map_err(|e| AlertsError::InvalidArgument(format!("a silence's duration is {e}")))?;
         let now = Timestamp::now();
         let millis = i64::try_from(request.duration.as_millis()).unwrap_or(i64::MAX);
         let until = Timestamp(now.0.saturating_add(millis));

@@ -18,6 +18,7 @@ use crate::ops::types::{
     RunArgs, SilenceArgs,
 };
 use crate::ops::{Caller, Channel, ErrorKind, Ops, OpsError};
+use crate::quantity::{QUOTED_MAX, truncated};
 
 /// Errors callers see, named `org.drover.Drover1.Error.*` (see [`ErrorKind`]).
 #[derive(Debug, zbus::DBusError)]
@@ -72,8 +73,20 @@ impl Manager {
     }
 }
 
+/// The largest reply sent: half the 32 MiB a message may carry on a default bus. A
+/// reply beyond what the bus accepts would make the bus drop the agent's connection, and
+/// its name with it.
+const MAX_REPLY: usize = 16 << 20;
+
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, ApiError> {
-    serde_json::to_string(value).map_err(|e| ApiError::Failed(e.to_string()))
+    let json = serde_json::to_string(value).map_err(|e| ApiError::Failed(e.to_string()))?;
+    if json.len() > MAX_REPLY {
+        return Err(ApiError::Failed(format!(
+            "the reply would be {} bytes, more than the {MAX_REPLY} a reply may carry: ask for less (one run, a shorter window)",
+            json.len()
+        )));
+    }
+    Ok(json)
 }
 
 fn critical_args(run: &str, label: &str) -> CriticalArgs {
@@ -359,7 +372,8 @@ impl Manager {
             run: given(run).map(str::to_owned),
             severity: crate::model::parse_severity(severity).ok_or_else(|| {
                 ApiError::InvalidArgument(format!(
-                    "severity {severity:?}: info, warning or critical"
+                    "severity {:?}: info, warning or critical",
+                    truncated(severity, QUOTED_MAX)
                 ))
             })?,
             rule: rule.to_owned(),
@@ -438,7 +452,12 @@ fn kill_options(
                         .map_err(|e| ApiError::InvalidArgument(format!("option grace: {e}")))?,
                 );
             }
-            ("grace", Variant::U64(ms)) => grace = Some(Duration::from_millis(*ms)),
+            ("grace", Variant::U64(ms)) => {
+                grace = Some(
+                    crate::quantity::duration_from_millis(*ms)
+                        .map_err(|e| ApiError::InvalidArgument(format!("option grace: {e}")))?,
+                );
+            }
             ("grace", Variant::U32(ms)) => grace = Some(Duration::from_millis(u64::from(*ms))),
             ("confirm", Variant::Bool(yes)) => confirm = *yes,
             ("grace" | "confirm", other) => {
@@ -449,7 +468,8 @@ fn kill_options(
             }
             _ => {
                 return Err(ApiError::InvalidArgument(format!(
-                    "unknown option {key:?}: Kill knows grace and confirm"
+                    "unknown option {:?}: Kill knows grace and confirm",
+                    truncated(key, QUOTED_MAX)
                 )));
             }
         }
@@ -490,7 +510,8 @@ fn action_options(
                     "confirm"
                 };
                 return Err(ApiError::InvalidArgument(format!(
-                    "unknown option {key:?}: {call} knows {known}"
+                    "unknown option {:?}: {call} knows {known}",
+                    truncated(key, QUOTED_MAX)
                 )));
             }
         }
@@ -503,12 +524,12 @@ fn history_since(since: &str) -> Result<Option<Duration>, ApiError> {
     let Some(since) = given(since) else {
         return Ok(None);
     };
-    let since = since.trim();
     crate::quantity::parse_duration(since)
         .map(Some)
         .map_err(|e| {
             ApiError::InvalidArgument(format!(
-                "since {since:?}: expected a duration such as 7d or 12h: {}",
+                "since {:?}: expected a duration such as 7d or 12h: {}",
+                e.text.trim(),
                 e.reason
             ))
         })

@@ -15,20 +15,25 @@ pub async fn run(proxy: &DroverProxy<'_>, all: bool, json: bool) -> anyhow::Resu
     let alerts: Vec<Alert> =
         serde_json::from_str(&text).context("the agent sent alerts this client cannot read")?;
     if json {
-        println!("{}", serde_json::to_string(&alerts)?);
+        outln!("{}", serde_json::to_string(&alerts)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<32} {:<9} {:<9} {:>5} {:<24} {:<24} SUMMARY",
-        "KEY", "SEVERITY", "STATE", "COUNT", "FIRST SEEN", "LAST SEEN"
-    );
+        "KEY",
+        "SEVERITY",
+        "STATE",
+        "COUNT",
+        "FIRST SEEN",
+        "LAST SEEN"
+    )?;
     for a in &alerts {
         let state = match (a.state, a.silenced_until) {
             (AlertState::Resolved, _) => "resolved",
             (AlertState::Firing, Some(_)) => "silenced",
             (AlertState::Firing, None) => "firing",
         };
-        println!(
+        outln!(
             "{:<32} {:<9} {:<9} {:>5} {:<24} {:<24} {}",
             a.key,
             severity_str(a.severity),
@@ -37,7 +42,7 @@ pub async fn run(proxy: &DroverProxy<'_>, all: bool, json: bool) -> anyhow::Resu
             a.first_seen.to_string(),
             a.last_seen.to_string(),
             a.summary
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -32,15 +32,20 @@ pub async fn run(
         actions: serde_json::from_str(&actions).context(unreadable)?,
     };
     if json {
-        println!("{}", serde_json::to_string(&trail)?);
+        outln!("{}", serde_json::to_string(&trail)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<5} {:<12} {:<9} {:<8} {:<24} {:<34} REASON",
-        "KILL", "RUN", "RESULT", "TOTAL", "REQUESTED", "BY"
-    );
+        "KILL",
+        "RUN",
+        "RESULT",
+        "TOTAL",
+        "REQUESTED",
+        "BY"
+    )?;
     for r in &trail.kills {
-        println!(
+        outln!(
             "{:<5} {:<12} {:<9} {:<8} {:<24} {:<34} {}",
             r.id,
             r.run,
@@ -49,16 +54,21 @@ pub async fn run(
             r.requested_at.to_string(),
             r.requested_by,
             r.reason
-        );
+        )?;
     }
     if !trail.actions.is_empty() {
-        println!();
-        println!(
+        outln!()?;
+        outln!(
             "{:<5} {:<12} {:<10} {:<8} {:<24} {:<34} DETAIL",
-            "ID", "RUN", "ACTION", "RESULT", "AT", "BY"
-        );
+            "ID",
+            "RUN",
+            "ACTION",
+            "RESULT",
+            "AT",
+            "BY"
+        )?;
         for a in &trail.actions {
-            println!(
+            outln!(
                 "{:<5} {:<12} {:<10} {:<8} {:<24} {:<34} {}",
                 a.id,
                 // Empty for an action on the agent itself (a reload).
@@ -68,7 +78,7 @@ pub async fn run(
                 a.at.to_string(),
                 a.requested_by,
                 a.detail
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

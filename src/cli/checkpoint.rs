@@ -20,36 +20,46 @@ pub async fn take(
         .await
         .map_err(api_error)?;
     if json {
-        println!("{text}");
+        outln!("{text}")?;
         return Ok(ExitCode::SUCCESS);
     }
     let c: CheckpointRecord = serde_json::from_str(&text)
         .context("the agent sent a checkpoint this client cannot read")?;
-    println!(
+    outln!(
         "checkpoint {} of run {}: {} {} ({} files changed, {} ms)",
-        c.n, c.run, c.reference, c.commit, c.files_changed, c.took_ms
-    );
+        c.n,
+        c.run,
+        c.reference,
+        c.commit,
+        c.files_changed,
+        c.took_ms
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn list(proxy: &DroverProxy<'_>, run: &str, json: bool) -> anyhow::Result<ExitCode> {
     let text = proxy.checkpoints(run).await.map_err(api_error)?;
     if json {
-        println!("{text}");
+        outln!("{text}")?;
         return Ok(ExitCode::SUCCESS);
     }
     let checkpoints: Vec<CheckpointRecord> = serde_json::from_str(&text)
         .context("the agent sent checkpoints this client cannot read")?;
     if checkpoints.is_empty() {
-        println!("run {run} has no checkpoints");
+        outln!("run {run} has no checkpoints")?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<4} {:<16} {:<16} {:<24} {:<12} {:>7}  LABEL",
-        "N", "REASON", "STEP", "TIME", "COMMIT", "CHANGED"
-    );
+        "N",
+        "REASON",
+        "STEP",
+        "TIME",
+        "COMMIT",
+        "CHANGED"
+    )?;
     for c in &checkpoints {
-        println!(
+        outln!(
             "{:<4} {:<16} {:<16} {:<24} {:<12} {:>7}  {}",
             c.n,
             c.reason,
@@ -58,7 +68,7 @@ pub async fn list(proxy: &DroverProxy<'_>, run: &str, json: bool) -> anyhow::Res
             c.commit.get(..12).unwrap_or(&c.commit),
             c.files_changed,
             c.label
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -15,10 +15,10 @@ pub fn check(file: Option<PathBuf>, bus: Bus) -> anyhow::Result<ExitCode> {
     };
     // The agent runs with the defaults when its default file is absent: so may the check.
     if !required && !path.exists() {
-        println!("{}: not found; the agent uses the defaults", path.display());
+        outln!("{}: not found; the agent uses the defaults", path.display())?;
         return Ok(ExitCode::SUCCESS);
     }
     Config::load(&path, true)?;
-    println!("{}: ok", path.display());
+    outln!("{}: ok", path.display())?;
     Ok(ExitCode::SUCCESS)
 }

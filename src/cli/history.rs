@@ -22,22 +22,32 @@ pub async fn run(
         .await
         .map_err(api_error)?;
     if json {
-        println!("{reply}");
+        outln!("{reply}")?;
         return Ok(ExitCode::SUCCESS);
     }
     let history: History =
         serde_json::from_str(&reply).context("the agent sent a history this client cannot read")?;
-    println!(
+    outln!(
         "{:<10} {:>5} {:>5} {:>5} {:>6} {:>6} {:>8} {:>8} {:>9} {:>5} {:>8}  FAILURE CLASSES",
-        "DAY", "RUNS", "OK", "FAIL", "KILLED", "RATE", "P50", "P95", "COST", "KILLS", "RESTARTS"
-    );
+        "DAY",
+        "RUNS",
+        "OK",
+        "FAIL",
+        "KILLED",
+        "RATE",
+        "P50",
+        "P95",
+        "COST",
+        "KILLS",
+        "RESTARTS"
+    )?;
     for d in &history.days {
         let classes: Vec<String> = d
             .failure_classes
             .iter()
             .map(|(class, n)| format!("{class}={n}"))
             .collect();
-        println!(
+        outln!(
             "{:<10} {:>5} {:>5} {:>5} {:>6} {:>6} {:>8} {:>8} {:>9} {:>5} {:>8}  {}",
             d.day,
             d.runs,
@@ -52,7 +62,7 @@ pub async fn run(
             d.kills,
             d.restarts,
             classes.join(" ")
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -28,9 +28,9 @@ pub async fn run(
     let record: KillRecord =
         serde_json::from_str(&text).context("the agent sent an outcome this client cannot read")?;
     if json {
-        println!("{text}");
+        outln!("{text}")?;
     } else {
-        print_outcome(&record);
+        print_outcome(&record)?;
     }
     let clean = record.result == KillResult::Killed && record.processes_left == Some(0);
     Ok(if clean {
@@ -40,20 +40,20 @@ pub async fn run(
     })
 }
 
-fn print_outcome(record: &KillRecord) {
-    println!(
+fn print_outcome(record: &KillRecord) -> std::io::Result<()> {
+    outln!(
         "run {} {} in {} ms (by {}: {})",
         record.run,
         record.result.as_str(),
         record.total_ms.unwrap_or_default(),
         record.requested_by,
         record.reason
-    );
+    )?;
     if let Some(step) = &record.step {
-        println!(
+        outln!(
             "step:    {step} ({})",
             record.unit.as_deref().unwrap_or("-")
-        );
+        )?;
     }
     for phase in &record.phases {
         let signalled = if phase.signalled > 0 {
@@ -61,33 +61,34 @@ fn print_outcome(record: &KillRecord) {
         } else {
             String::new()
         };
-        println!(
+        outln!(
             "  {:<14} at {:>5} ms  took {:>5} ms  {:<14} {}",
             phase.name,
             phase.started_ms,
             phase.duration_ms,
             signalled,
             phase.note.as_deref().unwrap_or("")
-        );
+        )?;
     }
     for action in &record.cleanup {
-        println!(
+        outln!(
             "  cleanup: {} — {}{}",
             action.action,
             if action.ok { "" } else { "FAILED: " },
             action.detail
-        );
+        )?;
     }
     if let Some(snapshot) = &record.snapshot {
-        println!("snapshot: {snapshot}");
+        outln!("snapshot: {snapshot}")?;
     }
-    println!(
+    outln!(
         "processes left: {}",
         record
             .processes_left
             .map_or("unknown".to_owned(), |n| n.to_string())
-    );
+    )?;
     if let Some(error) = &record.error {
-        println!("error: {error}");
+        outln!("error: {error}")?;
     }
+    Ok(())
 }

@@ -1,5 +1,25 @@
 //! The command line: argument definitions and dispatch. Every client command talks to the
 //! agent over D-Bus (`cli/<command>.rs` mirrors the API call of the same name).
+//!
+//! Commands print with [`outln!`] and [`out!`], which return the write's error rather than
+//! panic as `println!` does: output to a closed pipe (`drover show RUN | head -1`) ends the
+//! command quietly with status 0, as ripgrep does ([`main`]).
+
+/// `println!` that returns the `io::Result` of the write.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+    }};
+}
+
+/// `print!` that returns the `io::Result` of the write.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($arg)*)
+    }};
+}
 
 mod alerts;
 mod audit;
@@ -272,8 +292,8 @@ enum Command {
         /// Print one frame and exit (for scripts).
         #[arg(long)]
         once: bool,
-        /// Seconds between refreshes.
-        #[arg(long, default_value_t = 1.0)]
+        /// Seconds between refreshes (0.1 to 3600).
+        #[arg(long, default_value = "1", value_parser = parse_interval)]
         interval: f64,
     },
     /// Run CMD inside a private systemd user manager, session bus and journald (for hosts
@@ -305,6 +325,13 @@ fn parse_checkpoint(text: &str) -> Result<CheckpointChoice, String> {
     text.parse()
         .map(CheckpointChoice::Number)
         .map_err(|_| format!("expected a checkpoint number or \"latest\", got {text:?}"))
+}
+
+fn parse_interval(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| (0.1..=3600.0).contains(s))
+        .ok_or_else(|| format!("expected seconds from 0.1 to 3600, got {text:?}"))
 }
 
 fn parse_param(text: &str) -> Result<(String, String), String> {
@@ -343,6 +370,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
+        // Whoever read the output has gone (`| head`): nothing is wrong, and nobody to tell.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("drover: {e:#}");
             ExitCode::FAILURE
@@ -439,6 +468,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             unreachable!("handled before the runtime starts")
         }
     }
+}
+
+/// Whether `e` is, or was caused by, a write to a pipe whose reader has gone.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn exit_code(code: i32) -> ExitCode {

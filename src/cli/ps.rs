@@ -17,13 +17,16 @@ pub async fn run(proxy: &DroverProxy<'_>, all: bool, json: bool) -> anyhow::Resu
         .filter(|r| all || !r.state.is_terminal())
         .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&runs)?);
+        outln!("{}", serde_json::to_string_pretty(&runs)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<12} {:<20} {:<10} {:<20} CREATED",
-        "RUN", "WORKFLOW", "STATE", "STEP"
-    );
+        "RUN",
+        "WORKFLOW",
+        "STATE",
+        "STEP"
+    )?;
     for run in &runs {
         let step = run
             .steps
@@ -31,10 +34,14 @@ pub async fn run(proxy: &DroverProxy<'_>, all: bool, json: bool) -> anyhow::Resu
             .rev()
             .find(|s| s.state != StepState::Pending)
             .map_or("-".to_owned(), |s| format!("{} ({})", s.name, s.state));
-        println!(
+        outln!(
             "{:<12} {:<20} {:<10} {:<20} {}",
-            run.id, run.workflow, run.state, step, run.created_at
-        );
+            run.id,
+            run.workflow,
+            run.state,
+            step,
+            run.created_at
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -12,27 +12,27 @@ use crate::model::ReloadOutcome;
 pub async fn run(proxy: &DroverProxy<'_>, json: bool) -> anyhow::Result<ExitCode> {
     let reply = proxy.reload().await.map_err(api_error)?;
     if json {
-        println!("{reply}");
+        outln!("{reply}")?;
         return Ok(ExitCode::SUCCESS);
     }
     let outcome: ReloadOutcome =
         serde_json::from_str(&reply).context("the agent sent a reply this client cannot read")?;
-    println!("reloaded {}", outcome.config);
+    outln!("reloaded {}", outcome.config)?;
     let list = |keys: &[String]| keys.join(", ");
     if !outcome.applied.is_empty() {
-        println!("applied: {}", list(&outcome.applied));
+        outln!("applied: {}", list(&outcome.applied))?;
     }
     if !outcome.restart_needed.is_empty() {
-        println!(
+        outln!(
             "take effect after the agent restarts: {}",
             list(&outcome.restart_needed)
-        );
+        )?;
     }
     if !outcome.rules_loaded.is_empty() {
-        println!("rules loaded: {}", list(&outcome.rules_loaded));
+        outln!("rules loaded: {}", list(&outcome.rules_loaded))?;
     }
     if !outcome.rules_removed.is_empty() {
-        println!("rules removed: {}", list(&outcome.rules_removed));
+        outln!("rules removed: {}", list(&outcome.rules_removed))?;
     }
     // Rule files that do not compile are not the config's fault: the reload stands, and
     // their previous versions keep running.

@@ -23,14 +23,15 @@ pub async fn run(
     ]);
     let text = proxy.restart(id, options).await.map_err(api_error)?;
     if json {
-        println!("{text}");
+        outln!("{text}")?;
         return Ok(ExitCode::SUCCESS);
     }
     let record: ActionRecord =
         serde_json::from_str(&text).context("the agent sent a record this client cannot read")?;
-    println!(
+    outln!(
         "run {id} restarted in {} ms: {}",
-        record.took_ms, record.detail
-    );
+        record.took_ms,
+        record.detail
+    )?;
     Ok(ExitCode::SUCCESS)
 }

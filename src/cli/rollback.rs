@@ -19,11 +19,11 @@ pub async fn run(
     let options = options([("confirm", confirm.then(|| true.into()))]);
     let text = proxy.rollback(id, to, options).await.map_err(api_error)?;
     if json {
-        println!("{text}");
+        outln!("{text}")?;
         return Ok(ExitCode::SUCCESS);
     }
     let record: ActionRecord =
         serde_json::from_str(&text).context("the agent sent a record this client cannot read")?;
-    println!("run {id}: {}", record.detail);
+    outln!("run {id}: {}", record.detail)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -30,18 +30,18 @@ pub fn check(dir: Option<&Path>, config: Option<PathBuf>, bus: Bus) -> anyhow::R
         }
     };
     if files.is_empty() {
-        println!("no rules (*.{}) found", rules::EXTENSION);
+        outln!("no rules (*.{}) found", rules::EXTENSION)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut failed = 0;
     for path in files.values() {
         match rules::check_file(path) {
-            Ok(asked) if asked.is_empty() => println!("ok {}", path.display()),
-            Ok(asked) => println!(
+            Ok(asked) if asked.is_empty() => outln!("ok {}", path.display())?,
+            Ok(asked) => outln!(
                 "ok {} (on the sample run: {})",
                 path.display(),
                 asked.join(", ")
-            ),
+            )?,
             Err(errors) => {
                 failed += 1;
                 for error in errors {

@@ -32,7 +32,7 @@ pub async fn run(
         None
     };
     let id = proxy.run(path, params).await.map_err(api_error)?;
-    println!("{id}");
+    outln!("{id}")?;
     let Some(changes) = changes.as_mut() else {
         return Ok(ExitCode::SUCCESS);
     };

@@ -9,50 +9,55 @@ use crate::api::DroverProxy;
 pub async fn run(proxy: &DroverProxy<'_>, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let run = get_run(proxy, id).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&run)?);
+        outln!("{}", serde_json::to_string_pretty(&run)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("run:          {}", run.id);
-    println!("workflow:     {} ({})", run.workflow, run.workflow_file);
-    println!("state:        {}", run.state);
-    println!("requested by: {}", run.requested_by);
-    println!("created:      {}", run.created_at);
-    println!(
+    outln!("run:          {}", run.id)?;
+    outln!("workflow:     {} ({})", run.workflow, run.workflow_file)?;
+    outln!("state:        {}", run.state)?;
+    outln!("requested by: {}", run.requested_by)?;
+    outln!("created:      {}", run.created_at)?;
+    outln!(
         "started:      {}",
         dash(run.started_at.map(|t| t.to_string()))
-    );
-    println!(
+    )?;
+    outln!(
         "ended:        {}",
         dash(run.ended_at.map(|t| t.to_string()))
-    );
+    )?;
     if let Some(worktree) = &run.worktree {
-        println!("worktree:     {worktree}");
+        outln!("worktree:     {worktree}")?;
     }
     if let Some(error) = &run.error {
-        println!("error:        {error}");
+        outln!("error:        {error}")?;
     }
     if let Some(class) = run.failure_class {
-        println!("failure:      {class}");
+        outln!("failure:      {class}")?;
     }
     if let Some(at) = run.next_attempt_at {
-        println!("next attempt: {at}");
+        outln!("next attempt: {at}")?;
     }
     if let Some(restart) = &run.restart {
         let from = restart
             .checkpoint
             .map_or("no checkpoint".to_owned(), |n| format!("checkpoint {n}"));
-        println!(
+        outln!(
             "restarted:    from {from}, at step {}",
             restart.next_step + 1
-        );
+        )?;
     }
-    println!();
-    println!(
+    outln!()?;
+    outln!(
         "{:<16} {:<8} {:<10} {:<10} {:<6} {:<6} UNIT",
-        "STEP", "ATTEMPT", "STATE", "RESULT", "EXIT", "SIGNAL"
-    );
+        "STEP",
+        "ATTEMPT",
+        "STATE",
+        "RESULT",
+        "EXIT",
+        "SIGNAL"
+    )?;
     for step in &run.steps {
-        println!(
+        outln!(
             "{:<16} {:<8} {:<10} {:<10} {:<6} {:<6} {}",
             step.name,
             step.attempt,
@@ -61,11 +66,11 @@ pub async fn run(proxy: &DroverProxy<'_>, id: &str, json: bool) -> anyhow::Resul
             dash(step.exit_code.map(|c| c.to_string())),
             dash(step.signal.map(|s| s.to_string())),
             dash(step.unit.clone())
-        );
+        )?;
     }
     for step in &run.steps {
         if let (Some(class), Some(evidence)) = (step.failure_class, &step.failure_evidence) {
-            println!("{}: {class}: {evidence}", step.name);
+            outln!("{}: {class}: {evidence}", step.name)?;
         }
         if let Some(session) = &step.session_id {
             let cost =
@@ -79,7 +84,7 @@ pub async fn run(proxy: &DroverProxy<'_>, id: &str, json: bool) -> anyhow::Resul
                             r.total_cost_usd.unwrap_or_default()
                         )
                     });
-            println!("{}: Claude Code session {session}{cost}", step.name);
+            outln!("{}: Claude Code session {session}{cost}", step.name)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -24,12 +24,13 @@ pub async fn add(
     let silence: Silence =
         serde_json::from_str(&text).context("the agent sent a silence this client cannot read")?;
     if json {
-        println!("{}", serde_json::to_string(&silence)?);
+        outln!("{}", serde_json::to_string(&silence)?)?;
     } else {
-        println!(
+        outln!(
             "alerts of {} silenced until {}",
-            silence.target, silence.until
-        );
+            silence.target,
+            silence.until
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -39,22 +40,25 @@ pub async fn list(proxy: &DroverProxy<'_>, all: bool, json: bool) -> anyhow::Res
     let silences: Vec<Silence> =
         serde_json::from_str(&text).context("the agent sent silences this client cannot read")?;
     if json {
-        println!("{}", serde_json::to_string(&silences)?);
+        outln!("{}", serde_json::to_string(&silences)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<5} {:<24} {:<24} {:<34} REASON",
-        "ID", "TARGET", "UNTIL", "BY"
-    );
+        "ID",
+        "TARGET",
+        "UNTIL",
+        "BY"
+    )?;
     for s in &silences {
-        println!(
+        outln!(
             "{:<5} {:<24} {:<24} {:<34} {}",
             s.id,
             s.target,
             s.until.to_string(),
             s.created_by,
             s.reason
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -21,10 +21,11 @@ const HOME_CLEAR: &str = "\x1b[H\x1b[2J";
 pub async fn run(proxy: &DroverProxy<'_>, once: bool, interval: f64) -> anyhow::Result<ExitCode> {
     if once || !std::io::stdout().is_terminal() {
         let runs = fetch(proxy).await?;
-        print!("{}", frame(&runs, None));
+        out!("{}", frame(&runs, None))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let interval = Duration::from_secs_f64(interval.clamp(0.1, 3600.0));
+    // Bounded by the argument's parser.
+    let interval = Duration::from_secs_f64(interval);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // An SSH session that goes away sends SIGHUP: leave like on Ctrl-C.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;

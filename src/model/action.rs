@@ -12,7 +12,8 @@ pub struct ActionRecord {
     pub id: i64,
     /// The run acted on; a silence's target; empty for the agent itself (a reload).
     pub run: String,
-    /// "restart", "rollback", "checkpoint", "silence" or "reload".
+    /// "restart", "rollback", "checkpoint", "silence" or "reload"; for refusals also "run",
+    /// "enter-critical", "leave-critical", "raise-alert" or "resolve-alert".
     pub action: String,
     pub requested_by: String,
     pub uid: Option<u32>,

@@ -1,7 +1,8 @@
 //! Alerts: the firing ones or all (`Alerts`, viewer), and raising or resolving one by hand
-//! (`RaiseAlert`, `ResolveAlert`, admin: operators' scripts and tests).
+//! (`RaiseAlert`, `ResolveAlert`, admin: operators' scripts and tests; refusals audited).
 
-use super::types::RaiseAlertArgs;
+use super::refusals::Audited;
+use super::types::{RaiseAlertArgs, check_len, limits};
 use super::{Caller, Ops, Result};
 use crate::auth::Role;
 use crate::model::Alert;
@@ -14,7 +15,12 @@ impl Ops {
     }
 
     pub fn raise_alert(&self, caller: &Caller, args: &RaiseAlertArgs) -> Result<Alert> {
-        self.authorise(caller, Role::Admin, "raise an alert")?;
+        let audited = Audited {
+            action: "raise-alert",
+            run: args.run.as_deref().unwrap_or_default(),
+            about: &args.rule,
+        };
+        self.admit_action(caller, Role::Admin, "raise an alert", audited, args.check())?;
         Ok(self
             .alerts
             .raise(
@@ -28,7 +34,13 @@ impl Ops {
 
     /// Resolves the firing alert with this key (`<rule>/<run>`).
     pub fn resolve_alert(&self, caller: &Caller, key: &str) -> Result<Alert> {
-        self.authorise(caller, Role::Admin, "resolve an alert")?;
+        let audited = Audited {
+            action: "resolve-alert",
+            run: "",
+            about: key,
+        };
+        let input = check_len("the alert key", key, limits::ALERT_KEY);
+        self.admit_action(caller, Role::Admin, "resolve an alert", audited, input)?;
         Ok(self.alerts.resolve(key)?.alert)
     }
 }

@@ -21,6 +21,47 @@ pub enum OpsError {
     Alerts(#[from] AlertsError),
     #[error("configuration not reloaded, the running one stays in force: {0}")]
     Reload(#[from] ReloadError),
+    #[error(transparent)]
+    Input(#[from] InputError),
+}
+
+/// A request outside the bounds every door's input is held to (`types::limits`); it is
+/// refused before anything is created or stored. Messages name the field and the limit and
+/// quote no more of the caller's text than a short, marked prefix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InputError {
+    #[error("{field} is {len} bytes long: at most {limit} are accepted")]
+    TooLong {
+        field: String,
+        len: usize,
+        limit: usize,
+    },
+    #[error("{count} {field} given: at most {limit} are accepted")]
+    TooMany {
+        field: &'static str,
+        count: usize,
+        limit: usize,
+    },
+    #[error("{field} contains a NUL byte, which no program's argument or environment can hold")]
+    Nul { field: String },
+    #[error(
+        "parameters {first:?} and {second:?} would both be $DROVER_PARAM_{upper}: names must differ in more than case"
+    )]
+    ParamCollision {
+        first: String,
+        second: String,
+        upper: String,
+    },
+    #[error("{field}: {reason}")]
+    Duration {
+        field: &'static str,
+        reason: crate::quantity::DurationReason,
+    },
+    #[error("{field} is longer than the maximum of {max}")]
+    WindowTooLong {
+        field: &'static str,
+        max: &'static str,
+    },
 }
 
 /// The kinds of failure a caller can tell apart.
@@ -28,7 +69,8 @@ pub enum OpsError {
 pub enum ErrorKind {
     /// The caller lacks the role the call needs; the message names it.
     PermissionDenied,
-    /// The request is malformed (bad workflow file, bad parameter); nothing was changed.
+    /// The request is malformed (bad workflow file, bad parameter, a string or a duration
+    /// beyond its bound); nothing was changed.
     InvalidArgument,
     NoSuchRun,
     /// The run is not in a state that allows the call (finished, already being killed).
@@ -56,6 +98,7 @@ impl OpsError {
             OpsError::Alerts(_) => ErrorKind::Failed,
             OpsError::Reload(ReloadError::Config(_)) => ErrorKind::InvalidConfig,
             OpsError::Reload(ReloadError::Rules(_) | ReloadError::Compare(_)) => ErrorKind::Failed,
+            OpsError::Input(_) => ErrorKind::InvalidArgument,
         }
     }
 }

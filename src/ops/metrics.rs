@@ -1,6 +1,7 @@
 //! Live metrics (viewer): one unfinished run's latest figures and recent samples
 //! (`Metrics`), and the latest figures of every unfinished run (`Top`).
 
+use super::types::check_run_id;
 use super::{Caller, Ops, OpsError, Result};
 use crate::auth::Role;
 use crate::model::MetricsReport;
@@ -11,6 +12,7 @@ impl Ops {
     /// A run's live metrics and its last five minutes of samples.
     pub fn metrics(&self, caller: &Caller, run: &str) -> Result<MetricsReport> {
         self.authorise(caller, Role::Viewer, "read metrics")?;
+        check_run_id(run)?;
         // The engine's word on the state: the monitor forgets an ended run only at its
         // next tick.
         let record = self.engine.run(run)?;

@@ -16,6 +16,7 @@ mod error;
 mod history;
 mod kill;
 mod metrics;
+mod refusals;
 mod reload;
 mod restart;
 mod rollback;
@@ -28,7 +29,7 @@ pub mod types;
 use std::sync::Arc;
 
 pub use caller::{Caller, Channel};
-pub use error::{ErrorKind, OpsError};
+pub use error::{ErrorKind, InputError, OpsError};
 pub use scrape::Scrape;
 
 use crate::alerts::Alerts;
@@ -47,6 +48,7 @@ pub struct Ops {
     auth: Arc<Authorizer>,
     monitor: Monitor,
     reloader: Arc<Reloader>,
+    refusals: Arc<refusals::RefusalRate>,
 }
 
 impl Ops {
@@ -63,6 +65,7 @@ impl Ops {
             auth,
             monitor,
             reloader,
+            refusals: Arc::default(),
         }
     }
 
@@ -88,24 +91,26 @@ impl Ops {
     }
 
     /// The caller's request for `action` on `run` (checkpoint, restart, rollback,
-    /// silence), if their role allows it (operator); a refusal is audited.
+    /// silence), if their role allows it (operator) and `input` is within bounds; a
+    /// refusal is audited.
     fn action_request(
         &self,
         caller: &Caller,
         run: String,
         action: &'static str,
         confirm: bool,
+        input: std::result::Result<(), InputError>,
     ) -> Result<ActionRequest> {
-        let request = ActionRequest {
+        let audited = refusals::Audited {
+            action,
+            run: &run,
+            about: "",
+        };
+        self.admit_action(caller, Role::Operator, action, audited, input)?;
+        Ok(ActionRequest {
             run,
             by: caller.requester(),
             confirm,
-        };
-        if let Err(denied) = caller.require(Role::Operator, action) {
-            self.engine
-                .refuse_action(&request, action, &denied.to_string())?;
-            return Err(denied.into());
-        }
-        Ok(request)
+        })
     }
 }

@@ -8,10 +8,16 @@ use crate::model::ReloadOutcome;
 impl Ops {
     pub fn reload(&self, caller: &Caller) -> Result<ReloadOutcome> {
         let by = caller.requester();
-        if let Err(denied) = caller.require(Role::Admin, "reload the configuration") {
-            self.reloader.refuse(&by, &denied.to_string());
-            return Err(denied.into());
-        }
+        self.admit(
+            caller,
+            Role::Admin,
+            "reload the configuration",
+            Ok(()),
+            |why| {
+                self.reloader.refuse(&by, why);
+                Ok(())
+            },
+        )?;
         Ok(self.reloader.reload(&by)?)
     }
 }

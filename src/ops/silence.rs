@@ -9,7 +9,8 @@ use crate::model::Silence;
 
 impl Ops {
     pub fn silence(&self, caller: &Caller, args: SilenceArgs) -> Result<Silence> {
-        let request = self.action_request(caller, args.target, "silence", false)?;
+        let input = args.check();
+        let request = self.action_request(caller, args.target, "silence", false, input)?;
         Ok(self.alerts.silence(&SilenceRequest {
             target: request.run,
             duration: args.duration,

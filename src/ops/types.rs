@@ -5,13 +5,132 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::error::InputError;
 use crate::model::Severity;
+use crate::quantity::{QUOTED_MAX, bounded_duration, truncated};
+
+/// The bounds of what a caller may send, in bytes unless said otherwise. A request beyond
+/// one is refused whole, before anything is created or stored, so no caller can make the
+/// agent allocate, store or pass to a step more than these.
+pub mod limits {
+    /// A run id (drover's are 10 characters).
+    pub const RUN_ID: usize = 64;
+    /// A workflow file's path (Linux's `PATH_MAX`).
+    pub const PATH: usize = 4096;
+    /// A workflow's name (a `History` filter).
+    pub const WORKFLOW: usize = 256;
+    /// Why a kill or a silence was asked for.
+    pub const REASON: usize = 1024;
+    /// A critical span's or a checkpoint's label.
+    pub const LABEL: usize = 256;
+    /// A rule's name, a silence's target (a rule name or a run id).
+    pub const RULE: usize = 256;
+    /// An alert's key, `<rule>/<run>`.
+    pub const ALERT_KEY: usize = RULE + 1 + RUN_ID;
+    /// An alert's summary raised by hand.
+    pub const SUMMARY: usize = 4096;
+    /// Parameters of one run: how many, a name, a value, and all names and values together.
+    /// A step sees each as `DROVER_PARAM_<NAME>=<value>`: one environment string may not
+    /// exceed Linux's `MAX_ARG_STRLEN` (128 KiB), and all of a step's arguments and
+    /// environment share `ARG_MAX` (2 MiB here), with the workflow's own `run` and `env`.
+    pub const PARAMS: usize = 256;
+    pub const PARAM_NAME: usize = 64;
+    pub const PARAM_VALUE: usize = 32 * 1024;
+    pub const PARAMS_TOTAL: usize = 256 * 1024;
+}
+
+/// `Err` when `text`, the caller's `field`, is longer than `limit`.
+pub(super) fn check_len(field: &str, text: &str, limit: usize) -> Result<(), InputError> {
+    if text.len() > limit {
+        return Err(InputError::TooLong {
+            field: field.to_owned(),
+            len: text.len(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// `Err` when a run id is longer than any run's.
+pub(super) fn check_run_id(run: &str) -> Result<(), InputError> {
+    check_len("the run id", run, limits::RUN_ID)
+}
+
+/// `Err` when a duration from outside is beyond [`crate::quantity::MAX_DURATION`].
+fn check_duration(field: &'static str, d: Duration) -> Result<(), InputError> {
+    bounded_duration(d)
+        .map(drop)
+        .map_err(|reason| InputError::Duration { field, reason })
+}
+
+/// Parameters within [`limits`], without NUL bytes, and no two names that the steps would
+/// see as one variable (`p` and `P` are both `$DROVER_PARAM_P`). Their names' syntax is the
+/// engine's to check.
+pub fn check_params(params: &BTreeMap<String, String>) -> Result<(), InputError> {
+    if params.len() > limits::PARAMS {
+        return Err(InputError::TooMany {
+            field: "parameters",
+            count: params.len(),
+            limit: limits::PARAMS,
+        });
+    }
+    let mut total = 0usize;
+    let mut upper: BTreeMap<String, &str> = BTreeMap::new();
+    for (name, value) in params {
+        let quoted = truncated(name, QUOTED_MAX);
+        check_len(
+            &format!("parameter name {quoted:?}"),
+            name,
+            limits::PARAM_NAME,
+        )?;
+        check_len(
+            &format!("the value of parameter {quoted:?}"),
+            value,
+            limits::PARAM_VALUE,
+        )?;
+        for (what, text) in [("name", name), ("value", value)] {
+            if text.contains('\0') {
+                return Err(InputError::Nul {
+                    field: format!("the {what} of parameter {quoted:?}"),
+                });
+            }
+        }
+        total += name.len() + value.len();
+        if let Some(first) = upper.insert(name.to_ascii_uppercase(), name) {
+            return Err(InputError::ParamCollision {
+                first: first.to_owned(),
+                second: name.clone(),
+                upper: name.to_ascii_uppercase(),
+            });
+        }
+    }
+    if total > limits::PARAMS_TOTAL {
+        return Err(InputError::TooLong {
+            field: "the parameters' names and values together".into(),
+            len: total,
+            limit: limits::PARAMS_TOTAL,
+        });
+    }
+    Ok(())
+}
 
 /// `Run`: start a run of a workflow file (an absolute path).
 #[derive(Debug, Clone)]
 pub struct RunArgs {
     pub workflow_path: String,
     pub params: BTreeMap<String, String>,
+}
+
+impl RunArgs {
+    pub(super) fn check(&self) -> Result<(), InputError> {
+        check_len("the workflow path", &self.workflow_path, limits::PATH)?;
+        if self.workflow_path.contains('\0') {
+            return Err(InputError::Nul {
+                field: "the workflow path".into(),
+            });
+        }
+        check_params(&self.params)
+    }
 }
 
 /// `Kill`.
@@ -26,11 +145,26 @@ pub struct KillArgs {
     pub confirm: bool,
 }
 
+impl KillArgs {
+    pub(super) fn check(&self) -> Result<(), InputError> {
+        check_run_id(&self.run)?;
+        check_len("the reason", &self.reason, limits::REASON)?;
+        self.grace.map_or(Ok(()), |g| check_duration("grace", g))
+    }
+}
+
 /// `EnterCritical` / `LeaveCritical`.
 #[derive(Debug, Clone)]
 pub struct CriticalArgs {
     pub run: String,
     pub label: String,
+}
+
+impl CriticalArgs {
+    pub(super) fn check(&self) -> Result<(), InputError> {
+        check_run_id(&self.run)?;
+        check_len("the label", &self.label, limits::LABEL)
+    }
 }
 
 /// `Checkpoint`: take one now.
@@ -39,6 +173,13 @@ pub struct CheckpointArgs {
     pub run: String,
     /// Blank: no label.
     pub label: String,
+}
+
+impl CheckpointArgs {
+    pub(super) fn check(&self) -> Result<(), InputError> {
+        check_run_id(&self.run)?;
+        check_len("the label", &self.label, limits::LABEL)
+    }
 }
 
 /// `Restart`.
@@ -76,6 +217,14 @@ pub struct SilenceArgs {
     pub reason: String,
 }
 
+impl SilenceArgs {
+    pub(super) fn check(&self) -> Result<(), InputError> {
+        check_len("the target", &self.target, limits::RULE)?;
+        check_len("the reason", &self.reason, limits::REASON)?;
+        check_duration("the duration", self.duration)
+    }
+}
+
 /// `RaiseAlert`: an alert raised by hand (operators' scripts, tests).
 #[derive(Debug, Clone)]
 pub struct RaiseAlertArgs {
@@ -84,4 +233,14 @@ pub struct RaiseAlertArgs {
     pub run: Option<String>,
     pub severity: Severity,
     pub summary: String,
+}
+
+impl RaiseAlertArgs {
+    pub(super) fn check(&self) -> Result<(), InputError> {
+        check_len("the rule", &self.rule, limits::RULE)?;
+        if let Some(run) = &self.run {
+            check_run_id(run)?;
+        }
+        check_len("the summary", &self.summary, limits::SUMMARY)
+    }
 }

@@ -102,7 +102,7 @@ pub(super) struct RawLimits {
 pub(super) struct RawStep {
     pub(super) name: Option<Spanned<String>>,
     pub(super) run: Option<Spanned<RawRun>>,
-    pub(super) env: Option<BTreeMap<Spanned<String>, String>>,
+    pub(super) env: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
     pub(super) timeout: Option<Spanned<String>>,
     pub(super) critical: Option<bool>,
     pub(super) checkpoint: Option<bool>,

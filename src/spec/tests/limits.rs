@@ -120,4 +120,10 @@ fn rejects_bad_kill_settings() {
         5,
         &["on_kill", "blank"],
     );
+    // Added to critical_max, it overflowed: refused where it is read instead.
+    assert_rejected(
+        &format!("name = \"w\"\n[kill]\ngrace = \"18446744073709551615s\"\n{STEP}"),
+        3,
+        &["invalid duration", "maximum of 100 years"],
+    );
 }

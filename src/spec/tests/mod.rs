@@ -6,6 +6,7 @@ use std::path::Path;
 use super::{Workflow, parse};
 
 mod limits;
+mod random_input;
 mod requires;
 mod retry;
 mod step;

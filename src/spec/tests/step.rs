@@ -125,3 +125,61 @@ fn agent_steps_must_not_pick_their_own_session() {
     ok(&agent(r#"["claude", "-p", "--continued"]"#));
     ok("name = \"m\"\n[[step]]\nname = \"a\"\nrun = \"claude --resume x\"\n");
 }
+
+#[test]
+fn rejects_nul_bytes_where_the_step_execs_them() {
+    assert_rejected(
+        "name = \"m\"\n[[step]]\nname = \"s\"\nrun = \"echo \\u0000 hi\"\n",
+        4,
+        &["\"s\"", "`run` contains a NUL byte"],
+    );
+    assert_rejected(
+        "name = \"m\"\n[[step]]\nname = \"s\"\nrun = [\"echo\",\n  \"a\\u0000\"]\n",
+        5,
+        &["an argument of `run` contains a NUL byte"],
+    );
+    assert_rejected(
+        "name = \"m\"\n[[step]]\nname = \"s\"\nrun = \"true\"\nenv = { A = \"1\",\n B = \"x\\u0000\" }\n",
+        6,
+        &["`env.B` contains a NUL byte"],
+    );
+    assert_rejected(
+        "name = \"m\"\n[[step]]\nname = \"s\"\nrun = \"true\"\non_kill = [\"\\u0000\"]\n",
+        5,
+        &["an `on_kill` command contains a NUL byte"],
+    );
+}
+
+#[test]
+fn rejects_strings_a_program_cannot_be_given() {
+    use crate::spec::validate::{MAX_ARG, MAX_STEP_EXEC};
+    let long = "x".repeat(MAX_ARG + 1);
+    assert_rejected(
+        &format!("name = \"m\"\n[[step]]\nname = \"s\"\nrun = \"{long}\"\n"),
+        4,
+        &["`run` is 131072 bytes", "at most 131071"],
+    );
+    let entry = "y".repeat(MAX_ARG - 2);
+    assert_rejected(
+        &format!(
+            "name = \"m\"\n[[step]]\nname = \"s\"\nrun = \"true\"\n[step.env]\nAB = \"{entry}\"\n"
+        ),
+        6,
+        &["`env.AB` is 131072 bytes as KEY=VALUE"],
+    );
+    // Each string within bounds, all of them together beyond what a step may pass.
+    let value = "z".repeat(MAX_ARG / 2);
+    let env: String = (0..(MAX_STEP_EXEC / value.len() + 1))
+        .map(|i| format!("V{i} = \"{value}\"\n"))
+        .collect();
+    assert_rejected(
+        &format!("name = \"m\"\n[[step]]\nname = \"s\"\nrun = \"true\"\n[step.env]\n{env}"),
+        4,
+        &["`run` and `env` take", "at most 1048576"],
+    );
+    // At the bound, accepted.
+    let exact = "x".repeat(MAX_ARG);
+    ok(&format!(
+        "name = \"m\"\n[[step]]\nname = \"s\"\nrun = \"{exact}\"\n"
+    ));
+}

@@ -7,6 +7,9 @@ mod retry;
 mod step;
 mod workflow;
 
+#[cfg(test)]
+pub(super) use step::{MAX_ARG, MAX_STEP_EXEC};
+
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;

@@ -13,6 +13,15 @@ use crate::spec::types::{AgentKind, Requirements, RetryPolicy, Step, StepCommand
 /// The agents a step's `agent` may name.
 const AGENTS: &[AgentKind] = &[AgentKind::ClaudeCode];
 
+/// The longest string a program's argument or environment may be: Linux's
+/// `MAX_ARG_STRLEN` (32 pages) less the terminating NUL. A shell `run` is one argument
+/// (`sh -c`), an `env` entry one `KEY=VALUE` string.
+pub(in crate::spec) const MAX_ARG: usize = 128 * 1024 - 1;
+/// What a step's `run`, `env` and each `on_kill` command may take together: half of
+/// `ARG_MAX` (2 MiB here, shared by arguments and environment), which leaves room for the
+/// agent's environment, the `DROVER_*` variables and the run's parameters (256 KiB at most).
+pub(in crate::spec) const MAX_STEP_EXEC: usize = 1024 * 1024;
+
 impl Ctx<'_> {
     /// Step number `index` (0-based); `seen` holds the names before it with their spans,
     /// for the duplicate message.
@@ -65,6 +74,7 @@ impl Ctx<'_> {
         let session_option_at: Option<(Range<usize>, &str)>;
         let run = match run.into_inner() {
             RawRun::Shell(script) => {
+                self.check_exec_string(&run_span, &name, "`run`", &script)?;
                 if script.trim().is_empty() {
                     return Err(self.err(
                         &run_span,
@@ -94,6 +104,14 @@ impl Ctx<'_> {
                         ),
                     ));
                 }
+                for arg in &argv {
+                    self.check_exec_string(
+                        &arg.span(),
+                        &name,
+                        "an argument of `run`",
+                        arg.get_ref(),
+                    )?;
+                }
                 session_option_at = argv
                     .iter()
                     .find_map(|arg| session_option(arg.get_ref()).map(|opt| (arg.span(), opt)));
@@ -101,12 +119,39 @@ impl Ctx<'_> {
             }
         };
 
+        // Bytes the step's exec takes: arguments, and `KEY=VALUE` strings; each with its NUL.
+        let mut exec_bytes: usize = run.argv().iter().map(|a| a.len() + 1).sum();
         let mut env = BTreeMap::new();
         for (key, value) in raw.env.unwrap_or_default() {
             if let Some(problem) = env_name_problem(key.get_ref()) {
                 return Err(self.err(&key.span(), format!("step {name:?}: {problem}")));
             }
-            env.insert(key.into_inner(), value);
+            let entry_len = key.get_ref().len() + 1 + value.get_ref().len();
+            if entry_len > MAX_ARG {
+                return Err(self.err(
+                    &value.span(),
+                    format!(
+                        "step {name:?}: `env.{}` is {entry_len} bytes as KEY=VALUE: a program's environment string may be at most {MAX_ARG}",
+                        key.get_ref()
+                    ),
+                ));
+            }
+            self.check_exec_string(
+                &value.span(),
+                &name,
+                &format!("`env.{}`", key.get_ref()),
+                value.get_ref(),
+            )?;
+            exec_bytes += entry_len + 1;
+            env.insert(key.into_inner(), value.into_inner());
+        }
+        if exec_bytes > MAX_STEP_EXEC {
+            return Err(self.err(
+                &run_span,
+                format!(
+                    "step {name:?}: `run` and `env` take {exec_bytes} bytes together: a step may pass at most {MAX_STEP_EXEC} to its program"
+                ),
+            ));
         }
 
         let timeout = match raw.timeout {
@@ -162,6 +207,12 @@ impl Ctx<'_> {
 
         let mut on_kill = Vec::new();
         for command in raw.on_kill.unwrap_or_default() {
+            self.check_exec_string(
+                &command.span(),
+                &name,
+                "an `on_kill` command",
+                command.get_ref(),
+            )?;
             if command.get_ref().trim().is_empty() {
                 return Err(self.err(
                     &command.span(),
@@ -184,6 +235,35 @@ impl Ctx<'_> {
             requires,
             stall_after,
         })
+    }
+}
+
+impl Ctx<'_> {
+    /// A string the step's program receives (an argument, an environment value): no NUL
+    /// byte, which no such string can hold, and at most [`MAX_ARG`] bytes.
+    fn check_exec_string(
+        &self,
+        span: &Range<usize>,
+        step: &str,
+        what: &str,
+        text: &str,
+    ) -> Result<(), SpecError> {
+        if text.contains('\0') {
+            return Err(self.err(
+                span,
+                format!("step {step:?}: {what} contains a NUL byte, which no program's argument or environment can hold"),
+            ));
+        }
+        if text.len() > MAX_ARG {
+            return Err(self.err(
+                span,
+                format!(
+                    "step {step:?}: {what} is {} bytes: a program's argument or environment string may be at most {MAX_ARG}",
+                    text.len()
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -125,6 +125,12 @@ impl Ctx<'_> {
         if raw.trim().is_empty() {
             return Err(self.err(&ws.span(), "`workspace` must not be empty"));
         }
+        if raw.contains('\0') {
+            return Err(self.err(
+                &ws.span(),
+                "`workspace` contains a NUL byte, which no path can hold",
+            ));
+        }
         let given = Path::new(raw);
         let joined = if given.is_absolute() {
             given.to_path_buf()
