@@ -56,7 +56,9 @@ fn malformed_workflows_are_refused_with_their_line_and_create_no_run() {
     }
     let missing = agent.drover(&["run", "/nonexistent/flow.toml"]);
     assert!(
-        String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/flow.toml: cannot read")
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("workflow file /nonexistent/flow.toml: no such file"),
+        "{missing:?}"
     );
 
     let ps = agent.drover(&["ps", "--all", "--json"]);
