@@ -114,13 +114,17 @@ impl Account {
         }
     }
 
-    /// The variables a login of this user would have (a step of a run as another user
-    /// gets them instead of the agent's).
-    pub fn login_env(&self) -> [(&'static str, String); 3] {
-        [
-            ("HOME", self.home.to_string_lossy().into_owned()),
-            ("USER", self.name.clone()),
-            ("LOGNAME", self.name.clone()),
+    /// The variables a login of this user would have, for a process started as them by
+    /// an agent that is someone else; none when the agent is this user (its own
+    /// environment is theirs already).
+    pub fn login_env(&self) -> Vec<(String, String)> {
+        if !self.is_other_than_agent() {
+            return Vec::new();
+        }
+        vec![
+            ("HOME".to_owned(), self.home.to_string_lossy().into_owned()),
+            ("USER".to_owned(), self.name.clone()),
+            ("LOGNAME".to_owned(), self.name.clone()),
         ]
     }
 

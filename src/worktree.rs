@@ -90,9 +90,7 @@ fn git(repo: &Path, args: &[&str], account: &Account) -> Result<String, String> 
     let mut command = Command::new("git");
     command.args(args);
     // The login variables git reads its own config by (`~/.gitconfig`).
-    if account.is_other_than_agent() {
-        command.envs(account.login_env());
-    }
+    command.envs(account.login_env());
     credentials::drop_before_exec(&mut command, account, repo);
     let output = command
         .output()

@@ -12,10 +12,11 @@ use super::{Engine, EngineError, Inner, Result};
 use crate::claude;
 use crate::credentials;
 use crate::engine::shim;
-use crate::model::{Failure, FailureClass};
 use crate::model::{
-    KillPhase, KillRecord, KillResult, Requester, RunState, StepAttempt, StepState, Timestamp,
+    CleanupAction, KillPhase, KillRecord, KillResult, Requester, RunState, StepAttempt, StepState,
+    Timestamp,
 };
+use crate::model::{Failure, FailureClass};
 use crate::spec::{Step, Workflow};
 use crate::store::AttemptEnd;
 use crate::sync::lock;
@@ -273,11 +274,7 @@ impl Inner {
                     record.cleanup = step
                         .on_kill
                         .iter()
-                        .map(|command| crate::model::CleanupAction {
-                            action: format!("on_kill: {command}"),
-                            ok: false,
-                            detail: e.to_string(),
-                        })
+                        .map(|command| CleanupAction::failed(format!("on_kill: {command}"), e))
                         .collect()
                 }
             }
@@ -294,31 +291,25 @@ impl Inner {
         if let Some(worktree) = &run.worktree {
             let worktree = std::path::Path::new(worktree);
             // As the run's user: the worktree's git dir is theirs.
-            match &account {
-                Ok(account) => match credentials::with_rights_of(account, || {
+            let removed = match &account {
+                Ok(account) => credentials::with_rights_of(account, || {
                     terminate::remove_stale_git_locks(worktree)
-                }) {
-                    Ok(removed) => record.cleanup.extend(removed),
-                    Err(e) => record.cleanup.push(crate::model::CleanupAction {
-                        action: "remove stale git locks".to_owned(),
-                        ok: false,
-                        detail: e.to_string(),
-                    }),
-                },
-                Err(e) => record.cleanup.push(crate::model::CleanupAction {
-                    action: "remove stale git locks".to_owned(),
-                    ok: false,
-                    detail: e.to_string(),
-                }),
+                })
+                .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match removed {
+                Ok(removed) => record.cleanup.extend(removed),
+                Err(e) => record
+                    .cleanup
+                    .push(CleanupAction::failed("remove stale git locks".into(), e)),
             }
             let label = format!("killed by {} ({})", record.requested_by, record.reason);
             match self.take_checkpoint(&run.id, "kill", &label, None).await {
                 Ok(c) => record.snapshot = Some(format!("{} {}", c.reference, c.commit)),
-                Err(e) => record.cleanup.push(crate::model::CleanupAction {
-                    action: "final checkpoint".to_owned(),
-                    ok: false,
-                    detail: e.to_string(),
-                }),
+                Err(e) => record
+                    .cleanup
+                    .push(CleanupAction::failed("final checkpoint".into(), e)),
             }
         }
 

@@ -517,9 +517,7 @@ impl Inner {
     ) -> Result<Vec<Unmet>> {
         let step = step.and_then(|i| workflow.steps.get(i));
         let mut env: BTreeMap<String, String> = std::env::vars().collect();
-        if account.is_other_than_agent() {
-            env.extend(account.login_env().map(|(k, v)| (k.to_owned(), v)));
-        }
+        env.extend(account.login_env());
         for (key, value) in params {
             env.insert(
                 format!("DROVER_PARAM_{}", key.to_ascii_uppercase()),

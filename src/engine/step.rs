@@ -64,9 +64,7 @@ pub(super) fn step_env(
         .into_iter()
         .filter(|(k, _)| k.starts_with("DROVER_"))
         .collect();
-    if account.is_other_than_agent() {
-        env.extend(account.login_env().map(|(k, v)| (k.to_owned(), v)));
-    }
+    env.extend(account.login_env());
     for (key, value) in &run.params {
         env.insert(
             format!("DROVER_PARAM_{}", key.to_ascii_uppercase()),

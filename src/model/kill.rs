@@ -130,3 +130,14 @@ pub struct CleanupAction {
     pub ok: bool,
     pub detail: String,
 }
+
+impl CleanupAction {
+    /// A cleanup action that could not be done, and why.
+    pub fn failed(action: String, why: impl std::fmt::Display) -> CleanupAction {
+        CleanupAction {
+            action,
+            ok: false,
+            detail: why.to_string(),
+        }
+    }
+}
