@@ -168,6 +168,7 @@ mod tests {
                         output: &StepOutput::default(),
                         failure: None,
                         agent: report.as_ref(),
+                        log_cut: None,
                     },
                 )
                 .unwrap();

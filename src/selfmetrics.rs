@@ -10,11 +10,11 @@
 //! threaded through their constructors. Tests make their own [`SelfMetrics`].
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::model::{FailureClass, KillResult};
+use crate::model::{FailureClass, KillResult, Timestamp};
 use crate::sync::lock;
 
 /// Buckets (seconds) of the state-DB write latency: a WAL commit with
@@ -136,6 +136,20 @@ pub struct SelfMetrics {
     pub kill_seconds: Histogram,
     kills: Mutex<BTreeMap<&'static str, u64>>,
     restarts: Mutex<BTreeMap<&'static str, u64>>,
+    /// State-DB writes that could not begin or commit, since the agent started.
+    db_write_failures: AtomicU64,
+    /// Set while writes fail (until one commits), so a commit need not take the lock.
+    db_writes_failing: AtomicBool,
+    db_write_failure: Mutex<Option<DbWriteFailure>>,
+}
+
+/// State-DB writes are failing (a full disk, an I/O error): since when, how many, and the
+/// latest error. Cleared by the next write that commits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbWriteFailure {
+    pub since: Timestamp,
+    pub failures: u64,
+    pub error: String,
 }
 
 /// Everything [`SelfMetrics`] holds, read at one moment (what the exposition renders).
@@ -150,6 +164,7 @@ pub struct SelfMetricsSnapshot {
     pub kills_by_result: BTreeMap<String, u64>,
     /// By `FailureClass::as_str` (or "none"); every class present, 0 until it happens.
     pub restarts_by_failure_class: BTreeMap<String, u64>,
+    pub db_write_failures: u64,
 }
 
 /// The kill results a kill can end with, exported from 0 so `rate()` sees the first one.
@@ -186,6 +201,9 @@ impl SelfMetrics {
                     .map(|c| (c, 0))
                     .collect(),
             ),
+            db_write_failures: AtomicU64::new(0),
+            db_writes_failing: AtomicBool::new(false),
+            db_write_failure: Mutex::new(None),
         }
     }
 
@@ -199,6 +217,45 @@ impl SelfMetrics {
 
     pub fn observe_db_write(&self, took: Duration) {
         self.db_write_seconds.observe_duration(took);
+        if self.db_writes_failing.swap(false, Ordering::Relaxed)
+            && let Some(failure) = lock(&self.db_write_failure).take()
+        {
+            tracing::info!(
+                drover_event = "state-db-writable",
+                "the state DB is written again after {} failed writes since {}",
+                failure.failures,
+                failure.since
+            );
+        }
+    }
+
+    /// A state-DB write could not begin or commit.
+    pub fn db_write_failed(&self, error: &str) {
+        self.db_write_failures.fetch_add(1, Ordering::Relaxed);
+        let mut failure = lock(&self.db_write_failure);
+        match failure.as_mut() {
+            Some(failure) => {
+                failure.failures += 1;
+                error.clone_into(&mut failure.error);
+            }
+            None => {
+                tracing::error!(
+                    drover_event = "state-db-write-failed",
+                    "the state DB cannot be written: {error}; what could not be recorded is tried again"
+                );
+                *failure = Some(DbWriteFailure {
+                    since: Timestamp::now(),
+                    failures: 1,
+                    error: error.to_owned(),
+                });
+            }
+        }
+        self.db_writes_failing.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether state-DB writes are failing now, and how.
+    pub fn db_write_failure(&self) -> Option<DbWriteFailure> {
+        lock(&self.db_write_failure).clone()
     }
 
     /// A kill reached `result`; `total_ms` (request to end) goes to the latency histogram
@@ -231,6 +288,7 @@ impl SelfMetrics {
             kill_seconds: self.kill_seconds.snapshot(),
             kills_by_result: owned(&self.kills),
             restarts_by_failure_class: owned(&self.restarts),
+            db_write_failures: self.db_write_failures.load(Ordering::Relaxed),
         }
     }
 }
@@ -242,10 +300,13 @@ pub fn global() -> &'static SelfMetrics {
     &GLOBAL
 }
 
-/// Records a state-DB write into the agent's registry: what the agent's stores are given
-/// as their write observer (`Store::observe_writes`).
-pub fn record_db_write(took: Duration) {
-    global().observe_db_write(took);
+/// Records how a state-DB write went into the agent's registry: what the agent's stores
+/// are given as their write observer (`Store::observe_writes`).
+pub fn record_db_write(outcome: Result<Duration, &rusqlite::Error>) {
+    match outcome {
+        Ok(took) => global().observe_db_write(took),
+        Err(e) => global().db_write_failed(&e.to_string()),
+    }
 }
 
 #[cfg(test)]

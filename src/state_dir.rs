@@ -43,6 +43,24 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .write_all(bytes)
 }
 
+/// Room left on the file system of a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreeSpace {
+    /// Bytes an unprivileged writer may still use.
+    pub bytes: u64,
+    /// Inodes left, where the file system counts them (btrfs, for one, does not).
+    pub inodes: Option<u64>,
+}
+
+/// The room left on `path`'s file system.
+pub fn free_space(path: &Path) -> io::Result<FreeSpace> {
+    let stat = nix::sys::statvfs::statvfs(path).map_err(io::Error::from)?;
+    Ok(FreeSpace {
+        bytes: (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64),
+        inodes: (stat.files() > 0).then_some(stat.files_available() as u64),
+    })
+}
+
 /// Makes the state directory and everything in it private; returns how many modes it
 /// changed. Symbolic links are not followed (nor changed).
 pub fn secure(state_dir: &Path) -> io::Result<usize> {

@@ -2,8 +2,7 @@
 //! check metrics` (Debian's `prometheus` package), label escaping, `/healthz`, read-only
 //! routes, and the loopback default.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -11,38 +10,7 @@ use drover::api::prometheus::{Snapshot, render};
 use drover::model::{AgentLive, RunMetrics, RunState, Sample};
 use drover::selfmetrics::SelfMetrics;
 
-use crate::support::{TestAgent, wait_until};
-
-/// One HTTP/1.1 request; the status code and the body.
-fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-    )
-    .expect("send request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end in {response:?}"));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    // axum sends a fixed-length body for these responses (no chunking).
-    assert!(
-        !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked"),
-        "{head}"
-    );
-    (status, body.to_owned())
-}
+use crate::support::{TestAgent, http, wait_until};
 
 /// `promtool check metrics` on `text`; panics with its report unless it passes.
 fn promtool(text: &str) {

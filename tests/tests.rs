@@ -10,6 +10,7 @@ mod automation;
 mod claude;
 mod config;
 mod dbus_policy;
+mod disk_full;
 mod failures;
 mod history;
 mod hostile_input;

@@ -13,7 +13,7 @@ use axum::routing::get;
 
 use super::prometheus::{self, Snapshot};
 use crate::config::HttpConfig;
-use crate::ops::{Ops, Scrape};
+use crate::ops::{Health, Ops, Scrape};
 use crate::selfmetrics::{self, SelfMetrics};
 use crate::state_dir;
 
@@ -133,23 +133,36 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], body).into_response()
 }
 
-/// 200 with `"status": "ok"` when the state DB answers; 503 with the error when not.
+/// 200 with `"status": "ok"` when the state DB answers and can be written; 503 with
+/// `"status": "degraded"` and the `problems` while it cannot be written or the state
+/// directory is (nearly) full; 503 with `"status": "error"` when it does not answer.
 async fn healthz(State(state): State<HttpState>) -> Response {
     let uptime = state.metrics.snapshot().uptime_seconds;
     let version = env!("CARGO_PKG_VERSION");
-    let body = match scrape(&state).await {
-        Ok(Scrape { runs, .. }) => {
+    let ops = state.ops.clone();
+    let health = tokio::task::spawn_blocking(move || ops.health().map_err(|e| e.to_string()))
+        .await
+        .unwrap_or_else(|e| Err(format!("reading the runs failed: {e}")));
+    let (status, body) = match health {
+        Ok(Health { runs, problems }) => {
             let unfinished = runs.iter().filter(|r| !r.state.is_terminal()).count();
             let running = runs
                 .iter()
                 .filter(|r| r.state == crate::model::RunState::Running)
                 .count();
-            serde_json::json!({
-                "status": "ok",
+            let (status, word) = if problems.is_empty() {
+                (StatusCode::OK, "ok")
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "degraded")
+            };
+            let body = serde_json::json!({
+                "status": word,
+                "problems": problems,
                 "version": version,
                 "uptime_seconds": uptime,
                 "runs": {"total": runs.len(), "unfinished": unfinished, "running": running},
-            })
+            });
+            (status, body)
         }
         Err(e) => {
             let body = serde_json::json!({
@@ -158,15 +171,11 @@ async fn healthz(State(state): State<HttpState>) -> Response {
                 "uptime_seconds": uptime,
                 "error": e,
             });
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::CONTENT_TYPE, "application/json")],
-                body.to_string(),
-            )
-                .into_response();
+            (StatusCode::SERVICE_UNAVAILABLE, body)
         }
     };
     (
+        status,
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )

@@ -299,6 +299,14 @@ fn render_agent(out: &mut String, snapshot: &Snapshot<'_>) {
         "State-DB write transactions, begin to commit.",
         &agent.db_write_seconds,
     );
+    let name = "drover_db_write_failures_total";
+    header(
+        out,
+        name,
+        "counter",
+        "State-DB writes that could not begin or commit (a full disk, an I/O error).",
+    );
+    sample(out, name, &[], agent.db_write_failures as f64);
     histogram(
         out,
         "drover_kill_duration_seconds",

@@ -14,6 +14,11 @@ use crate::recovery;
 use crate::spec::Workflow;
 use crate::worktree;
 
+/// The first and the longest wait before a run whose transition could not be recorded is
+/// driven again: short enough to go on soon after space returns, long enough not to spin.
+const REDRIVE_FIRST: Duration = Duration::from_millis(250);
+const REDRIVE_MAX: Duration = Duration::from_secs(5);
+
 impl Inner {
     /// Starts the task that drives `run` to its end; one at a time per run, so its attempts
     /// never overlap (a restarted run's new driver waits for the last one to finish
@@ -29,15 +34,7 @@ impl Inner {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
-            if let Err(e) = inner.drive(&run).await {
-                tracing::error!(drover_run = %run, "run {run} failed: {e}");
-                if let Err(store_err) = inner
-                    .finish(&run, RunState::Failed, Some(&e.to_string()), None)
-                    .await
-                {
-                    tracing::error!(drover_run = %run, "cannot record the failure of run {run}: {store_err}");
-                }
-            }
+            inner.drive_to_end(&run).await;
             let mut drivers = inner.drivers();
             if drivers
                 .get(&run)
@@ -47,6 +44,44 @@ impl Inner {
             }
         });
         drivers.insert(id, task.abort_handle());
+    }
+
+    /// Drives `run` to its end. A state-DB write that fails for now (a full disk) leaves the
+    /// run where the DB last recorded it, and it is driven again from there (as an agent
+    /// restart would) until its transitions are recorded; any other error fails the run.
+    async fn drive_to_end(self: &Arc<Self>, run: &str) {
+        let mut wait = REDRIVE_FIRST;
+        let mut waited = false;
+        loop {
+            let outcome = match self.drive(run).await {
+                Err(e) if !e.is_transient() => {
+                    tracing::error!(drover_run = %run, "run {run} failed: {e}");
+                    self.finish(run, RunState::Failed, Some(&e.to_string()), None)
+                        .await
+                }
+                outcome => outcome,
+            };
+            match outcome {
+                Ok(()) => return,
+                Err(e) if e.is_transient() => {
+                    let message = format!(
+                        "run {run}: the state DB cannot be written ({e}): the run is driven again from its last recorded state in {}",
+                        humantime::format_duration(wait)
+                    );
+                    if waited {
+                        tracing::debug!(drover_run = %run, "{message}");
+                    } else {
+                        tracing::warn!(drover_run = %run, drover_event = "run-redrive", "{message}");
+                    }
+                    tokio::time::sleep(wait).await;
+                    (wait, waited) = ((wait * 2).min(REDRIVE_MAX), true);
+                }
+                Err(e) => {
+                    tracing::error!(drover_run = %run, "cannot record the failure of run {run}: {e}");
+                    return;
+                }
+            }
+        }
     }
 
     /// Stops the task driving `run` (at an await point: no DB write is torn; what it was

@@ -379,6 +379,7 @@ impl Inner {
         let mut follower = Follower::new(files.log.clone());
         follower.catch_up();
         let output = lock(&follower.output).clone();
+        let log_cut = exit.as_ref().and_then(shim::StepExit::log_cut_note);
         self.store().end_attempt(
             run,
             attempt.index,
@@ -391,6 +392,7 @@ impl Inner {
                 output: &output,
                 failure: failure.as_ref(),
                 agent: agent.as_ref(),
+                log_cut: log_cut.as_deref(),
             },
         )?;
         Ok(())

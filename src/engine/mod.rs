@@ -145,7 +145,18 @@ pub enum EngineError {
     NothingToRestart { run: String, from: String },
 }
 
+impl EngineError {
+    /// The state DB could not be written for now (see [`StoreError::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, EngineError::Store(e) if e.is_transient())
+    }
+}
+
 type Result<T> = std::result::Result<T, EngineError>;
+
+/// Below this much free space on the state directory's file system the agent reports
+/// itself degraded: the next logs, exit records and transitions may not fit.
+pub const LOW_SPACE: u64 = 1 << 20;
 
 /// The largest workflow file read: generous for TOML a person writes, small enough that a
 /// caller cannot grow the agent with one.
@@ -398,6 +409,37 @@ impl Engine {
     /// The state directory (step logs and stream-json files live under `runs/`).
     pub fn state_dir(&self) -> &Path {
         &self.inner.config.state_dir
+    }
+
+    /// What keeps the engine from recording runs now, in words for an operator: state-DB
+    /// writes failing, or the state directory's file system (nearly) full. Empty when
+    /// nothing does.
+    pub fn storage_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(failure) = crate::selfmetrics::global().db_write_failure() {
+            problems.push(format!(
+                "state DB writes fail since {} ({} failed; runs wait to be driven on): {}",
+                failure.since, failure.failures, failure.error
+            ));
+        }
+        let dir = self.state_dir();
+        match state_dir::free_space(dir) {
+            Ok(free) if free.bytes < LOW_SPACE => problems.push(format!(
+                "the state directory {} has {} bytes free (step logs, exit records and the state DB need room)",
+                dir.display(),
+                free.bytes
+            )),
+            Ok(free) if free.inodes == Some(0) => problems.push(format!(
+                "the state directory {} has no free inodes",
+                dir.display()
+            )),
+            Ok(_) => {}
+            Err(e) => problems.push(format!(
+                "cannot tell the free space of the state directory {}: {e}",
+                dir.display()
+            )),
+        }
+        problems
     }
 
     /// Picks up a run the last agent left: a kill it had begun is carried through; any

@@ -55,6 +55,31 @@ pub struct StepExit {
     pub oom_kills: u64,
     /// Why the step could not start, or why its output did not reach journald.
     pub error: Option<String>,
+    /// Output that could not be written to the log (a full disk): the journal has it.
+    #[serde(default)]
+    pub log_cut: Option<LogCut>,
+}
+
+/// Where a step's log was cut because a write to it failed, and how much was not written.
+/// The log marks each gap in place once it can be written again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogCut {
+    /// The log's length when the first write failed.
+    pub at: u64,
+    /// Output bytes not written to the log (all of them went to the journal).
+    pub lost_bytes: u64,
+    /// Why the first write failed.
+    pub error: String,
+}
+
+impl std::fmt::Display for LogCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the log was cut at byte {}: {}; {} bytes of output are only in the journal",
+            self.at, self.error, self.lost_bytes
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +99,17 @@ type OutputStream = Box<dyn Read + Send>;
 /// How long output is still copied after the step's main process ends, for children that
 /// inherited its stdout.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// Space set aside for the exit file before the step starts, so that a step that fills
+/// the disk still has its end recorded (the record is a few hundred bytes).
+const EXIT_FILE_RESERVE: usize = 16 * 1024;
+
+/// How long the shim keeps trying to write the exit file (a full disk, an I/O error)
+/// before it gives up and leaves the attempt to be recorded as `lost`.
+const EXIT_FILE_PATIENCE: Duration = Duration::from_secs(3600);
+
+/// The longest wait between two tries at writing the exit file.
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 extern "C" fn do_nothing(_: nix::libc::c_int) {}
 
@@ -102,15 +138,38 @@ pub fn main(spec_path: &Path) -> i32 {
         }
     };
     let exit = supervise(&spec);
-    match write_exit_file(&spec.exit_file, &exit) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!(
-                "drover shim: cannot write {}: {e}",
-                spec.exit_file.display()
-            );
-            125
+    write_exit_file_patiently(&spec, &exit)
+}
+
+/// Writes the exit file, trying again while it fails (the disk may be full for a while:
+/// the agent waits for this record, and a step whose end is lost counts as failed).
+fn write_exit_file_patiently(spec: &ShimSpec, exit: &StepExit) -> i32 {
+    let started = std::time::Instant::now();
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let Err(e) = write_exit_file(&spec.exit_file, exit) else {
+            return 0;
+        };
+        let message = format!(
+            "drover shim: cannot write {}: {e}",
+            spec.exit_file.display()
+        );
+        if started.elapsed() >= EXIT_FILE_PATIENCE {
+            eprintln!("{message}; giving up");
+            return 125;
         }
+        if wait == Duration::from_millis(100) {
+            eprintln!("{message}; trying again until it can be written");
+            let _ = journal_send(
+                Priority::Error,
+                &format!("{message}; trying again until it can be written"),
+                spec.journal_fields
+                    .iter()
+                    .chain([(&"DROVER_EVENT".to_owned(), &"exit-file-retry".to_owned())]),
+            );
+        }
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(RETRY_MAX);
     }
 }
 
@@ -120,12 +179,18 @@ fn supervise(spec: &ShimSpec) -> StepExit {
         .create(true)
         .append(true)
         .open(&spec.log);
+    if let Err(e) = reserve_exit_file(&spec.exit_file) {
+        eprintln!(
+            "drover shim: cannot set space aside for {}: {e}",
+            spec.exit_file.display()
+        );
+    }
     let mut gate = [0u8; 1];
     if !matches!(io::stdin().read(&mut gate), Ok(1)) {
         return StepExit::not_started(ShimOutcome::GateClosed, None);
     }
     let log = match log {
-        Ok(file) => Arc::new(Mutex::new(file)),
+        Ok(file) => Arc::new(Mutex::new(StepLog::new(file, &spec.journal_fields))),
         Err(e) => {
             let error = format!("cannot open log {}: {e}", spec.log.display());
             return StepExit::not_started(ShimOutcome::SpawnFailed, Some(error));
@@ -149,7 +214,7 @@ fn supervise(spec: &ShimSpec) -> StepExit {
         Ok(child) => child,
         Err(e) => {
             let error = format!("cannot start {program:?}: {e}");
-            let _ = writeln!(lock(&log), "drover: {error}");
+            lock(&log).write_line(format!("drover: {error}\n").as_bytes());
             return StepExit::not_started(ShimOutcome::SpawnFailed, Some(error));
         }
     };
@@ -164,7 +229,8 @@ fn supervise(spec: &ShimSpec) -> StepExit {
             .append(true)
             .open(path)
             .inspect_err(|e| {
-                let _ = writeln!(lock(&log), "drover: cannot open {}: {e}", path.display());
+                let line = format!("drover: cannot open {}: {e}\n", path.display());
+                lock(&log).write_line(line.as_bytes());
             })
             .ok()
     });
@@ -213,6 +279,7 @@ fn supervise(spec: &ShimSpec) -> StepExit {
     // The scope's memory cgroup is new, so its whole count belongs to this step.
     let oom_kills = cgroup::own_oom_kills(&spec.unit).unwrap_or(0);
     let error = lock(&journal_error).clone();
+    let log_cut = lock(&log).finish();
     match status {
         Ok(status) => StepExit {
             outcome: ShimOutcome::Exited,
@@ -221,6 +288,7 @@ fn supervise(spec: &ShimSpec) -> StepExit {
             signal: status.signal(),
             oom_kills,
             error,
+            log_cut,
         },
         Err(e) => StepExit {
             outcome: ShimOutcome::Exited,
@@ -229,11 +297,17 @@ fn supervise(spec: &ShimSpec) -> StepExit {
             signal: None,
             oom_kills,
             error: Some(format!("waiting for the step failed: {e}")),
+            log_cut,
         },
     }
 }
 
 impl StepExit {
+    /// What the attempt's record says of a cut log.
+    pub fn log_cut_note(&self) -> Option<String> {
+        self.log_cut.as_ref().map(LogCut::to_string)
+    }
+
     fn not_started(outcome: ShimOutcome, error: Option<String>) -> StepExit {
         StepExit {
             outcome,
@@ -242,14 +316,115 @@ impl StepExit {
             signal: None,
             oom_kills: 0,
             error,
+            log_cut: None,
         }
     }
+}
+
+/// The step's log file, and the output a failed write kept out of it.
+struct StepLog {
+    file: File,
+    cut: Option<LogCut>,
+    /// Bytes not written since the last gap marker.
+    gap: u64,
+    /// Where the journal has what the log lacks, for the gap markers.
+    journal_match: String,
+    journal_fields: BTreeMap<String, String>,
+}
+
+impl StepLog {
+    fn new(file: File, journal_fields: &BTreeMap<String, String>) -> StepLog {
+        let journal_match = ["DROVER_RUN", "DROVER_STEP"]
+            .iter()
+            .filter_map(|k| Some(format!("{k}={}", journal_fields.get(*k)?)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        StepLog {
+            file,
+            cut: None,
+            gap: 0,
+            journal_match,
+            journal_fields: journal_fields.clone(),
+        }
+    }
+
+    /// Appends `line`; while writes fail, counts it as lost instead, and marks the gap
+    /// first once the log can be written again. Each line tries: a write to a full disk
+    /// fails at once, at less cost than one that succeeds.
+    fn write_line(&mut self, line: &[u8]) {
+        if self.gap > 0 && !self.close_gap() {
+            self.lose(line.len() as u64);
+            return;
+        }
+        if let Err(e) = self.file.write_all(line) {
+            if self.cut.is_none() {
+                // Where the log ends now, with any part of the line that was written.
+                let at = self.file.metadata().map_or(0, |m| m.len());
+                let _ = journal_send(
+                    Priority::Error,
+                    &format!(
+                        "drover: output of this step could not be written to its log: {e}; it still goes to the journal"
+                    ),
+                    self.journal_fields
+                        .iter()
+                        .chain([(&"DROVER_EVENT".to_owned(), &"log-cut".to_owned())]),
+                );
+                self.cut = Some(LogCut {
+                    at,
+                    lost_bytes: 0,
+                    error: e.to_string(),
+                });
+            }
+            self.lose(line.len() as u64);
+        }
+    }
+
+    fn lose(&mut self, bytes: u64) {
+        self.gap += bytes;
+        if let Some(cut) = &mut self.cut {
+            cut.lost_bytes += bytes;
+        }
+    }
+
+    /// Writes the marker of the current gap; false if it cannot.
+    fn close_gap(&mut self) -> bool {
+        let error = self.cut.as_ref().map_or("", |c| c.error.as_str());
+        let marker = format!(
+            "\n[drover: {} bytes of output are missing here: the log could not be written ({error}); the journal has them: journalctl {}]\n",
+            self.gap, self.journal_match
+        );
+        if self.file.write_all(marker.as_bytes()).is_err() {
+            return false;
+        }
+        self.gap = 0;
+        true
+    }
+
+    /// At the step's end: marks an open gap if the log can be written now; returns the
+    /// cut, if the log was ever cut.
+    fn finish(&mut self) -> Option<LogCut> {
+        if self.gap > 0 {
+            self.close_gap();
+        }
+        self.cut.clone()
+    }
+}
+
+/// Sets aside the space the exit file needs (see [`EXIT_FILE_RESERVE`]): its temporary
+/// file, filled now and overwritten in place at the end.
+fn reserve_exit_file(path: &Path) -> io::Result<()> {
+    let mut file = state_dir::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path.with_extension("partial"))?;
+    file.write_all(&[0; EXIT_FILE_RESERVE])
 }
 
 /// Copies one output stream line by line to the log file (and `copy`) and to journald.
 fn copy_lines(
     stream: OutputStream,
-    log: &Mutex<File>,
+    log: &Mutex<StepLog>,
     mut copy: Option<&mut File>,
     priority: Priority,
     fields: &BTreeMap<String, String>,
@@ -266,7 +441,7 @@ fn copy_lines(
         if !line.ends_with(b"\n") {
             line.push(b'\n');
         }
-        let _ = lock(log).write_all(&line);
+        lock(log).write_line(&line);
         if let Some(copy) = copy.as_mut() {
             let _ = copy.write_all(&line);
         }
@@ -277,15 +452,19 @@ fn copy_lines(
     }
 }
 
-/// Writes the exit file so that a reader sees either nothing or the whole record.
+/// Writes the exit file so that a reader sees either nothing or the whole record: into
+/// the space [`reserve_exit_file`] set aside (overwritten, then cut to length, neither of
+/// which needs more space), then renamed into place.
 fn write_exit_file(path: &Path, exit: &StepExit) -> io::Result<()> {
     let partial = path.with_extension("partial");
     let mut file = state_dir::private_file()
         .write(true)
         .create(true)
-        .truncate(true)
+        .truncate(false)
         .open(&partial)?;
-    file.write_all(&serde_json::to_vec(exit).map_err(io::Error::other)?)?;
+    let record = serde_json::to_vec(exit).map_err(io::Error::other)?;
+    file.write_all(&record)?;
+    file.set_len(record.len() as u64)?;
     file.sync_all()?;
     fs::rename(&partial, path)?;
     if let Some(dir) = path.parent() {

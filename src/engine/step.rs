@@ -266,6 +266,7 @@ pub(super) async fn start(
                 output: &StepOutput::default(),
                 failure: None,
                 agent: None,
+                log_cut: None,
             },
         )?;
         return Err(e.into());
@@ -371,6 +372,7 @@ pub(super) fn refuse(
                 evidence: evidence.to_owned(),
             }),
             agent: None,
+            log_cut: None,
         },
     )?;
     run_event!(
@@ -452,6 +454,7 @@ pub(super) async fn await_end(
             output_tail: &read_tail(&files.log, EVIDENCE_TAIL),
         })
     });
+    let log_cut = exit.as_ref().and_then(StepExit::log_cut_note);
     inner.store().end_attempt(
         &run.id,
         index as u32,
@@ -464,6 +467,7 @@ pub(super) async fn await_end(
             output: &output,
             failure: failure.as_ref(),
             agent: agent.as_ref(),
+            log_cut: log_cut.as_deref(),
         },
     )?;
     if let Some(cause) = external {
@@ -724,6 +728,7 @@ mod tests {
             signal,
             oom_kills,
             error: None,
+            log_cut: None,
         }
     }
 

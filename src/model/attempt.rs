@@ -73,6 +73,10 @@ pub struct StepAttempt {
     /// repaired, requirements checked).
     #[serde(default)]
     pub note: Option<String>,
+    /// Output the attempt's log lacks because a write to it failed (a full disk): where the
+    /// log was cut and how much is only in the journal.
+    #[serde(default)]
+    pub log_cut: Option<String>,
 }
 
 impl StepAttempt {
@@ -97,6 +101,7 @@ impl StepAttempt {
             session_id: None,
             agent: None,
             note: None,
+            log_cut: None,
         }
     }
 }

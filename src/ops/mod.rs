@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 pub use caller::{Caller, Channel};
 pub use error::{ErrorKind, InputError, OpsError};
-pub use scrape::Scrape;
+pub use scrape::{Health, Scrape};
 
 use crate::alerts::Alerts;
 use crate::auth::{Authorizer, Role};

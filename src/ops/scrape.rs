@@ -10,11 +10,25 @@ pub struct Scrape {
     pub live: Vec<RunMetrics>,
 }
 
+/// What `/healthz` reports: every run, and what keeps the agent from recording them
+/// (empty: healthy).
+pub struct Health {
+    pub runs: Vec<Run>,
+    pub problems: Vec<String>,
+}
+
 impl Ops {
     pub fn scrape(&self) -> Result<Scrape> {
         Ok(Scrape {
             runs: self.engine.runs()?,
             live: self.monitor.all(),
+        })
+    }
+
+    pub fn health(&self) -> Result<Health> {
+        Ok(Health {
+            runs: self.engine.runs()?,
+            problems: self.engine.storage_problems(),
         })
     }
 }

@@ -468,6 +468,7 @@ fn history_comes_from_the_state_db() {
                     output: &Default::default(),
                     failure: None,
                     agent: None,
+                    log_cut: None,
                 },
             )
             .unwrap();

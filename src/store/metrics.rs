@@ -2,7 +2,6 @@
 //! a [`MetricsLog`], the monitor's connection, which can write nothing else.
 
 use std::path::Path;
-use std::time::Duration;
 
 use rusqlite::params;
 
@@ -69,7 +68,7 @@ impl MetricsLog {
     }
 
     /// See [`Store::observe_writes`].
-    pub fn observe_writes(self, observe: fn(Duration)) -> MetricsLog {
+    pub fn observe_writes(self, observe: fn(super::WriteOutcome<'_>)) -> MetricsLog {
         MetricsLog {
             store: self.store.observe_writes(observe),
         }

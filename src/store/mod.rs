@@ -46,8 +46,31 @@ pub enum StoreError {
     NoSuchRun(String),
 }
 
+/// What a state-DB write came to, as told to the store's write observer: how long a
+/// committed one took, or why one failed.
+pub type WriteOutcome<'a> = std::result::Result<Duration, &'a rusqlite::Error>;
+
 type Result<T> = std::result::Result<T, StoreError>;
 impl StoreError {
+    /// The state DB cannot be written for now (a full disk, an I/O error, a lock held too
+    /// long), not that the write is wrong: the same write may succeed later, so a caller
+    /// keeps what it was doing and tries again.
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked, DiskFull, SystemIoFailure};
+        let (StoreError::Sql(rusqlite::Error::SqliteFailure(e, _))
+        | StoreError::Open {
+            source: rusqlite::Error::SqliteFailure(e, _),
+            ..
+        }) = self
+        else {
+            return false;
+        };
+        matches!(
+            e.code,
+            DiskFull | SystemIoFailure | DatabaseBusy | DatabaseLocked
+        )
+    }
+
     /// Makes `Corrupt` errors about `run` (or an alert's key), for `map_err`.
     fn corrupt(run: &str) -> impl Fn(String) -> StoreError + Copy + '_ {
         move |reason| StoreError::Corrupt {
@@ -67,9 +90,9 @@ pub struct StoreReader {
 /// transaction; it reads as a [`StoreReader`] too.
 pub struct Store {
     reader: StoreReader,
-    /// Told how long each committed write took (the agent's self-metrics); see
+    /// Told how each write went (the agent's self-metrics and health); see
     /// [`Store::observe_writes`].
-    observe_write: fn(Duration),
+    observe_write: fn(WriteOutcome<'_>),
 }
 
 impl std::ops::Deref for Store {
@@ -85,7 +108,7 @@ impl std::ops::Deref for Store {
 struct TimedTx<'c> {
     tx: Transaction<'c>,
     began: Instant,
-    observe: fn(Duration),
+    observe: fn(WriteOutcome<'_>),
 }
 
 impl<'c> std::ops::Deref for TimedTx<'c> {
@@ -96,10 +119,20 @@ impl<'c> std::ops::Deref for TimedTx<'c> {
 }
 
 impl TimedTx<'_> {
+    /// Commits; the observer hears how it went. In WAL mode the pages reach the disk
+    /// here, so this is where a full disk shows.
     fn commit(self) -> rusqlite::Result<()> {
-        self.tx.commit()?;
-        (self.observe)(self.began.elapsed());
-        Ok(())
+        let (observe, began) = (self.observe, self.began);
+        match self.tx.commit() {
+            Ok(()) => {
+                observe(Ok(began.elapsed()));
+                Ok(())
+            }
+            Err(e) => {
+                observe(Err(&e));
+                Err(e)
+            }
+        }
     }
 }
 
@@ -141,10 +174,11 @@ impl Store {
         })
     }
 
-    /// Has `observe` told how long each committed write took, begin to commit. The store
-    /// is given the recording rather than reaching for the agent's registry, so it
-    /// depends on `model` alone and a test's store records nothing.
-    pub fn observe_writes(self, observe: fn(Duration)) -> Store {
+    /// Has `observe` told how each write went: how long a committed one took, begin to
+    /// commit, or why one could not begin or commit. The store is given the recording
+    /// rather than reaching for the agent's registry, so it depends on `model` alone and a
+    /// test's store records nothing.
+    pub fn observe_writes(self, observe: fn(WriteOutcome<'_>)) -> Store {
         Store {
             observe_write: observe,
             ..self
@@ -162,11 +196,13 @@ impl Store {
         // IMMEDIATE: the write lock is taken (waiting out `busy_timeout`) before the first
         // read. A deferred transaction that reads and then writes fails at once with
         // SQLITE_BUSY when another connection (the monitor's, a CLI's) committed between.
+        let tx = self
+            .reader
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .inspect_err(|e| (self.observe_write)(Err(e)))?;
         Ok(TimedTx {
-            tx: self
-                .reader
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?,
+            tx,
             began,
             observe: self.observe_write,
         })

@@ -53,6 +53,8 @@ pub struct AttemptEnd<'a> {
     pub output: &'a StepOutput,
     pub failure: Option<&'a Failure>,
     pub agent: Option<&'a StreamReport>,
+    /// Where the log was cut (a failed write), if it was.
+    pub log_cut: Option<&'a str>,
 }
 
 /// One recorded transition, oldest first.
@@ -222,7 +224,7 @@ impl Store {
         tx.execute(
             "UPDATE step_attempts SET state = ?4, exit_code = ?5, signal = ?6, result = ?7, ended_at = ?8,
                  output_bytes = ?9, output_lines = ?10, last_output_at = ?11,
-                 failure_class = ?12, failure_evidence = ?13, agent_json = ?14
+                 failure_class = ?12, failure_evidence = ?13, agent_json = ?14, log_cut = ?15
              WHERE run_id = ?1 AND idx = ?2 AND attempt = ?3",
             params![
                 run,
@@ -238,7 +240,8 @@ impl Store {
                 end.output.last_output_at.map(|t| t.0),
                 end.failure.map(|f| f.class.as_str()),
                 end.failure.map(|f| f.evidence.as_str()),
-                end.agent.and_then(|a| serde_json::to_string(a).ok())
+                end.agent.and_then(|a| serde_json::to_string(a).ok()),
+                end.log_cut
             ],
         )?;
         record(
@@ -533,7 +536,7 @@ macro_rules! attempt_columns {
     () => {
         "SELECT name, idx, attempt, state, unit, pid, exit_code, signal, result, log_path,
                 started_at, ended_at, output_bytes, output_lines, last_output_at,
-                failure_class, failure_evidence, session_id, agent_json, note, run_id
+                failure_class, failure_evidence, session_id, agent_json, note, run_id, log_cut
          FROM step_attempts a"
     };
 }
@@ -574,6 +577,7 @@ fn attempt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AttemptRow> {
             session_id: r.get(17)?,
             agent: None,
             note: r.get(19)?,
+            log_cut: r.get(21)?,
         },
         state: r.get(3)?,
         failure_class: r.get(15)?,

@@ -177,6 +177,10 @@ CREATE INDEX metrics_history_by_workflow ON metrics_history(workflow, minute);
 ALTER TABLE runs ADD COLUMN run_uid INTEGER;
 ALTER TABLE runs ADD COLUMN run_user TEXT;
 "#,
+    // Where an attempt's log was cut by a failed write (a full disk).
+    r#"
+ALTER TABLE step_attempts ADD COLUMN log_cut TEXT;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

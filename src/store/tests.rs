@@ -136,6 +136,7 @@ fn run_and_attempt_lifecycle_is_recorded_once_per_transition() {
                 },
                 failure: None,
                 agent: None,
+                log_cut: None,
             },
         )
         .unwrap();

@@ -1,6 +1,8 @@
 //! Shared helpers: a private systemd per test (`Sandbox`), a real agent inside it
 //! (`TestAgent`), and `wait_until` for conditions instead of sleeps.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -137,8 +139,14 @@ impl TestAgent {
 
     /// An agent started with `config` (TOML) as its config file.
     pub fn start_with_config(config: &str) -> TestAgent {
+        TestAgent::start_in(config, None)
+    }
+
+    /// An agent started with `config`, its state in `state_dir` (a file system the test
+    /// mounted before, which the sandbox then sees too) or else in the sandbox's directory.
+    pub fn start_in(config: &str, state_dir: Option<PathBuf>) -> TestAgent {
         let sandbox = Sandbox::start();
-        let state_dir = sandbox.dir.path().join("state");
+        let state_dir = state_dir.unwrap_or_else(|| sandbox.dir.path().join("state"));
         let config_path = sandbox.dir.path().join("drover.toml");
         std::fs::write(&config_path, config).expect("write the agent's config");
         let mut agent = TestAgent {
@@ -334,4 +342,35 @@ pub fn assert_state(run: &Run, state: RunState) {
         "run {} is {}, expected {state}: {run:#?}",
         run.id, run.state
     );
+}
+
+/// One HTTP/1.1 request; the status code and the body.
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {response:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    // axum sends a fixed-length body for these responses (no chunking).
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    (status, body.to_owned())
 }
