@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use drover::model::{ActionRecord, KillRecord};
+use drover::model::{ActionRecord, KillRecord, LogMeta};
 
 use crate::api::reply_string;
 use crate::support::{TEST_CONFIG, TestAgent, wait_until};
@@ -368,7 +368,7 @@ fn show_into_a_closed_pipe_ends_quietly() {
     let agent = TestAgent::start();
     let wf = agent.workflow(
         "hello.toml",
-        "name = \"hello\"\n[[step]]\nname = \"hi\"\nrun = \"true\"\n",
+        "name = \"hello\"\n[[step]]\nname = \"hi\"\nrun = \"seq 100000\"\n",
     );
     let id = agent.run(&wf);
     agent.wait_for_end(&id, Duration::from_secs(60));
@@ -376,6 +376,7 @@ fn show_into_a_closed_pipe_ends_quietly() {
         vec!["show", id.as_str()],
         vec!["ps", "--all"],
         vec!["audit"],
+        vec!["logs", id.as_str()],
     ] {
         // A pipe whose reader has gone, as `| head -1` leaves it once head has its line.
         let (read, write) = nix::unistd::pipe().expect("pipe");
@@ -394,6 +395,79 @@ fn show_into_a_closed_pipe_ends_quietly() {
             "drover {args:?} into a closed pipe: {} {stderr}",
             out.status
         );
+    }
+}
+
+/// A `Logs` reply through busctl: the metadata and the bytes.
+fn log_chunk(out: &std::process::Output) -> (LogMeta, Vec<u8>) {
+    let meta = serde_json::from_str(&reply_string(out)).expect("LogMeta");
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).expect("busctl json");
+    let data = reply["data"][1]
+        .as_array()
+        .expect("an array of bytes")
+        .iter()
+        .map(|b| {
+            b.as_u64()
+                .and_then(|b| u8::try_from(b).ok())
+                .expect("a byte")
+        })
+        .collect();
+    (meta, data)
+}
+
+#[test]
+fn log_chunks_beyond_bounds_unknown_steps_and_huge_offsets_get_clear_answers() {
+    let agent = TestAgent::start();
+    let wf = agent.workflow(
+        "hello.toml",
+        "name = \"hello\"\n[[step]]\nname = \"hi\"\nrun = \"echo hi\"\n",
+    );
+    let id = agent.run(&wf);
+    agent.wait_for_end(&id, Duration::from_secs(60));
+    let logs = |run: &str, step: &str, attempt: &str, offset: &str, max: &str| {
+        agent.busctl(true, "Logs", &["ssutu", run, step, attempt, offset, max])
+    };
+
+    let (meta, data) = log_chunk(&logs(&id, "hi", "0", "0", "0"));
+    assert_eq!(data, b"hi\n");
+    assert_eq!((meta.attempt, meta.next_offset, meta.size), (1, 3, 3));
+    assert!(!meta.more && meta.step_done, "{meta:?}");
+    let (meta, data) = log_chunk(&logs(&id, "hi", "1", "1", "1"));
+    assert_eq!((data.as_slice(), meta.next_offset), (b"i".as_slice(), 2));
+    // Past the end: an empty chunk, not an error (nor an overflow).
+    let (meta, data) = log_chunk(&logs(&id, "hi", "0", "18446744073709551615", "0"));
+    assert!(data.is_empty());
+    assert_eq!(meta.next_offset, u64::MAX);
+    answers(&agent);
+
+    for (out, needles) in [
+        (
+            logs(&id, "hi", "0", "0", "4294967295"),
+            vec!["the chunk size is 4294967295 bytes: at most 1048576 are accepted"],
+        ),
+        (
+            logs(&id, "nope", "0", "0", "0"),
+            vec!["has no step \"nope\" (its steps: hi)"],
+        ),
+        (
+            logs(&id, "hi", "7", "0", "0"),
+            vec!["step hi of run", "has no attempt 7"],
+        ),
+        (
+            logs(&"x".repeat(70_000), "hi", "0", "0", "0"),
+            vec!["the run id is 70000 bytes long: at most 64"],
+        ),
+        (
+            logs(&id, &"s".repeat(70_000), "0", "0", "0"),
+            vec!["the step name is 70000 bytes long: at most 64"],
+        ),
+        (
+            logs("nosuchrun", "hi", "0", "0", "0"),
+            vec!["no run nosuchrun"],
+        ),
+    ] {
+        refused_with(&out, &needles);
+        answers(&agent);
     }
 }
 
@@ -426,7 +500,7 @@ fn edge_strings(run: &str, workflow: &str) -> Vec<String> {
     ]
 }
 
-/// Random arguments for one busctl signature character (`u`, `b`; strings, `a{ss}` and
+/// Random arguments for one busctl signature character (`u`, `t`, `b`; strings, `a{ss}` and
 /// `a{sv}` handled by the caller).
 fn random_value(rng: &mut fastrand::Rng, kind: char) -> Vec<String> {
     match kind {
@@ -436,6 +510,11 @@ fn random_value(rng: &mut fastrand::Rng, kind: char) -> Vec<String> {
                 .to_owned(),
         ],
         'b' => vec![rng.choice(["true", "false"]).unwrap().to_owned()],
+        't' => vec![
+            rng.choice(["0", "3", "1048576", "18446744073709551615"])
+                .unwrap()
+                .to_owned(),
+        ],
         _ => unreachable!("signature {kind}"),
     }
 }
@@ -497,6 +576,7 @@ const METHODS: &[(&str, &str)] = &[
     ("Reload", ""),
     ("Metrics", "s"),
     ("Top", ""),
+    ("Logs", "ssutu"),
 ];
 
 /// Random calls of every method, with the right signature and sometimes a wrong one, as

@@ -2,13 +2,16 @@
 //! (nobody) holds the operator role. A run runs as whoever submitted it, and the agent
 //! reads nothing on a caller's behalf that the caller could not read.
 
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use drover::model::RunState;
 
-use crate::support::{GitRepo, TEST_CONFIG, TestAgent, assert_state, git};
+use crate::support::{DROVER, GitRepo, TEST_CONFIG, TestAgent, assert_state, git, wait_until};
 
 const NOBODY: u32 = 65534;
 
@@ -61,6 +64,16 @@ fn run_as_nobody(agent: &TestAgent, workflow: &Path) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// `drover ARGS…` as nobody, inside the sandbox.
+fn drover_as_nobody(agent: &TestAgent, args: &[&str]) -> Command {
+    let mut command = agent.sandbox.command("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", DROVER])
+        .args(args)
+        .stdin(Stdio::null());
+    command
 }
 
 fn run_count(agent: &TestAgent) -> usize {
@@ -419,4 +432,127 @@ fn on_kill_the_final_checkpoint_and_a_restart_act_as_the_runs_user_not_the_calle
     );
     let out = agent.drover(&["kill", &id]);
     assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn a_viewer_reads_step_logs_through_the_agent_though_the_files_are_private() {
+    let agent = agent();
+    let wf = agent.workflow(
+        "say.toml",
+        "name = \"say\"\n[[step]]\nname = \"hello\"\nrun = \"echo line one; echo line two\"\n\
+         [[step]]\nname = \"bytes\"\nrun = \"printf 'raw \\\\377\\\\n'\"\n",
+    );
+    let id = agent.run(&wf);
+    let run = agent.wait_for_end(&id, Duration::from_secs(30));
+    assert_state(&run, RunState::Succeeded);
+    // The files themselves are root's and private: nobody cannot read them by path.
+    let log = run.steps[0].log.as_deref().expect("a log");
+    let cat = agent
+        .sandbox
+        .command("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "cat",
+            log,
+        ])
+        .output()
+        .expect("cat");
+    assert!(!cat.status.success(), "nobody read {log} by path");
+
+    let out = drover_as_nobody(&agent, &["logs", &id])
+        .output()
+        .expect("drover logs");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"line one\nline two\nraw \xff\n", "{out:?}");
+    let out = drover_as_nobody(&agent, &["logs", &id, "--step", "bytes"])
+        .output()
+        .expect("drover logs --step");
+    assert_eq!(out.stdout, b"raw \xff\n", "{out:?}");
+    let out = drover_as_nobody(&agent, &["logs", &id, "--step", "nope"])
+        .output()
+        .expect("drover logs --step");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "run {id} has no step \"nope\" (its steps: hello, bytes)"
+        )),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_viewer_follows_a_running_run_through_a_retry_until_it_ends() {
+    let agent = agent();
+    let dir = agent.sandbox.dir.path();
+    let wf = agent.workflow(
+        "follow.toml",
+        &format!(
+            r#"name = "follow"
+[retry]
+max_attempts = 2
+initial = "0s"
+retry_on = ["exit"]
+[[step]]
+name = "first"
+run = """
+if [ -e {dir}/tried ]; then echo attempt two; exit 0; fi
+touch {dir}/tried
+echo attempt one
+while [ ! -e {dir}/go ]; do sleep 0.1; done
+exit 1
+"""
+[[step]]
+name = "second"
+run = "echo second step"
+"#,
+            dir = dir.display()
+        ),
+    );
+    let id = agent.run(&wf);
+    let mut follower = drover_as_nobody(&agent, &["logs", "-f", &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("drover logs -f");
+    let printed = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let printed = Arc::clone(&printed);
+        let mut stdout = follower.stdout.take().expect("piped");
+        std::thread::spawn(move || {
+            let mut buf = [0; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                printed.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let text = || String::from_utf8_lossy(&printed.lock().unwrap()).into_owned();
+    wait_until(Duration::from_secs(30), "the first attempt's line", || {
+        text() == "attempt one\n" || follower.try_wait().is_ok_and(|s| s.is_some())
+    });
+    let stderr_of = |follower: &mut std::process::Child| {
+        let mut stderr = String::new();
+        let pipe = follower.stderr.as_mut().expect("piped");
+        pipe.read_to_string(&mut stderr).expect("stderr");
+        stderr
+    };
+    if let Some(status) = follower.try_wait().expect("wait") {
+        panic!(
+            "the follower ended ({status}) while the run was running: {}",
+            stderr_of(&mut follower)
+        );
+    }
+    std::fs::write(dir.join("go"), "").expect("write");
+    wait_until(Duration::from_secs(60), "the follower to end", || {
+        follower.try_wait().expect("wait").is_some()
+    });
+    reader.join().expect("reader");
+    let status = follower.wait().expect("wait");
+    let stderr = stderr_of(&mut follower);
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(text(), "attempt one\nattempt two\nsecond step\n");
+    let run = agent.show(&id);
+    assert_state(&run, RunState::Succeeded);
+    assert_eq!(run.steps[0].attempt, 2, "{run:#?}");
 }

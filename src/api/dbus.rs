@@ -14,8 +14,8 @@ use zbus::{Connection, OwnedVariant, Variant, interface};
 
 use super::OBJECT_PATH;
 use crate::ops::types::{
-    CheckpointArgs, CriticalArgs, HistoryArgs, KillArgs, RaiseAlertArgs, RestartArgs, RollbackArgs,
-    RunArgs, SilenceArgs,
+    CheckpointArgs, CriticalArgs, HistoryArgs, KillArgs, LogsArgs, RaiseAlertArgs, RestartArgs,
+    RollbackArgs, RunArgs, SilenceArgs,
 };
 use crate::ops::{Caller, Channel, ErrorKind, Ops, OpsError};
 use crate::quantity::{QUOTED_MAX, truncated};
@@ -145,6 +145,35 @@ impl Manager {
     ) -> Result<String, ApiError> {
         let caller = self.caller(conn, &hdr).await?;
         to_json(&self.ops.get(&caller, run_id)?)
+    }
+
+    /// A chunk of one step attempt's log (`attempt` 0: the step's latest) from byte
+    /// `offset`, at most `max` bytes (0: 256 KiB; at most 1 MiB): where it stands as JSON
+    /// (`LogMeta`: next offset, size, whether more can come) and the bytes as they are.
+    #[zbus(out_args("meta", "data"))]
+    // The method's five arguments on the wire, and the header and connection zbus passes.
+    #[allow(clippy::too_many_arguments)]
+    async fn logs(
+        &self,
+        run: &str,
+        step: &str,
+        attempt: u32,
+        offset: u64,
+        max: u32,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(String, Vec<u8>), ApiError> {
+        let caller = self.caller(conn, &hdr).await?;
+        let args = LogsArgs {
+            run: run.to_owned(),
+            step: step.to_owned(),
+            attempt,
+            offset,
+            max,
+        };
+        let chunk = self.ops.logs(&caller, args).await?;
+        // The bytes are bounded by the operation (1 MiB); the metadata by MAX_REPLY.
+        Ok((to_json(&chunk.meta)?, chunk.data))
     }
 
     /// Kills a run: critical-section wait, SIGTERM to its scope, grace, SIGKILL, verify

@@ -1,14 +1,17 @@
-//! `drover logs RUN [--step NAME] [-f]` — prints the step logs the shims wrote, in step
-//! order; with `-f`, keeps printing until the run ends.
+//! `drover logs RUN [--step NAME] [-f]` — prints the step logs the shims wrote, each
+//! step's latest attempt in step order, read through the agent (`Logs`): the logs sit in
+//! its private state directory, which a viewer cannot read. With `-f`, keeps printing
+//! until the run ends, going on to a retry's new attempt.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
-use super::get_run;
+use super::{api_error, get_run};
 use crate::api::DroverProxy;
+use crate::model::LogMeta;
 
 const POLL: Duration = Duration::from_millis(200);
 
@@ -18,58 +21,77 @@ pub async fn run(
     step: Option<&str>,
     follow: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut run = get_run(proxy, id).await?;
-    if let Some(name) = step
-        && !run.steps.iter().any(|s| s.name == name)
-    {
-        let names: Vec<&str> = run.steps.iter().map(|s| s.name.as_str()).collect();
-        bail!(
-            "run {id} has no step {name:?} (its steps: {})",
-            names.join(", ")
-        );
-    }
-    let wanted: Vec<usize> = (0..run.steps.len())
-        .filter(|&i| step.is_none_or(|name| run.steps[i].name == name))
-        .collect();
+    // An unknown step is the agent's to refuse: its error names the run's steps.
+    let steps = match step {
+        Some(name) => vec![name.to_owned()],
+        None => get_run(proxy, id)
+            .await?
+            .steps
+            .into_iter()
+            .map(|s| s.name)
+            .collect(),
+    };
     let mut stdout = std::io::stdout().lock();
-    for i in wanted {
-        let mut log: Option<String> = None;
-        let mut offset = 0;
-        loop {
-            // Decide from the state read *before* copying, so the last copy gets everything.
-            let attempt = &run.steps[i];
-            let finished = attempt.state.is_terminal() || run.state.is_terminal();
-            if attempt.log != log {
-                (log, offset) = (attempt.log.clone(), 0);
-            }
-            if let Some(path) = &log {
-                offset += copy_from(path, offset, &mut stdout)?;
-            }
-            if finished || !follow {
-                break;
-            }
-            tokio::time::sleep(POLL).await;
-            run = get_run(proxy, id).await?;
-        }
+    for name in &steps {
+        print_step(proxy, id, name, follow, &mut stdout).await?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Copies the log from `offset` to `out`; returns the bytes copied.
-fn copy_from(path: &str, offset: u64, out: &mut impl Write) -> anyhow::Result<u64> {
-    let mut file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => {
-            return Err(e).with_context(|| {
-                format!("cannot read {path} (the same lines are in the journal: journalctl DROVER_RUN=<run>)")
-            });
+/// Copies a step's latest attempt's log to `out`; with `follow`, until no more output can
+/// come for the step.
+async fn print_step(
+    proxy: &DroverProxy<'_>,
+    run: &str,
+    step: &str,
+    follow: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    // Attempt 0 asks for the latest; once one is known, its number is kept so that the
+    // offset stays in its file.
+    let (mut attempt, mut offset) = (0, 0);
+    // Without `follow`, what the log held at the first read, however fast it grows.
+    let mut first_size = None;
+    loop {
+        let (meta, data) = chunk(proxy, run, step, attempt, offset).await?;
+        out.write_all(&data)?;
+        out.flush()?;
+        (attempt, offset) = (meta.attempt, meta.next_offset);
+        let end = match follow {
+            true => meta.size,
+            false => *first_size.get_or_insert(meta.size),
+        };
+        if meta.next_offset < end {
+            continue;
         }
-    };
-    file.seek(SeekFrom::Start(offset))?;
-    let mut buf = Vec::new();
-    file.read_to_end(&mut buf)?;
-    out.write_all(&buf)?;
-    out.flush()?;
-    Ok(buf.len() as u64)
+        if !follow {
+            return Ok(());
+        }
+        // This attempt is read to its end and a retry has started: its log comes next.
+        if meta.latest_attempt > meta.attempt {
+            (attempt, offset) = (meta.latest_attempt, 0);
+            continue;
+        }
+        if meta.step_done {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// One `Logs` call: the chunk's metadata and bytes (the agent's default size).
+async fn chunk(
+    proxy: &DroverProxy<'_>,
+    run: &str,
+    step: &str,
+    attempt: u32,
+    offset: u64,
+) -> anyhow::Result<(LogMeta, Vec<u8>)> {
+    let (meta, data) = proxy
+        .logs(run, step, attempt, offset, 0)
+        .await
+        .map_err(api_error)?;
+    let meta = serde_json::from_str(&meta)
+        .context("the agent sent a log chunk this client cannot read")?;
+    Ok((meta, data))
 }

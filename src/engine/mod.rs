@@ -30,6 +30,7 @@ mod checkpoint;
 mod drive;
 mod follow;
 mod kill;
+mod logs;
 mod plan;
 mod restart;
 pub mod shim;
@@ -37,6 +38,7 @@ mod step;
 mod wakeups;
 
 pub use kill::KillRequest;
+pub use logs::LogRequest;
 pub use restart::ActionRequest;
 
 /// journald `MESSAGE_ID` of every kill record (`journalctl MESSAGE_ID=…`).
@@ -109,6 +111,19 @@ pub enum EngineError {
     },
     #[error("run {run} is {state}, not running: no critical section can open")]
     NotRunning { run: String, state: RunState },
+    #[error("run {run} has no step {step:?} (its steps: {steps})")]
+    NoSuchStep {
+        run: String,
+        step: String,
+        steps: String,
+    },
+    #[error("{}", no_such_attempt(run, step, *attempt, *latest))]
+    NoSuchAttempt {
+        run: String,
+        step: String,
+        attempt: u32,
+        latest: u32,
+    },
     #[error("run {run} has no open critical section {label:?}")]
     NoCriticalSpan { run: String, label: String },
     #[error("run {run}: the stored workflow cannot be read: {reason}")]
@@ -582,7 +597,17 @@ impl Inner {
     }
 }
 
-/// Runs blocking work (git on a whole worktree) off the async runtime.
+fn no_such_attempt(run: &str, step: &str, attempt: u32, latest: u32) -> String {
+    match latest {
+        0 => format!("step {step} of run {run} has no attempt {attempt}: it has not started"),
+        1 => format!("step {step} of run {run} has no attempt {attempt}: it has attempt 1"),
+        _ => format!(
+            "step {step} of run {run} has no attempt {attempt}: it has attempts 1 to {latest}"
+        ),
+    }
+}
+
+/// Runs blocking work (git on a whole worktree, a step's log) off the async runtime.
 async fn blocking<T: Send + 'static>(
     what: &Path,
     work: impl FnOnce() -> Result<T> + Send + 'static,

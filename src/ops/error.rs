@@ -36,6 +36,12 @@ pub enum InputError {
         len: usize,
         limit: usize,
     },
+    #[error("{field} is {value} bytes: at most {limit} are accepted")]
+    TooLarge {
+        field: &'static str,
+        value: u64,
+        limit: u64,
+    },
     #[error("{count} {field} given: at most {limit} are accepted")]
     TooMany {
         field: &'static str,
@@ -114,6 +120,8 @@ fn engine_kind(e: &EngineError) -> ErrorKind {
         | EngineError::RelativePath(_)
         | EngineError::Worktree(_)
         | EngineError::NoSuchCheckpoint { .. }
+        | EngineError::NoSuchStep { .. }
+        | EngineError::NoSuchAttempt { .. }
         | EngineError::GraceTooLong { .. } => ErrorKind::InvalidArgument,
         EngineError::NoSuchRun(_) => ErrorKind::NoSuchRun,
         EngineError::AlreadyEnded { .. }

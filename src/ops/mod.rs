@@ -15,6 +15,7 @@ mod critical;
 mod error;
 mod history;
 mod kill;
+mod logs;
 mod metrics;
 mod refusals;
 mod reload;

@@ -1,5 +1,5 @@
 //! Reading runs (viewer): every run (`List`, for `drover ps`) and one with its steps
-//! (`Get`, for `drover show` and `drover logs`).
+//! (`Get`, for `drover show`, and the steps `drover logs` prints).
 
 use super::{Caller, Ops, Result};
 use crate::auth::Role;

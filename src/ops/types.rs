@@ -29,6 +29,12 @@ pub mod limits {
     pub const ALERT_KEY: usize = RULE + 1 + RUN_ID;
     /// An alert's summary raised by hand.
     pub const SUMMARY: usize = 4096;
+    /// A step's name (the workflow format allows 64).
+    pub const STEP: usize = 64;
+    /// A chunk of a step's log (`Logs`): the most one call returns, and what it returns
+    /// when the caller names no size.
+    pub const LOG_CHUNK: u32 = 1 << 20;
+    pub const LOG_CHUNK_DEFAULT: u32 = 256 * 1024;
     /// Parameters of one run: how many, a name, a value, and all names and values together.
     /// A step sees each as `DROVER_PARAM_<NAME>=<value>`: one environment string may not
     /// exceed Linux's `MAX_ARG_STRLEN` (128 KiB), and all of a step's arguments and
@@ -242,5 +248,79 @@ impl RaiseAlertArgs {
             check_run_id(run)?;
         }
         check_len("the summary", &self.summary, limits::SUMMARY)
+    }
+}
+
+/// `Logs`: a chunk of one step attempt's log.
+#[derive(Debug, Clone)]
+pub struct LogsArgs {
+    pub run: String,
+    pub step: String,
+    /// 0: the step's latest attempt.
+    pub attempt: u32,
+    /// Where in the file the chunk starts.
+    pub offset: u64,
+    /// At most this many bytes; 0: [`limits::LOG_CHUNK_DEFAULT`].
+    pub max: u32,
+}
+
+impl LogsArgs {
+    /// The number of bytes to read, once the arguments are within bounds.
+    pub(super) fn check(&self) -> Result<usize, InputError> {
+        check_run_id(&self.run)?;
+        check_len("the step name", &self.step, limits::STEP)?;
+        let max = match self.max {
+            0 => limits::LOG_CHUNK_DEFAULT,
+            n if n > limits::LOG_CHUNK => {
+                return Err(InputError::TooLarge {
+                    field: "the chunk size",
+                    value: u64::from(n),
+                    limit: u64::from(limits::LOG_CHUNK),
+                });
+            }
+            n => n,
+        };
+        Ok(max as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logs(run: &str, step: &str, max: u32) -> LogsArgs {
+        LogsArgs {
+            run: run.into(),
+            step: step.into(),
+            attempt: 0,
+            offset: u64::MAX,
+            max,
+        }
+    }
+
+    #[test]
+    fn log_chunks_are_bounded_and_zero_asks_for_the_default() {
+        assert_eq!(logs("r", "s", 0).check(), Ok(256 * 1024));
+        assert_eq!(logs("r", "s", 10).check(), Ok(10));
+        assert_eq!(logs("r", "s", 1 << 20).check(), Ok(1 << 20));
+        let too_large = logs("r", "s", u32::MAX).check().unwrap_err();
+        assert_eq!(
+            too_large.to_string(),
+            "the chunk size is 4294967295 bytes: at most 1048576 are accepted"
+        );
+        let long_run = logs(&"r".repeat(65), "s", 0).check().unwrap_err();
+        assert!(
+            long_run
+                .to_string()
+                .starts_with("the run id is 65 bytes long"),
+            "{long_run}"
+        );
+        let long_step = logs("r", &"s".repeat(65), 0).check().unwrap_err();
+        assert!(
+            long_step
+                .to_string()
+                .starts_with("the step name is 65 bytes long"),
+            "{long_step}"
+        );
     }
 }

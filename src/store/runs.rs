@@ -488,6 +488,19 @@ impl StoreReader {
         )
     }
 
+    /// Attempt `attempt` of step `index` of `run`, whether or not it is the latest.
+    pub fn attempt(&self, run: &str, index: u32, attempt: u32) -> Result<Option<StepAttempt>> {
+        self.conn
+            .prepare_cached(concat!(
+                attempt_columns!(),
+                " WHERE run_id = ?1 AND idx = ?2 AND attempt = ?3"
+            ))?
+            .query_row(params![run, index, attempt], attempt_row)
+            .optional()?
+            .map(|row| Ok(row.into_attempt()?.1))
+            .transpose()
+    }
+
     pub fn transitions(&self, run: &str) -> Result<Vec<Transition>> {
         self.query_all(
             "SELECT seq, step, attempt, from_state, to_state, at, who, reason

@@ -172,6 +172,12 @@ fn run_and_attempt_lifecycle_is_recorded_once_per_transition() {
     assert_eq!(run.steps[0].exit_code, Some(3));
     assert_eq!(run.steps[0].pid, Some(42));
     assert_eq!(run.steps[0].state, StepState::Failed);
+    assert_eq!(
+        store.attempt("abc", 0, 1).unwrap(),
+        Some(run.steps[0].clone())
+    );
+    assert_eq!(store.attempt("abc", 0, 2).unwrap(), None);
+    assert_eq!(store.attempt("abc", 1, 1).unwrap(), None);
 
     let moves: Vec<String> = store
         .transitions("abc")
