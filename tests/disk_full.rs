@@ -190,6 +190,20 @@ run = "echo after"
         tail(&log)
     );
     assert_eq!(agent.log_of(&ended, "after"), "after\n");
+    // `drover logs` and `drover show` say it too.
+    let out = agent.drover(&["logs", &run, "--step", "flood-again"]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && tail(&printed).contains("[drover: the log was cut at byte"),
+        "drover logs: {:?} {}",
+        tail(&printed),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = agent.drover(&["show", &run]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("flood-again: the log was cut at byte"),
+        "drover show: {out:?}"
+    );
 
     // Healthy again, and the failures are counted.
     let (status, reply) = health(&agent);
@@ -209,5 +223,6 @@ run = "echo after"
 }
 
 fn tail(text: &str) -> &str {
-    &text[text.len().saturating_sub(400)..]
+    let start = text.len().saturating_sub(400);
+    text.get(start..).unwrap_or(text)
 }

@@ -52,6 +52,8 @@ async fn print_step(
     let (mut attempt, mut offset) = (0, 0);
     // Without `follow`, what the log held at the first read, however fast it grows.
     let mut first_size = None;
+    // The attempt whose cut (if any) has been told, so it is told once.
+    let mut told = None;
     loop {
         let (meta, data) = chunk(proxy, run, step, attempt, offset).await?;
         out.write_all(&data)?;
@@ -63,6 +65,13 @@ async fn print_step(
         };
         if meta.next_offset < end {
             continue;
+        }
+        if let Some(cut) = &meta.log_cut
+            && meta.state.is_terminal()
+            && told != Some(meta.attempt)
+        {
+            writeln!(out, "[drover: {cut}]")?;
+            told = Some(meta.attempt);
         }
         if !follow {
             return Ok(());

@@ -72,6 +72,9 @@ pub async fn run(proxy: &DroverProxy<'_>, id: &str, json: bool) -> anyhow::Resul
         if let (Some(class), Some(evidence)) = (step.failure_class, &step.failure_evidence) {
             outln!("{}: {class}: {evidence}", step.name)?;
         }
+        if let Some(cut) = &step.log_cut {
+            outln!("{}: {cut}", step.name)?;
+        }
         if let Some(session) = &step.session_id {
             let cost =
                 step.agent

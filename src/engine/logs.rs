@@ -50,9 +50,9 @@ impl Engine {
             });
         };
         let latest = step.attempt;
-        let (attempt, state) = match request.attempt {
-            0 => (latest, step.state),
-            n if n == latest => (n, step.state),
+        let (attempt, state, log_cut) = match request.attempt {
+            0 => (latest, step.state, step.log_cut.clone()),
+            n if n == latest => (n, step.state, step.log_cut.clone()),
             n => {
                 let earlier = if n < latest {
                     self.inner.store().attempt(&run.id, step.index, n)?
@@ -65,7 +65,7 @@ impl Engine {
                     attempt: n,
                     latest,
                 })?;
-                (n, earlier.state)
+                (n, earlier.state, earlier.log_cut)
             }
         };
         let (data, size) = if attempt == 0 {
@@ -90,6 +90,7 @@ impl Engine {
                 size,
                 more: attempt == latest && !state.is_terminal() && !run_ended,
                 step_done: run_ended || step.state == StepState::Succeeded,
+                log_cut,
             },
             data,
         })

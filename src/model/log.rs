@@ -30,6 +30,10 @@ pub struct LogMeta {
     /// No more output will come for this step in this run (until a restart): its latest
     /// attempt succeeded, or the run ended. Until then a follower waits for a retry.
     pub step_done: bool,
+    /// Output this attempt's log lacks because a write to it failed (a full disk): the
+    /// attempt's record of where the log was cut (`StepAttempt::log_cut`).
+    #[serde(default)]
+    pub log_cut: Option<String>,
 }
 
 /// A chunk of a step attempt's log: the bytes from `meta.offset` to `meta.next_offset`.
