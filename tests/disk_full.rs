@@ -226,3 +226,57 @@ fn tail(text: &str) -> &str {
     let start = text.len().saturating_sub(400);
     text.get(start..).unwrap_or(text)
 }
+
+#[test]
+fn a_step_filling_the_disk_is_killed_at_once_and_the_kill_is_recorded_once_space_returns() {
+    let disk = Tmpfs::mount("8m");
+    let agent = TestAgent::start_in(TEST_CONFIG, Some(disk.path().join("state")));
+    let reserve = disk.reserve("reserve", 2 << 20);
+    let workflow = agent.workflow(
+        "endless.toml",
+        r#"
+name = "endless"
+[[step]]
+name = "flood"
+run = "line=$(head -c 1000 /dev/zero | tr '\\0' x); yes \"$line\""
+"#,
+    );
+    let run = agent.run(&workflow);
+    wait_until(Duration::from_secs(60), "the step to fill the disk", || {
+        problems(&health(&agent).1).contains(" has 0 bytes free")
+    });
+
+    // The kill cannot be recorded first, so it stops the step and says what waits. (A
+    // failed write of the agent's just before, such as the monitor's once a minute, can
+    // leave the state DB room enough for the kill's record: then it is a plain kill.)
+    let out = agent.drover(&["kill", &run, "--reason", "filling the disk"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success()
+            || stderr.contains("its step was stopped (0 processes left)")
+                && stderr.contains("cannot be recorded"),
+        "drover kill on a full disk: {out:?}"
+    );
+    let unit = format!("drover-{run}-flood-1.scope");
+    let active = agent
+        .sandbox
+        .output("systemctl", &["--user", "is-active", &unit]);
+    assert!(
+        !String::from_utf8_lossy(&active.stdout).starts_with("active"),
+        "{unit} still runs: {active:?}"
+    );
+
+    // Space returns: the kill is recorded with who asked and why, and carried through.
+    std::fs::remove_file(&reserve).expect("give the reserve back");
+    let ended = agent.wait_for_end(&run, Duration::from_secs(60));
+    assert_state(&ended, RunState::Killed);
+    let kill = ended.kill.expect("the kill record");
+    assert_eq!(kill.reason, "filling the disk");
+    assert!(kill.requested_by.contains("uid 0"), "{kill:?}");
+    assert_eq!(kill.processes_left, Some(0), "{kill:?}");
+    assert!(
+        kill.phases.iter().any(|p| p.name.starts_with("sig")),
+        "the record keeps the signals sent before it could be written: {kill:?}"
+    );
+    assert_eq!(ended.steps[0].state, StepState::Killed);
+}

@@ -16,8 +16,8 @@ use crate::worktree;
 
 /// The first and the longest wait before a run whose transition could not be recorded is
 /// driven again: short enough to go on soon after space returns, long enough not to spin.
-const REDRIVE_FIRST: Duration = Duration::from_millis(250);
-const REDRIVE_MAX: Duration = Duration::from_secs(5);
+pub(super) const REDRIVE_FIRST: Duration = Duration::from_millis(250);
+pub(super) const REDRIVE_MAX: Duration = Duration::from_secs(5);
 
 impl Inner {
     /// Starts the task that drives `run` to its end; one at a time per run, so its attempts

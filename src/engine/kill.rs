@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::drive::{REDRIVE_FIRST, REDRIVE_MAX};
 use super::follow::Follower;
 use super::step::{self, AttemptFiles};
 use super::{Engine, EngineError, Inner, Result};
@@ -13,8 +14,8 @@ use crate::claude;
 use crate::credentials;
 use crate::engine::shim;
 use crate::model::{
-    CleanupAction, KillPhase, KillRecord, KillResult, Requester, RunState, StepAttempt, StepState,
-    Timestamp,
+    CleanupAction, KillPhase, KillRecord, KillResult, Requester, Run, RunState, StepAttempt,
+    StepState, Timestamp,
 };
 use crate::model::{Failure, FailureClass};
 use crate::spec::{Step, Workflow};
@@ -83,7 +84,17 @@ impl Engine {
         }
         let mut record = request.record();
         record.grace_ms = Some(grace.as_millis() as u64);
-        let Some(id) = inner.store().start_kill(&record)? else {
+        // Bound first: the store's guard must not be held across the awaits below.
+        let started = inner.store().start_kill(&record);
+        let started = match started {
+            Err(e) if e.is_transient() => {
+                return inner
+                    .kill_unrecorded(record, &run, workflow, grace, e)
+                    .await;
+            }
+            started => started?,
+        };
+        let Some(id) = started else {
             // The run moved on between the check and the transaction.
             let (run, _) = inner.load(&request.run)?;
             return Err(if run.state.is_terminal() {
@@ -153,6 +164,86 @@ impl Engine {
 }
 
 impl Inner {
+    /// A kill the state DB cannot record now (a full disk, which the step's own output may
+    /// have filled). The step is stopped all the same, since stopping it may be what the
+    /// disk needs, and its run is driven no further; the request is recorded and the kill
+    /// carried through (cleanup, final checkpoint, audit) once the DB takes writes again.
+    /// The caller hears what was done and what waits.
+    async fn kill_unrecorded(
+        self: &Arc<Self>,
+        mut record: KillRecord,
+        run: &Run,
+        workflow: Workflow,
+        grace: Duration,
+        error: crate::store::StoreError,
+    ) -> Result<KillRecord> {
+        self.abort_driver(&run.id);
+        let clock = Clock {
+            requested: Instant::now(),
+            grace,
+            deadline: Instant::now() + workflow.kill.budget.saturating_sub(CLEANUP_RESERVE),
+        };
+        let mut processes_left = 0u32;
+        if let Some(attempt) = running_attempt(run) {
+            let step = &workflow.steps[attempt.index as usize];
+            let unit = attempt_unit(run, step, &attempt);
+            let target = Target {
+                unit: &unit,
+                shim_pid: attempt.pid,
+                agent_step: step.agent.is_some(),
+            };
+            match terminate::scope(&self.systemd, &target, &clock).await {
+                Ok(done) => {
+                    record.phases = done.phases;
+                    processes_left = done.processes_left;
+                }
+                Err(e) => record.error = Some(e.to_string()),
+            }
+        }
+        run_event!(
+            error,
+            run = run.id,
+            workflow = workflow.name,
+            "kill",
+            message_id = super::KILL_MESSAGE_ID,
+            "run {}: the kill requested by {} cannot be recorded ({error}): its step was stopped ({processes_left} processes left); the kill is recorded and finished once the state DB can be written",
+            run.id,
+            record.requested_by
+        );
+        let inner = self.clone();
+        let id = run.id.clone();
+        tokio::spawn(async move {
+            let mut wait = REDRIVE_FIRST;
+            loop {
+                tokio::time::sleep(wait).await;
+                let started = inner.store().start_kill(&record);
+                match started {
+                    Ok(Some(n)) => {
+                        record.id = n;
+                        let by = record.requested_by.clone();
+                        inner.announce(&id, &workflow.name, RunState::Stopping, &by);
+                        if let Err(e) = inner.execute_kill(record, &workflow, grace).await {
+                            tracing::error!(drover_run = %id, "the deferred kill of run {id} failed: {e}");
+                        }
+                        return;
+                    }
+                    // The run ended, or another kill took it, in the meantime.
+                    Ok(None) => return,
+                    Err(e) if e.is_transient() => wait = (wait * 2).min(REDRIVE_MAX),
+                    Err(e) => {
+                        tracing::error!(drover_run = %id, "the kill of run {id} cannot be recorded: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+        Err(EngineError::KillNotRecorded {
+            run: run.id.clone(),
+            processes_left,
+            error,
+        })
+    }
+
     /// Carries a recorded kill request through to its outcome.
     pub(super) async fn execute_kill(
         self: &Arc<Self>,
@@ -172,11 +263,7 @@ impl Inner {
             deadline: requested + workflow.kill.budget.saturating_sub(CLEANUP_RESERVE),
         };
         let (run, _) = self.load(&record.run)?;
-        let current: Option<StepAttempt> = run
-            .steps
-            .iter()
-            .find(|a| matches!(a.state, StepState::Starting | StepState::Running))
-            .cloned();
+        let current = running_attempt(&run);
 
         if let Some(attempt) = &current {
             let step = &workflow.steps[attempt.index as usize];
@@ -221,10 +308,7 @@ impl Inner {
         let mut processes_left = 0;
         if let Some(attempt) = &current {
             let step = &workflow.steps[attempt.index as usize];
-            let unit = attempt
-                .unit
-                .clone()
-                .unwrap_or_else(|| step::unit_name(&run.id, &step.name, attempt.attempt));
+            let unit = attempt_unit(&run, step, attempt);
             let target = Target {
                 unit: &unit,
                 shim_pid: attempt.pid,
@@ -397,4 +481,20 @@ impl Inner {
         )?;
         Ok(())
     }
+}
+
+/// The attempt a kill has to stop: the one starting or running, if any.
+fn running_attempt(run: &Run) -> Option<StepAttempt> {
+    run.steps
+        .iter()
+        .find(|a| matches!(a.state, StepState::Starting | StepState::Running))
+        .cloned()
+}
+
+/// The scope of `attempt`, as recorded (or as named, for one recorded before it had one).
+fn attempt_unit(run: &Run, step: &Step, attempt: &StepAttempt) -> String {
+    attempt
+        .unit
+        .clone()
+        .unwrap_or_else(|| step::unit_name(&run.id, &step.name, attempt.attempt))
 }

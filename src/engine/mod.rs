@@ -96,6 +96,14 @@ pub enum EngineError {
     AlreadyEnded { run: String, state: RunState },
     #[error("run {0} is already being killed")]
     KillInProgress(String),
+    #[error(
+        "run {run}: its step was stopped ({processes_left} processes left), but the kill cannot be recorded: {error}; free space for the state DB and the kill is recorded and finished (cleanup, final checkpoint, audit)"
+    )]
+    KillNotRecorded {
+        run: String,
+        processes_left: u32,
+        error: StoreError,
+    },
     #[error("{0}")]
     Unconfirmed(String),
     #[error(
