@@ -150,6 +150,16 @@ fn over_long_strings_are_refused_and_their_refusals_stored_cut_short() {
         let out = agent.busctl(true, method, &call);
         refused_with(&out, &["bytes long", "at most"]);
     }
+    // Reading calls too: an over-long id is refused by its length, not echoed back.
+    for method in ["Get", "Checkpoints", "Metrics"] {
+        let out = agent.busctl(true, method, &["s", &huge]);
+        refused_with(&out, &["the run id is 120000 bytes long", "at most 64"]);
+        assert!(
+            out.stderr.len() < 1000,
+            "{method}: {} bytes",
+            out.stderr.len()
+        );
+    }
     assert_eq!(agent.show(&id).state, drover::model::RunState::Running);
     let grown = db_bytes(&agent).saturating_sub(before);
     // Sixteen small records, a few WAL pages each.
@@ -364,7 +374,7 @@ fn workflows_with_nul_bytes_or_huge_commands_are_refused_at_their_position() {
 }
 
 #[test]
-fn show_into_a_closed_pipe_ends_quietly() {
+fn output_into_a_closed_pipe_ends_quietly_and_errors_into_one_never_panic() {
     let agent = TestAgent::start();
     let wf = agent.workflow(
         "hello.toml",
@@ -393,6 +403,24 @@ fn show_into_a_closed_pipe_ends_quietly() {
         assert!(
             out.status.success() && stderr.is_empty(),
             "drover {args:?} into a closed pipe: {} {stderr}",
+            out.status
+        );
+    }
+    // An error for a stderr whose reader has gone: the status says it, nothing panics.
+    for args in [vec!["show", "nosuchrun"], vec!["kill", "nosuchrun"]] {
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        drop(read);
+        let out = agent
+            .sandbox
+            .command(crate::support::DROVER)
+            .args(&args)
+            .stderr(std::process::Stdio::from(write))
+            .output()
+            .expect("run drover");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "drover {args:?} with a closed stderr: {}",
             out.status
         );
     }

@@ -28,7 +28,7 @@ pub async fn run(
     match proxy.enter_critical(&run, &label).await {
         Ok(()) => {}
         Err(ApiError::InvalidState(detail)) => {
-            eprintln!("drover critical: {detail} ; {label} not started");
+            errln!("drover critical: {detail} ; {label} not started");
             return Ok(ExitCode::from(NOT_STARTED));
         }
         Err(e) => return Err(super::api_error(e)).context("cannot open the critical section"),
@@ -40,7 +40,7 @@ pub async fn run(
     let left = proxy.leave_critical(&run, &label).await;
     let status = status.with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
     if let Err(e) = left {
-        eprintln!(
+        errln!(
             "drover critical: cannot close the critical section {label:?}: {}",
             super::api_error(e)
         );

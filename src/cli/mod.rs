@@ -21,6 +21,15 @@ macro_rules! out {
     }};
 }
 
+/// `eprintln!` that cannot panic: a message for a stderr nobody reads any more (a closed
+/// pipe) is dropped, there being nowhere else to say it.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod alerts;
 mod audit;
 mod checkpoint;
@@ -354,7 +363,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return match crate::sandbox::run(&opts) {
                 Ok(code) => exit_code(code),
                 Err(e) => {
-                    eprintln!("drover sandbox: {e}");
+                    errln!("drover sandbox: {e}");
                     exit_code(e.exit_code())
                 }
             };
@@ -364,7 +373,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("drover: cannot start the async runtime: {e}");
+            errln!("drover: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -373,7 +382,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         // Whoever read the output has gone (`| head`): nothing is wrong, and nobody to tell.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("drover: {e:#}");
+            errln!("drover: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -551,10 +560,11 @@ async fn confirmed(
     if !run.protected || !std::io::stdin().is_terminal() {
         return Ok(false);
     }
-    eprint!(
+    write!(
+        std::io::stderr(),
         "run {id} (workflow {}) is protected. {action} it? [y/N] ",
         run.workflow
-    );
+    )?;
     std::io::stderr().flush()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;

@@ -37,7 +37,7 @@ pub async fn run(proxy: &DroverProxy<'_>, json: bool) -> anyhow::Result<ExitCode
     // Rule files that do not compile are not the config's fault: the reload stands, and
     // their previous versions keep running.
     for error in &outcome.rule_errors {
-        eprintln!("rule not loaded: {error}");
+        errln!("rule not loaded: {error}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -45,13 +45,13 @@ pub fn check(dir: Option<&Path>, config: Option<PathBuf>, bus: Bus) -> anyhow::R
             Err(errors) => {
                 failed += 1;
                 for error in errors {
-                    eprintln!("{error}");
+                    errln!("{error}");
                 }
             }
         }
     }
     if failed > 0 {
-        eprintln!("drover: {failed} of {} rule files have errors", files.len());
+        errln!("drover: {failed} of {} rule files have errors", files.len());
         Ok(ExitCode::FAILURE)
     } else {
         Ok(ExitCode::SUCCESS)

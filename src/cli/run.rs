@@ -42,7 +42,7 @@ pub async fn run(
             if run.state == RunState::Succeeded {
                 return Ok(ExitCode::SUCCESS);
             }
-            eprintln!(
+            errln!(
                 "drover: run {id} {}: {}",
                 run.state,
                 run.error.as_deref().unwrap_or("see `drover show`")

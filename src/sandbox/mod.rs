@@ -171,7 +171,11 @@ pub fn run(opts: &SandboxOptions) -> Result<i32, SandboxError> {
         Err(e) => {
             // The setup error is the one to report; leftovers are worth a line each.
             for p in problems {
-                eprintln!("drover sandbox: teardown: {p}");
+                // Never a panic here, even with stderr closed: the error is still returned.
+                let _ = io::Write::write_all(
+                    &mut io::stderr(),
+                    format!("drover sandbox: teardown: {p}\n").as_bytes(),
+                );
             }
             Err(e)
         }
