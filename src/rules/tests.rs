@@ -716,3 +716,140 @@ fn an_evaluation_prints_at_most_a_few_lines() {
     // The limit, and one line saying the rest were dropped.
     assert_eq!(*lock(&lines), sandbox::MAX_PRINTED_LINES as usize + 1);
 }
+
+/// Pieces of Rhai meant to find the edges: unfinished syntax, deep nesting, huge numbers,
+/// loops the operation cap must stop, calls that are not there, strings and arrays that
+/// grow past their caps.
+const RHAI_EDGES: &[&str] = &[
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    "\"",
+    "`",
+    "${",
+    "//",
+    "/*",
+    ";",
+    "fn",
+    "let",
+    "=",
+    "==",
+    "if",
+    "else",
+    "while true {}",
+    "loop { }",
+    "for x in 0..999999999 {}",
+    "return",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "18446744073709551615",
+    "1e308",
+    "0/0",
+    "1 / 0",
+    "\"\u{10FFFF}\u{202E}\"",
+    "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+    "((((((((((((((((((((((((((((((((((((((((((((((((((",
+    "\"x\".pad(99999999, \"y\")",
+    "[0].pad(99999999, 0)",
+    "eval(\"1\")",
+    "Fn(\"sleep\").call(1)",
+    "sleep(1)",
+    "alert(\"critical\", \"x\")",
+    "kill(\"x\")",
+    "restart()",
+    "checkpoint(\"x\")",
+    "print(\"x\")",
+    "debug(1)",
+    "import \"x\" as y;",
+    "this",
+    "params",
+    "memory_bytes",
+];
+
+/// `source` with a few random edits: a piece cut out, a piece repeated, an edge piece or
+/// random bytes put in at a random place.
+fn mangle_rhai(rng: &mut fastrand::Rng, source: &str) -> String {
+    let mut text = source.to_owned();
+    for _ in 0..rng.usize(1..4) {
+        let at = rng.usize(..=text.len());
+        if !text.is_char_boundary(at) {
+            continue;
+        }
+        match rng.u8(..4) {
+            0 => {
+                let end = (at + rng.usize(..40)).min(text.len());
+                if text.is_char_boundary(end) {
+                    text.replace_range(at..end, "");
+                }
+            }
+            1 => {
+                let end = (at + rng.usize(..80)).min(text.len());
+                if text.is_char_boundary(end) {
+                    let piece = text[at..end].to_owned();
+                    text.insert_str(at, &piece);
+                }
+            }
+            2 => text.insert_str(at, rng.choice(RHAI_EDGES).unwrap()),
+            _ => {
+                let bytes: Vec<u8> = (0..rng.usize(1..8)).map(|_| rng.u8(..)).collect();
+                text.insert_str(at, &String::from_utf8_lossy(&bytes));
+            }
+        }
+    }
+    text
+}
+
+/// Random rule files, seeded so a failure repeats (random bytes, the shipped rules mangled):
+/// `drover rules check`'s compile and dry run accepts or refuses each, with a position
+/// where there is one, never panics, and never takes longer than its time caps allow.
+#[test]
+fn random_bytes_and_mangled_rules_are_refused_or_run_never_a_panic_or_a_hang() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let sources: Vec<String> = rule_files(&shipped)
+        .unwrap()
+        .values()
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fuzz.rhai");
+    let mut rng = fastrand::Rng::with_seed(0x7268_6169);
+    let mut refused = 0;
+    for round in 0..240 {
+        let text = if round % 4 == 0 {
+            let bytes: Vec<u8> = (0..rng.usize(0..200)).map(|_| rng.u8(..)).collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        } else {
+            let base = rng.choice(&sources).unwrap();
+            mangle_rhai(&mut rng, base)
+        };
+        std::fs::write(&path, &text).unwrap();
+        let started = Instant::now();
+        let checked = check_file(&path);
+        // Two dry runs, each at most the evaluation cap plus the tick's wait for a rule.
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "round {round} took {:?}: {text:?}",
+            started.elapsed()
+        );
+        if let Err(errors) = checked {
+            refused += 1;
+            for error in errors {
+                let message = error.to_string();
+                assert!(
+                    message.starts_with(&path.display().to_string()),
+                    "{message}"
+                );
+                assert!(
+                    message.len() < 4000,
+                    "round {round}: {} bytes",
+                    message.len()
+                );
+            }
+        }
+    }
+    // The mangling reaches the parser's errors, not only harmless edits.
+    assert!(refused > 60, "only {refused} of 240 were refused");
+}
