@@ -183,22 +183,11 @@ impl Inner {
             grace,
             deadline: Instant::now() + workflow.kill.budget.saturating_sub(CLEANUP_RESERVE),
         };
-        let mut processes_left = 0u32;
+        let mut processes_left = 0;
         if let Some(attempt) = running_attempt(run) {
-            let step = &workflow.steps[attempt.index as usize];
-            let unit = attempt_unit(run, step, &attempt);
-            let target = Target {
-                unit: &unit,
-                shim_pid: attempt.pid,
-                agent_step: step.agent.is_some(),
-            };
-            match terminate::scope(&self.systemd, &target, &clock).await {
-                Ok(done) => {
-                    record.phases = done.phases;
-                    processes_left = done.processes_left;
-                }
-                Err(e) => record.error = Some(e.to_string()),
-            }
+            processes_left = self
+                .stop_attempt(&mut record, run, &workflow.steps, &attempt, &clock)
+                .await;
         }
         run_event!(
             error,
@@ -308,22 +297,9 @@ impl Inner {
         let mut processes_left = 0;
         if let Some(attempt) = &current {
             let step = &workflow.steps[attempt.index as usize];
-            let unit = attempt_unit(&run, step, attempt);
-            let target = Target {
-                unit: &unit,
-                shim_pid: attempt.pid,
-                agent_step: step.agent.is_some(),
-            };
-            match terminate::scope(&self.systemd, &target, &clock).await {
-                Ok(done) => {
-                    record.phases.extend(done.phases);
-                    processes_left = done.processes_left;
-                }
-                Err(e) => {
-                    record.error = Some(e.to_string());
-                    processes_left = 1;
-                }
-            }
+            processes_left = self
+                .stop_attempt(&mut record, &run, &workflow.steps, attempt, &clock)
+                .await;
             let signalled = record.phases.iter().any(|p| p.name.starts_with("sig"));
             let killed_by = format!(
                 "killed by {} via {}: {}",
@@ -437,6 +413,39 @@ impl Inner {
         Ok(record)
     }
 
+    /// Signals `attempt`'s scope until it is empty (the `terminate` part), adding the phases
+    /// to `record`; returns the processes left (1 when that cannot be told: the error is in
+    /// the record).
+    async fn stop_attempt(
+        &self,
+        record: &mut KillRecord,
+        run: &Run,
+        steps: &[Step],
+        attempt: &StepAttempt,
+        clock: &Clock,
+    ) -> u32 {
+        let step = &steps[attempt.index as usize];
+        let unit = attempt
+            .unit
+            .clone()
+            .unwrap_or_else(|| step::unit_name(&run.id, &step.name, attempt.attempt));
+        let target = Target {
+            unit: &unit,
+            shim_pid: attempt.pid,
+            agent_step: step.agent.is_some(),
+        };
+        match terminate::scope(&self.systemd, &target, clock).await {
+            Ok(done) => {
+                record.phases.extend(done.phases);
+                done.processes_left
+            }
+            Err(e) => {
+                record.error = Some(e.to_string());
+                1
+            }
+        }
+    }
+
     /// The attempt the kill ended: killed, unless it had ended by itself before any
     /// signal (a critical step that finished in time), which is then recorded as such.
     fn record_killed_attempt(
@@ -489,12 +498,4 @@ fn running_attempt(run: &Run) -> Option<StepAttempt> {
         .iter()
         .find(|a| matches!(a.state, StepState::Starting | StepState::Running))
         .cloned()
-}
-
-/// The scope of `attempt`, as recorded (or as named, for one recorded before it had one).
-fn attempt_unit(run: &Run, step: &Step, attempt: &StepAttempt) -> String {
-    attempt
-        .unit
-        .clone()
-        .unwrap_or_else(|| step::unit_name(&run.id, &step.name, attempt.attempt))
 }
