@@ -1,6 +1,7 @@
 //! Least privilege against a root agent, tried as a hostile local user would: uid 65534
 //! (nobody) holds the operator role. A run runs as whoever submitted it, and the agent
-//! reads nothing on a caller's behalf that the caller could not read.
+//! reads nothing on a caller's behalf that the caller could not read. A Claude Code step
+//! runs as `drovertest` (uid 4242), a user with a home whom the test adds to its sandbox.
 
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -555,4 +556,358 @@ run = "echo second step"
     let run = agent.show(&id);
     assert_state(&run, RunState::Succeeded);
     assert_eq!(run.steps[0].attempt, 2, "{run:#?}");
+}
+
+/// The user of the Claude Code test: unlike nobody, one with a home of their own.
+const TESTER: u32 = 4242;
+const TESTER_NAME: &str = "drovertest";
+
+/// A user with a home, known only inside one agent's sandbox.
+struct Tester {
+    _dir: tempfile::TempDir,
+    /// Their home (theirs, 0700).
+    home: PathBuf,
+    /// A directory of theirs (0755) for their workflow files and repositories.
+    files: PathBuf,
+    /// Their `TMPDIR` (0700), so nothing of theirs is left in the host's /tmp.
+    tmp: PathBuf,
+}
+
+/// Adds `drovertest` (uid and gid 4242, a home of their own) to the password and group
+/// databases the agent sees: copies of the host's with one line more, bind-mounted over
+/// /etc/passwd and /etc/group in the sandbox's private mount namespace. The host's files
+/// stay as they are, and the agent, which looks accounts up at each use, finds the user.
+fn tester_in(agent: &TestAgent) -> Tester {
+    use nix::unistd::{Gid, Group, Uid, User};
+    let on_host = || {
+        User::from_uid(Uid::from_raw(TESTER))
+            .ok()
+            .flatten()
+            .is_some()
+            || User::from_name(TESTER_NAME).ok().flatten().is_some()
+            || Group::from_gid(Gid::from_raw(TESTER))
+                .ok()
+                .flatten()
+                .is_some()
+    };
+    assert!(
+        !on_host(),
+        "the host already has uid/gid {TESTER} or a user {TESTER_NAME}: this test adds its own, in the sandbox only"
+    );
+    let dir = tempfile::tempdir_in("/tmp").expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let home = dir.path().join("home");
+    let files = dir.path().join("files");
+    let tmp = files.join("tmp");
+    for (path, mode) in [(&home, 0o700), (&files, 0o755), (&tmp, 0o700)] {
+        std::fs::create_dir(path).expect("mkdir");
+        std::os::unix::fs::chown(path, Some(TESTER), Some(TESTER)).expect("chown");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let entry = format!(
+        "{TESTER_NAME}:x:{TESTER}:{TESTER}:drover test user:{}:/bin/sh",
+        home.display()
+    );
+    for (database, line) in [
+        ("passwd", entry.clone()),
+        ("group", format!("{TESTER_NAME}:x:{TESTER}:")),
+    ] {
+        let target = format!("/etc/{database}");
+        let mut text = std::fs::read_to_string(&target).expect("read the host's database");
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&line);
+        text.push('\n');
+        let copy = dir.path().join(database);
+        std::fs::write(&copy, text).expect("write");
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let out = agent
+            .sandbox
+            .output("mount", &["--bind", &copy.to_string_lossy(), &target]);
+        assert!(
+            out.status.success(),
+            "cannot bind-mount {} over {target} in the sandbox: {}",
+            copy.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = agent
+        .sandbox
+        .output("getent", &["passwd", &TESTER.to_string()]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        entry,
+        "the sandbox does not see {TESTER_NAME}"
+    );
+    assert!(!on_host(), "the host's password database changed");
+    Tester {
+        _dir: dir,
+        home,
+        files,
+        tmp,
+    }
+}
+
+/// The processes in cgroup `unit` (in any hierarchy): pid, executable and the `Uid:` line
+/// of their status (real, effective, saved, file-system).
+fn processes_in(unit: &str) -> Vec<(u32, PathBuf, Vec<u32>)> {
+    let suffix = format!("/{unit}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc") {
+        let Ok(pid) = entry.expect("entry").file_name().to_string_lossy().parse() else {
+            continue;
+        };
+        // A process may end while it is looked at: skip what cannot be read.
+        let in_unit = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|c| c.lines().any(|l| l.ends_with(&suffix)));
+        let (Ok(exe), Ok(status)) = (
+            std::fs::read_link(format!("/proc/{pid}/exe")),
+            std::fs::read_to_string(format!("/proc/{pid}/status")),
+        ) else {
+            continue;
+        };
+        if !in_unit {
+            continue;
+        }
+        let uids = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .map(|ids| {
+                ids.split_whitespace()
+                    .filter_map(|u| u.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.push((pid, exe, uids));
+    }
+    found
+}
+
+/// Every file and directory under `dir` (itself included) that is not the tester's.
+fn not_the_testers(dir: &Path) -> Vec<String> {
+    let mut others = Vec::new();
+    let mut check = |path: &Path| {
+        let uid = std::fs::symlink_metadata(path).expect("stat").uid();
+        if uid != TESTER {
+            others.push(format!("{} (uid {uid})", path.display()));
+        }
+    };
+    check(dir);
+    walk(dir, &mut |path, _| check(path));
+    others
+}
+
+#[test]
+fn a_claude_code_step_runs_as_its_submitter_and_a_restart_resumes_its_session_as_them() {
+    use crate::restart::{conversation, json_of, worktree_of};
+    use crate::support::anthropic::{
+        Kind, ModelServer, Turn, claude_command, step_toml, transcript_path,
+    };
+    use drover::model::{ActionRecord, KillRecord, KillResult};
+
+    let agent = TestAgent::start_with_config(&format!(
+        "{TEST_CONFIG}[auth.operator]\nusers = [\"{TESTER}\"]\n"
+    ));
+    let tester = tester_in(&agent);
+    let repo = GitRepo::init(tester.files.join("repo"));
+    chown_tree(&repo.path, TESTER);
+    let ready = tester.files.join("ready");
+    let server = ModelServer::start(vec![
+        Turn::bash("id -u > whoami.txt; echo from-claude > code.txt"),
+        Turn::bash(&format!("touch {}; sleep 300", ready.display())),
+        Turn::bash("id -u > resumed.txt"),
+        Turn::text("The code is written."),
+    ]);
+    let mut claude = claude_command(&server, &tester.home, &repo.path);
+    // HOME is the user's own: the agent sets it from the password database.
+    claude.env_remove("HOME").env("TMPDIR", &tester.tmp);
+    claude.arg("Write the code");
+    let workflow = write_file(
+        &tester.files.join("claude.toml"),
+        &format!(
+            r#"name = "as-tester"
+workspace = "{repo}"
+[kill]
+grace = "4s"
+[[step]]
+name = "code"
+agent = "claude-code"
+checkpoint = true
+{claude}
+[[step]]
+name = "check"
+run = "test -f code.txt && test \"$(id -u)\" = {TESTER}"
+"#,
+            repo = repo.path.display(),
+            claude = step_toml(&claude)
+        ),
+        TESTER,
+        0o644,
+    );
+
+    // The user submits it, with the CLI.
+    let out = agent
+        .sandbox
+        .command("setpriv")
+        .args([
+            &format!("--reuid={TESTER}"),
+            &format!("--regid={TESTER}"),
+            "--clear-groups",
+            DROVER,
+            "run",
+        ])
+        .arg(&workflow)
+        .stdin(Stdio::null())
+        .output()
+        .expect("drover run");
+    assert!(
+        out.status.success(),
+        "{TESTER_NAME} could not start the run: {}\nagent log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        agent.agent_log()
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    wait_until(
+        Duration::from_secs(60),
+        "Claude Code to run its long Bash command",
+        || {
+            let run = agent.show(&id);
+            assert!(
+                !run.state.is_terminal(),
+                "the run ended early: {run:#?}\nagent log:\n{}",
+                agent.agent_log()
+            );
+            ready.exists()
+        },
+    );
+    let run = agent.show(&id);
+    let user = run.user.as_ref().expect("the run records its user");
+    assert_eq!((user.uid, user.name.as_str()), (TESTER, TESTER_NAME));
+    let session = run.steps[0]
+        .session_id
+        .clone()
+        .expect("drover assigned the session up front");
+    let worktree = worktree_of(&run);
+
+    // Claude Code and everything it started run as the user; only the shim is root's.
+    let unit = format!("drover-{id}-code-1.scope");
+    let processes = processes_in(&unit);
+    let shim = std::fs::canonicalize(DROVER).expect("the drover binary");
+    let (shims, step): (Vec<_>, Vec<_>) = processes.iter().partition(|(_, exe, _)| *exe == shim);
+    assert_eq!(shims.len(), 1, "one shim in {unit}: {processes:#?}");
+    assert!(
+        step.iter().any(|(_, exe, _)| exe.ends_with("claude.exe")),
+        "no Claude Code process in {unit}: {processes:#?}"
+    );
+    assert!(
+        step.iter().all(|(_, _, uids)| *uids == [TESTER; 4]),
+        "a process of the step is not {TESTER_NAME}'s alone: {processes:#?}"
+    );
+    // What it wrote in the worktree is the user's.
+    for (file, content) in [
+        ("whoami.txt", format!("{TESTER}\n")),
+        ("code.txt", "from-claude\n".into()),
+    ] {
+        let path = worktree.join(file);
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            content,
+            "{file}"
+        );
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").uid(),
+            TESTER,
+            "{file}"
+        );
+    }
+    // The conversation is in the user's home, and everything there is theirs.
+    let transcript = transcript_path(&tester.home, &worktree, &session);
+    assert!(
+        transcript.exists(),
+        "no transcript at {}\nagent log:\n{}",
+        transcript.display(),
+        agent.agent_log()
+    );
+    assert_eq!(not_the_testers(&tester.home), Vec::<String>::new());
+    let modes = |dir: &Path, file: &Path| {
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        format!("{:o} {:o}", mode(dir), mode(file))
+    };
+    let project = transcript.parent().expect("a project directory").to_owned();
+    assert_eq!(
+        modes(&project, &transcript),
+        "700 600",
+        "Claude Code keeps its transcripts private"
+    );
+
+    // Root kills it and restarts it: the session goes on, as the user.
+    let killed: KillRecord = json_of(&agent, &["kill", &id, "--json", "--reason", "as-tester"]);
+    assert_eq!(killed.result, KillResult::Killed, "{killed:#?}");
+    assert!(killed.snapshot.is_some(), "{killed:#?}");
+    // Claude Code deletes old transcripts itself (`cleanupPeriodDays`): the restart brings
+    // this one back from the kill checkpoint, as the user's and as private as it was.
+    std::fs::remove_dir_all(&project).expect("remove the transcript");
+    let requests_before = server.main_requests().len();
+    let restarted: ActionRecord = json_of(&agent, &["restart", &id, "--json"]);
+    assert_eq!(
+        (restarted.action.as_str(), restarted.result.as_str()),
+        ("restart", "done"),
+        "{restarted:#?}"
+    );
+    assert!(
+        restarted.detail.contains(&format!(
+            "transcript of step code (session {session}) restored"
+        )),
+        "{restarted:#?}"
+    );
+    let run = agent.wait_for_end(&id, Duration::from_secs(90));
+    assert_state(&run, RunState::Succeeded);
+    let code = &run.steps[0];
+    assert_eq!(
+        (code.attempt, code.session_id.as_deref()),
+        (2, Some(session.as_str())),
+        "{code:#?}"
+    );
+    assert!(
+        code.note
+            .as_deref()
+            .unwrap_or("")
+            .contains(&format!("resumes Claude Code session {session}")),
+        "{code:#?}"
+    );
+    let requests = server.main_requests();
+    assert!(
+        requests.len() > requests_before,
+        "Claude Code was not resumed"
+    );
+    let resumed = conversation(&requests[requests_before]);
+    assert!(resumed.contains("Write the code"), "{resumed}");
+    assert!(resumed.contains("echo from-claude > code.txt"), "{resumed}");
+    let last = server
+        .log()
+        .into_iter()
+        .rev()
+        .find(|r| r.kind == Kind::Main)
+        .expect("a main request");
+    assert_eq!(
+        last.header("x-claude-code-session-id"),
+        Some(session.as_str()),
+        "the resumed request belongs to session {session}"
+    );
+    let path = worktree.join("resumed.txt");
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("read"),
+        format!("{TESTER}\n")
+    );
+    assert_eq!(std::fs::metadata(&path).expect("stat").uid(), TESTER);
+    // The same transcript, still the user's, now holds the resumed turns too.
+    let text = std::fs::read_to_string(&transcript).expect("read the transcript");
+    assert!(text.contains("id -u > resumed.txt"), "{text}");
+    assert_eq!(not_the_testers(&tester.home), Vec::<String>::new());
+    assert_eq!(
+        modes(&project, &transcript),
+        "700 600",
+        "the restored transcript is as private as Claude Code keeps it"
+    );
 }

@@ -86,7 +86,7 @@ fn trimmed(files: BTreeMap<String, String>) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn json_of<T: serde::de::DeserializeOwned>(agent: &TestAgent, args: &[&str]) -> T {
+pub(crate) fn json_of<T: serde::de::DeserializeOwned>(agent: &TestAgent, args: &[&str]) -> T {
     let out = agent.drover(args);
     assert!(
         out.status.success(),
@@ -130,12 +130,12 @@ fn lines_of(path: &Path) -> Vec<String> {
         .collect()
 }
 
-fn worktree_of(run: &Run) -> PathBuf {
+pub(crate) fn worktree_of(run: &Run) -> PathBuf {
     PathBuf::from(run.worktree.as_deref().expect("the run has a worktree"))
 }
 
 /// Every text in a request's messages (text blocks, tool inputs, tool results), as JSON.
-fn conversation(request: &Value) -> String {
+pub(crate) fn conversation(request: &Value) -> String {
     request["messages"].to_string()
 }
 

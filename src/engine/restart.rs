@@ -597,14 +597,29 @@ fn worktree_of(run: &Run) -> Result<PathBuf> {
         })
 }
 
-/// Puts a transcript where Claude Code looks for it.
+/// Puts a transcript where Claude Code looks for it. What it has to create is made as
+/// private as Claude Code makes it (directories 0700, the file 0600), whatever the
+/// agent's umask: a conversation is its user's alone, even in a home others may enter.
 fn write_transcript(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let io = |source| EngineError::Io {
         path: path.to_owned(),
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
     }
-    std::fs::write(path, bytes).map_err(io)
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| file.write_all(bytes))
+        .map_err(io)
 }
