@@ -42,6 +42,9 @@ pub enum CredentialsError {
     Lost(String),
 }
 
+/// The `PATH` a process started as another user gets: systemd's default for services.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// A user from the password database, as a step runs as them.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Account {
@@ -51,6 +54,9 @@ pub struct Account {
     pub groups: Vec<u32>,
     pub name: String,
     pub home: PathBuf,
+    /// The login shell (`SHELL`), as the password database has it.
+    #[serde(default)]
+    pub shell: PathBuf,
 }
 
 impl Account {
@@ -92,6 +98,7 @@ impl Account {
             groups: groups.into_iter().map(Gid::as_raw).collect(),
             name: user.name,
             home: user.dir,
+            shell: user.shell,
         })
     }
 
@@ -114,18 +121,30 @@ impl Account {
         }
     }
 
-    /// The variables a login of this user would have, for a process started as them by
-    /// an agent that is someone else; none when the agent is this user (its own
-    /// environment is theirs already).
-    pub fn login_env(&self) -> Vec<(String, String)> {
+    /// The environment a process started as this account begins with: the agent's own
+    /// when the agent is this account; else a login's (`HOME`, `USER`, `LOGNAME`, `SHELL`,
+    /// systemd's default `PATH`) with nothing of the agent's but its locale and time zone.
+    /// An agent's environment is not another user's to see: it may hold the secrets a
+    /// unit's `Environment=` gave it, and paths of its own (`CLAUDE_CONFIG_DIR`, `XDG_*`,
+    /// `TMPDIR`) that would point another user's tools at the agent's files.
+    pub fn start_env(&self) -> Vec<(String, String)> {
         if !self.is_other_than_agent() {
-            return Vec::new();
+            return std::env::vars().collect();
         }
-        vec![
+        let mut env = vec![
             ("HOME".to_owned(), self.home.to_string_lossy().into_owned()),
             ("USER".to_owned(), self.name.clone()),
             ("LOGNAME".to_owned(), self.name.clone()),
-        ]
+            (
+                "SHELL".to_owned(),
+                self.shell.to_string_lossy().into_owned(),
+            ),
+            ("PATH".to_owned(), DEFAULT_PATH.to_owned()),
+        ];
+        env.extend(std::env::vars().filter(|(key, _)| {
+            key == "LANG" || key == "LANGUAGE" || key == "TZ" || key.starts_with("LC_")
+        }));
+        env
     }
 
     /// The name a person reads: `name (uid N)`.
@@ -135,13 +154,19 @@ impl Account {
 }
 
 /// Has the child `command` starts drop to `account` before it execs, and start in `cwd`
-/// with that account's rights (a directory the user cannot enter fails the start). Does
-/// nothing but set the directory when the agent already is that account.
+/// with that account's rights (a directory the user cannot enter fails the start), from
+/// that account's environment ([`Account::start_env`]) and the variables set on `command`.
+/// Does nothing but set the directory when the agent already is that account.
 pub fn drop_before_exec(command: &mut std::process::Command, account: &Account, cwd: &Path) {
     if !account.is_other_than_agent() {
         command.current_dir(cwd);
         return;
     }
+    let set: Vec<(std::ffi::OsString, std::ffi::OsString)> = command
+        .get_envs()
+        .filter_map(|(key, value)| Some((key.to_owned(), value?.to_owned())))
+        .collect();
+    command.env_clear().envs(account.start_env()).envs(set);
     // Everything the child needs is made here: between fork and exec nothing may allocate.
     let groups: Vec<libc::gid_t> = account.groups.clone();
     let (uid, gid) = (account.uid, account.gid);

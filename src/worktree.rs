@@ -89,8 +89,7 @@ pub fn create(workspace: &Path, path: &Path, account: &Account) -> Result<(), Wo
 fn git(repo: &Path, args: &[&str], account: &Account) -> Result<String, String> {
     let mut command = Command::new("git");
     command.args(args);
-    // The login variables git reads its own config by (`~/.gitconfig`).
-    command.envs(account.login_env());
+    // Started from the user's login environment: git reads their config by it.
     credentials::drop_before_exec(&mut command, account, repo);
     let output = command
         .output()

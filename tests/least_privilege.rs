@@ -97,7 +97,9 @@ fn a_step_runs_as_its_submitter_with_that_users_login_and_no_new_privileges() {
 name = "id"
 run = """
 echo "uid=$(id -u) gid=$(id -g) groups=$(id -G)"
-echo "HOME=$HOME USER=$USER LOGNAME=$LOGNAME"
+echo "HOME=$HOME USER=$USER LOGNAME=$LOGNAME SHELL=$SHELL"
+echo "PATH=$PATH"
+echo "agent's variables: ${CARGO_MANIFEST_DIR:-none}"
 grep NoNewPrivs /proc/self/status
 cat /etc/shadow >/dev/null 2>&1 && echo "read /etc/shadow" || echo "shadow refused"
 touch /root/drover-was-here 2>/dev/null && echo "wrote /root" || echo "root refused"
@@ -117,7 +119,14 @@ touch /root/drover-was-here 2>/dev/null && echo "wrote /root" || echo "root refu
         "{log}"
     );
     assert!(
-        log.contains("HOME=/nonexistent USER=nobody LOGNAME=nobody\n"),
+        log.contains("HOME=/nonexistent USER=nobody LOGNAME=nobody SHELL=/usr/sbin/nologin\n"),
+        "{log}"
+    );
+    // Nothing of the agent's environment but its locale (cargo gave the agent this one).
+    assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+    assert!(log.contains("agent's variables: none\n"), "{log}");
+    assert!(
+        log.contains("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"),
         "{log}"
     );
     assert!(log.contains("NoNewPrivs:\t1\n"), "{log}");

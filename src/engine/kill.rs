@@ -317,7 +317,7 @@ impl Inner {
             match &account {
                 Ok(account) => {
                     let mut env: Vec<(String, String)> =
-                        step::step_env(&run, workflow, &step.name, attempt.attempt, account)
+                        step::step_env(&run, workflow, &step.name, attempt.attempt)
                             .into_iter()
                             .collect();
                     env.extend(step.env.clone());

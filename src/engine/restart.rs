@@ -516,8 +516,7 @@ impl Inner {
         account: &Account,
     ) -> Result<Vec<Unmet>> {
         let step = step.and_then(|i| workflow.steps.get(i));
-        let mut env: BTreeMap<String, String> = std::env::vars().collect();
-        env.extend(account.login_env());
+        let mut env: BTreeMap<String, String> = account.start_env().into_iter().collect();
         for (key, value) in params {
             env.insert(
                 format!("DROVER_PARAM_{}", key.to_ascii_uppercase()),

@@ -50,21 +50,19 @@ fn journal_fields(
     ])
 }
 
-/// The variables a step attempt (and its `on_kill` commands) get on top of the agent's
-/// environment: the `DROVER_*` ones, and a login's `HOME`, `USER`, `LOGNAME` when the run
-/// is another user's than the agent's.
+/// The variables a step attempt (and its `on_kill` commands) get on top of the
+/// environment they start from (the agent's, or a login's of the run's user: see
+/// `Account::start_env`): the `DROVER_*` ones.
 pub(super) fn step_env(
     run: &Run,
     workflow: &Workflow,
     step: &str,
     attempt: u32,
-    account: &Account,
 ) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = journal_fields(run, workflow, step, attempt)
         .into_iter()
         .filter(|(k, _)| k.starts_with("DROVER_"))
         .collect();
-    env.extend(account.login_env());
     for (key, value) in &run.params {
         env.insert(
             format!("DROVER_PARAM_{}", key.to_ascii_uppercase()),
@@ -196,7 +194,7 @@ pub(super) async fn start(
     })?;
 
     let fields = journal_fields(run, workflow, &step.name, attempt);
-    let mut env = step_env(run, workflow, &step.name, attempt, &account);
+    let mut env = step_env(run, workflow, &step.name, attempt);
     env.extend(step.env.clone());
     let spec = ShimSpec {
         unit: unit.clone(),
