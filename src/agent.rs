@@ -24,6 +24,7 @@ use crate::rules::{RuleDirs, Rules};
 use crate::state_dir;
 use crate::store::StoreReader;
 use crate::systemd::Systemd;
+use crate::tokens::Tokens;
 
 pub struct AgentOptions {
     pub bus: Bus,
@@ -131,6 +132,7 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         auth,
         monitor.clone(),
         reloader,
+        Arc::new(Tokens::open(&state_dir.join("state.db"))?),
     );
     // A listener that cannot bind is reported and the agent goes on: the runs it
     // supervises (kills, restarts, re-adoption) matter more than their metrics.

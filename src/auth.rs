@@ -26,6 +26,18 @@ impl fmt::Display for Role {
     }
 }
 
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            _ => Err(format!("unknown role {s:?}: viewer, operator or admin")),
+        }
+    }
+}
+
 /// The `[auth]` table: users and groups per role. Root and the agent's own user are admin.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -38,8 +38,10 @@ const RULES: &[(&str, &[&str])] = &[
             "history",
             "model",
             "quantity",
+            "tokens",
         ],
     ),
+    ("tokens", &["model", "store", "selfmetrics", "sync"]),
 ];
 
 /// `src/<part>.rs` or every `.rs` file under `src/<part>/`.

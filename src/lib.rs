@@ -33,4 +33,5 @@ pub mod systemd;
 pub(crate) mod terminate;
 #[cfg(test)]
 mod testing;
+pub(crate) mod tokens;
 pub(crate) mod worktree;

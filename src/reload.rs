@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::auth::{Authorizer, Role};
 use crate::config::{Config, ConfigError};
 use crate::engine::Engine;
-use crate::model::{ActionRecord, ReloadOutcome, Requester, Timestamp};
+use crate::model::{ActionRecord, ReloadOutcome, Requester};
 use crate::rules::watch::RulesWatcher;
 use crate::rules::{RuleDirs, Rules, RulesError};
 
@@ -146,18 +146,10 @@ impl Reloader {
 
     fn audit(&self, by: &Requester, result: &str, detail: String, started: Instant) {
         let record = ActionRecord {
-            id: 0,
-            run: String::new(),
-            action: "reload".to_owned(),
-            requested_by: by.requested_by.clone(),
-            uid: by.uid,
-            role: by.role.clone(),
-            channel: by.channel.clone(),
-            at: Timestamp::now(),
             result: result.to_owned(),
-            checkpoint: None,
             detail,
             took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ..ActionRecord::new(by, "", "reload")
         };
         // The reload itself has happened (or not) either way; a lost audit row is logged.
         if let Err(e) = self.engine.record_action(&record) {

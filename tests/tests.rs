@@ -25,5 +25,6 @@ mod run;
 mod runbook;
 mod sandbox;
 mod survive_restart;
+mod tokens;
 mod units;
 mod workflow_errors;

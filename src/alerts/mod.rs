@@ -211,8 +211,7 @@ impl Alerts {
         crate::quantity::bounded_duration(request.duration)
             .map_err(|e| AlertsError::InvalidArgument(format!("a silence's duration is {e}")))?;
         let now = Timestamp::now();
-        let millis = i64::try_from(request.duration.as_millis()).unwrap_or(i64::MAX);
-        let until = Timestamp(now.0.saturating_add(millis));
+        let until = now.plus(request.duration);
         let silence = Silence {
             id: 0,
             target: target.to_owned(),
@@ -222,16 +221,7 @@ impl Alerts {
             created_at: now,
         };
         let audit = ActionRecord {
-            id: 0,
-            run: target.to_owned(),
-            action: "silence".into(),
-            requested_by: request.by.requested_by.clone(),
-            uid: request.by.uid,
-            role: request.by.role.clone(),
-            channel: request.by.channel.clone(),
             at: now,
-            result: "done".into(),
-            checkpoint: None,
             detail: format!(
                 "silenced until {until} ({}){}",
                 humantime::format_duration(request.duration),
@@ -241,7 +231,7 @@ impl Alerts {
                     format!(": {}", request.reason)
                 }
             ),
-            took_ms: 0,
+            ..ActionRecord::new(&request.by, target, "silence")
         };
         let silence = self.store().add_silence(&silence, &audit)?;
         tracing::info!(

@@ -15,7 +15,7 @@ use zbus::{Connection, OwnedVariant, Variant, interface};
 use super::OBJECT_PATH;
 use crate::ops::types::{
     CheckpointArgs, CriticalArgs, HistoryArgs, KillArgs, LogsArgs, RaiseAlertArgs, RestartArgs,
-    RollbackArgs, RunArgs, SilenceArgs,
+    RollbackArgs, RunArgs, SilenceArgs, TokenArgs,
 };
 use crate::ops::{Caller, Channel, ErrorKind, Ops, OpsError};
 use crate::quantity::{QUOTED_MAX, truncated};
@@ -34,6 +34,8 @@ pub enum ApiError {
     RequirementsUnmet(String),
     CorruptCheckpoint(String),
     InvalidConfig(String),
+    Unauthenticated(String),
+    NoSuchToken(String),
     Failed(String),
 }
 
@@ -49,6 +51,8 @@ impl From<OpsError> for ApiError {
             ErrorKind::RequirementsUnmet => ApiError::RequirementsUnmet(message),
             ErrorKind::CorruptCheckpoint => ApiError::CorruptCheckpoint(message),
             ErrorKind::InvalidConfig => ApiError::InvalidConfig(message),
+            ErrorKind::Unauthenticated => ApiError::Unauthenticated(message),
+            ErrorKind::NoSuchToken => ApiError::NoSuchToken(message),
             ErrorKind::Failed => ApiError::Failed(message),
         }
     }
@@ -458,6 +462,57 @@ impl Manager {
         to_json(&self.ops.top(&caller)?)
     }
 
+    /// Creates a bearer token for the HTTP API, for the caller with at most their own
+    /// `role` (viewer, operator or admin). Options: `user` (s, by name or uid: another
+    /// user's token needs admin), `expires` (s, a duration such as "30d"). Returns
+    /// `{token, record}` (JSON): the secret is in this reply and nowhere else.
+    async fn create_token(
+        &self,
+        name: &str,
+        role: &str,
+        options: HashMap<String, OwnedVariant>,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        let role = role.parse().map_err(|_| {
+            ApiError::InvalidArgument(format!(
+                "role {:?}: viewer, operator or admin",
+                truncated(role, QUOTED_MAX)
+            ))
+        })?;
+        let (user, expires) = token_options(&options)?;
+        let caller = self.caller(conn, &hdr).await?;
+        let args = TokenArgs {
+            name: name.to_owned(),
+            role,
+            user,
+            expires,
+        };
+        to_json(&self.ops.create_token(&caller, args)?)
+    }
+
+    /// The tokens, newest first (JSON array, no secrets): every one for an admin, the
+    /// caller's own for anyone else.
+    async fn tokens(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        let caller = self.caller(conn, &hdr).await?;
+        to_json(&self.ops.tokens(&caller)?)
+    }
+
+    /// Revokes the live token `name` (its user may, and an admin). Returns it (JSON).
+    async fn revoke_token(
+        &self,
+        name: &str,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, ApiError> {
+        let caller = self.caller(conn, &hdr).await?;
+        to_json(&self.ops.revoke_token(&caller, name)?)
+    }
+
     /// A run reached a new state (already recorded in the state DB).
     #[zbus(signal)]
     pub async fn run_changed(
@@ -546,6 +601,38 @@ fn action_options(
         }
     }
     Ok((from, confirm))
+}
+
+/// Reads `CreateToken`'s options; an unknown key or a wrong type is refused by name.
+fn token_options(
+    options: &HashMap<String, OwnedVariant>,
+) -> Result<(Option<String>, Option<Duration>), ApiError> {
+    let mut user = None;
+    let mut expires = None;
+    for (key, value) in options {
+        match (key.as_str(), &**value) {
+            ("user", Variant::Str(name)) => user = given(name.as_str()).map(str::to_owned),
+            ("expires", Variant::Str(text)) => {
+                expires = given(text.as_str())
+                    .map(crate::quantity::parse_duration)
+                    .transpose()
+                    .map_err(|e| ApiError::InvalidArgument(format!("option expires: {e}")))?;
+            }
+            ("user" | "expires", other) => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "option {key} has the wrong type {}: a string (s)",
+                    other.value_signature()
+                )));
+            }
+            _ => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "unknown option {:?}: CreateToken knows user and expires",
+                    truncated(key, QUOTED_MAX)
+                )));
+            }
+        }
+    }
+    Ok((user, expires))
 }
 
 /// A history window's length: `None` (the operation's default) when blank.

@@ -48,6 +48,7 @@ mod rules;
 mod run;
 mod show;
 mod silence;
+mod token;
 mod top;
 
 use std::ffi::OsString;
@@ -108,6 +109,38 @@ enum RulesCommand {
         /// Configuration file naming the rules directories.
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a bearer token for the HTTP API; prints it once.
+    Create {
+        /// Letters, digits, '.', '_' and '-'.
+        name: String,
+        /// viewer, operator or admin: at most your own.
+        #[arg(long)]
+        role: String,
+        /// Whose token it is, by name or uid (default: yours; another user's needs admin).
+        /// (Not `--user`: that chooses the bus.)
+        #[arg(long = "for", value_name = "USER")]
+        owner: Option<String>,
+        /// How long it is valid, e.g. "30d" (default: until revoked).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tokens (an admin sees every one; anyone else their own); never their secrets.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: it admits nobody from now on.
+    Revoke {
+        name: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -282,6 +315,11 @@ enum Command {
         reason: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Bearer tokens for the HTTP API.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// List silences in force (every silence with --all).
     Silences {
@@ -471,6 +509,30 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
         }
         Command::Silences { all, json } => silence::list(&connect(bus).await?, all, json).await,
+        Command::Token { command } => {
+            let proxy = connect(bus).await?;
+            match command {
+                TokenCommand::Create {
+                    name,
+                    role,
+                    owner,
+                    expires,
+                    json,
+                } => {
+                    token::create(
+                        &proxy,
+                        &name,
+                        &role,
+                        owner.as_deref(),
+                        expires.as_deref(),
+                        json,
+                    )
+                    .await
+                }
+                TokenCommand::List { json } => token::list(&proxy, json).await,
+                TokenCommand::Revoke { name, json } => token::revoke(&proxy, &name, json).await,
+            }
+        }
         Command::Metrics { run, json } => metrics::run(&connect(bus).await?, &run, json).await,
         Command::Top { once, interval } => top::run(&connect(bus).await?, once, interval).await,
         Command::Shim { .. } | Command::Sandbox { .. } => {

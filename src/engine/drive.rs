@@ -295,8 +295,7 @@ impl Inner {
             Some(at) => at,
             None => {
                 let delay = step.retry.delay(retry, fastrand::f64());
-                let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-                let at = Timestamp(Timestamp::now().0.saturating_add(delay_ms));
+                let at = Timestamp::now().plus(delay);
                 let failed = run.steps.iter().find(|a| a.index as usize == index);
                 let why = failed
                     .and_then(|a| {
@@ -310,7 +309,7 @@ impl Inner {
                 let reason = format!(
                     "retry {retry} of {} at {at} (after {}), because of {why}",
                     step.retry.max_attempts - 1,
-                    humantime::format_duration(Duration::from_millis(delay_ms as u64))
+                    humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
                 );
                 self.store()
                     .schedule_retry(&run.id, &step.name, attempt - 1, at, &reason)?;

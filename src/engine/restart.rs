@@ -15,7 +15,6 @@ use super::{Engine, EngineError, Inner, Result, blocking};
 use crate::credentials::{self, Account};
 use crate::model::{
     ActionRecord, CheckpointRecord, CheckpointState, FailureClass, Requester, Run, RunState,
-    Timestamp,
 };
 use crate::recovery;
 use crate::recovery::requires::{self, Unmet};
@@ -33,20 +32,7 @@ pub struct ActionRequest {
 
 impl ActionRequest {
     pub(super) fn record(&self, action: &str) -> ActionRecord {
-        ActionRecord {
-            id: 0,
-            run: self.run.clone(),
-            action: action.to_owned(),
-            requested_by: self.by.requested_by.clone(),
-            uid: self.by.uid,
-            role: self.by.role.clone(),
-            channel: self.by.channel.clone(),
-            at: Timestamp::now(),
-            result: "done".to_owned(),
-            checkpoint: None,
-            detail: String::new(),
-            took_ms: 0,
-        }
+        ActionRecord::new(&self.by, &self.run, action)
     }
 }
 

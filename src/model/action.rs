@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Timestamp;
+use super::{Requester, Timestamp};
 
 /// An operator's action other than a kill (restart, rollback, checkpoint, silence,
 /// reload), as the audit trail keeps it.
@@ -27,6 +27,27 @@ pub struct ActionRecord {
     /// What was done (files restored, transcripts repaired) or why it was refused.
     pub detail: String,
     pub took_ms: u64,
+}
+
+impl ActionRecord {
+    /// `by`'s action on `run` ("" for the agent itself), done now; the caller fills in the
+    /// rest (a refusal's result, the detail, how long it took).
+    pub fn new(by: &Requester, run: &str, action: &str) -> ActionRecord {
+        ActionRecord {
+            id: 0,
+            run: run.to_owned(),
+            action: action.to_owned(),
+            requested_by: by.requested_by.clone(),
+            uid: by.uid,
+            role: by.role.clone(),
+            channel: by.channel.clone(),
+            at: Timestamp::now(),
+            result: "done".to_owned(),
+            checkpoint: None,
+            detail: String::new(),
+            took_ms: 0,
+        }
+    }
 }
 
 /// What a configuration reload did (the JSON `Reload` returns). Setting names are TOML

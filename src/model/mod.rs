@@ -43,6 +43,7 @@ mod metrics;
 mod requester;
 mod run;
 mod time;
+mod token;
 
 pub use action::{ActionRecord, ReloadOutcome};
 pub use agent::{ResultEvent, StreamReport};
@@ -60,3 +61,4 @@ pub use metrics::{AgentLive, MetricsMinute, MetricsReport, RunMetrics, Sample};
 pub use requester::Requester;
 pub use run::{RestartPoint, Run, RunState, RunUser};
 pub use time::Timestamp;
+pub use token::{NewToken, Token};

@@ -15,6 +15,14 @@ impl Timestamp {
             .unwrap_or_default();
         Timestamp(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
     }
+    /// `d` later, saturating (durations from outside are bounded where they enter, so a
+    /// sum stays a date that can be written).
+    pub fn plus(self, d: std::time::Duration) -> Timestamp {
+        Timestamp(
+            self.0
+                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
+    }
     fn system_time(self) -> std::time::SystemTime {
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.0.max(0) as u64)
     }

@@ -8,12 +8,14 @@ use std::fmt;
 use nix::unistd::{Uid, User};
 
 use crate::auth::{Authorizer, Denied, Role};
-use crate::model::Requester;
+use crate::model::{Requester, Token};
 
 /// The door a request came in by, as the audit trail names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
     Dbus,
+    /// The HTTP API (a bearer token's user).
+    Http,
     /// A rule's action (`kill()`, `restart()`, `checkpoint()`).
     Rules,
     /// SIGHUP: whoever may signal the agent may reload it.
@@ -24,6 +26,7 @@ impl Channel {
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Dbus => "dbus",
+            Channel::Http => "http",
             Channel::Rules => "rules",
             Channel::Signal => "signal",
         }
@@ -41,6 +44,8 @@ enum Who {
     User {
         uid: u32,
         name: Option<String>,
+        /// The bearer token the user came with (HTTP), by name.
+        token: Option<String>,
     },
     /// The agent acting on its own: "rules (<rule>)", "SIGHUP".
     Agent(String),
@@ -64,9 +69,33 @@ impl Caller {
             .map(|u| u.name);
         let role = auth.role_of(uid, name.as_deref());
         Caller {
-            who: Who::User { uid, name },
+            who: Who::User {
+                uid,
+                name,
+                token: None,
+            },
             role,
             channel,
+        }
+    }
+
+    /// The user a bearer token is for, with the token's role, but never more than the
+    /// `[auth]` mapping gives that user now: a user who loses a role loses it on their
+    /// tokens too.
+    pub fn token(token: &Token, role: Role, channel: Channel, auth: &Authorizer) -> Caller {
+        let mut caller = Caller::user(token.uid, channel, auth);
+        caller.role = caller.role.min(Some(role));
+        if let Who::User { token: held, .. } = &mut caller.who {
+            *held = Some(token.name.clone());
+        }
+        caller
+    }
+
+    /// The name of the token the caller came with, if any.
+    pub fn token_name(&self) -> Option<&str> {
+        match &self.who {
+            Who::User { token, .. } => token.as_deref(),
+            Who::Agent(_) => None,
         }
     }
 
@@ -126,11 +155,17 @@ impl Caller {
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.who {
-            Who::User {
-                uid,
-                name: Some(name),
-            } => write!(f, "uid {uid} ({name}) via {}", self.channel),
-            Who::User { uid, name: None } => write!(f, "uid {uid} via {}", self.channel),
+            Who::User { uid, name, token } => {
+                write!(f, "uid {uid}")?;
+                if let Some(name) = name {
+                    write!(f, " ({name})")?;
+                }
+                write!(f, " via {}", self.channel)?;
+                if let Some(token) = token {
+                    write!(f, " (token {token})")?;
+                }
+                Ok(())
+            }
             Who::Agent(principal) => f.write_str(principal),
         }
     }

@@ -7,6 +7,7 @@ use crate::auth::Denied;
 use crate::credentials::ReadError;
 use crate::engine::EngineError;
 use crate::reload::ReloadError;
+use crate::tokens::TokenError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -23,6 +24,14 @@ pub enum OpsError {
     Reload(#[from] ReloadError),
     #[error(transparent)]
     Input(#[from] InputError),
+    /// A door could not tell who the caller is: no token, or one that admits nobody.
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error(transparent)]
+    Tokens(#[from] TokenError),
+    /// No live token of that name (to revoke).
+    #[error("{0}")]
+    NoSuchToken(String),
 }
 
 /// A request outside the bounds every door's input is held to (`types::limits`); it is
@@ -68,6 +77,8 @@ pub enum InputError {
         field: &'static str,
         max: &'static str,
     },
+    #[error("{field} {reason}")]
+    Invalid { field: &'static str, reason: String },
 }
 
 /// The kinds of failure a caller can tell apart.
@@ -89,6 +100,10 @@ pub enum ErrorKind {
     CorruptCheckpoint,
     /// The config file does not validate; the running configuration stays in force.
     InvalidConfig,
+    /// The caller is not known (HTTP: no valid bearer token).
+    Unauthenticated,
+    /// No live token of that name (to revoke).
+    NoSuchToken,
     Failed,
 }
 
@@ -105,6 +120,9 @@ impl OpsError {
             OpsError::Reload(ReloadError::Config(_)) => ErrorKind::InvalidConfig,
             OpsError::Reload(ReloadError::Rules(_) | ReloadError::Compare(_)) => ErrorKind::Failed,
             OpsError::Input(_) => ErrorKind::InvalidArgument,
+            OpsError::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            OpsError::Tokens(_) => ErrorKind::Failed,
+            OpsError::NoSuchToken(_) => ErrorKind::NoSuchToken,
         }
     }
 }

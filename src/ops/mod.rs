@@ -25,6 +25,7 @@ mod run;
 mod runs;
 mod scrape;
 mod silence;
+mod tokens;
 pub mod types;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ use crate::auth::{Authorizer, Role};
 use crate::engine::{ActionRequest, Engine, RunEvent};
 use crate::monitor::Monitor;
 use crate::reload::Reloader;
+use crate::tokens::Tokens;
 
 pub type Result<T> = std::result::Result<T, OpsError>;
 
@@ -49,6 +51,7 @@ pub struct Ops {
     auth: Arc<Authorizer>,
     monitor: Monitor,
     reloader: Arc<Reloader>,
+    tokens: Arc<Tokens>,
     refusals: Arc<refusals::RefusalRate>,
 }
 
@@ -59,6 +62,7 @@ impl Ops {
         auth: Arc<Authorizer>,
         monitor: Monitor,
         reloader: Arc<Reloader>,
+        tokens: Arc<Tokens>,
     ) -> Ops {
         Ops {
             engine,
@@ -66,6 +70,7 @@ impl Ops {
             auth,
             monitor,
             reloader,
+            tokens,
             refusals: Arc::default(),
         }
     }

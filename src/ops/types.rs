@@ -43,6 +43,11 @@ pub mod limits {
     pub const PARAM_NAME: usize = 64;
     pub const PARAM_VALUE: usize = 32 * 1024;
     pub const PARAMS_TOTAL: usize = 256 * 1024;
+    /// A token's name, and the secret a door passes to be checked (drover's are 71).
+    pub const TOKEN_NAME: usize = 64;
+    pub const TOKEN_SECRET: usize = 256;
+    /// A user's name, as the password database would have it.
+    pub const USER: usize = 256;
 }
 
 /// `Err` when `text`, the caller's `field`, is longer than `limit`.
@@ -212,6 +217,46 @@ pub struct HistoryArgs {
     pub workflow: Option<String>,
     /// How far back; `None`: 7 days.
     pub since: Option<Duration>,
+}
+
+/// `CreateToken`: a bearer token for a user, with a role, perhaps for a while.
+#[derive(Debug, Clone)]
+pub struct TokenArgs {
+    /// Letters, digits, `.`, `_` and `-`.
+    pub name: String,
+    pub role: crate::auth::Role,
+    /// Whose token it is, by name or uid: the caller when `None`.
+    pub user: Option<String>,
+    /// How long it admits its caller: for ever when `None`.
+    pub expires: Option<Duration>,
+}
+
+impl TokenArgs {
+    pub(super) fn check(&self) -> Result<(), InputError> {
+        check_token_name(&self.name)?;
+        if let Some(user) = &self.user {
+            check_len("the user", user, limits::USER)?;
+        }
+        self.expires
+            .map_or(Ok(()), |d| check_duration("the expiry", d))
+    }
+}
+
+/// `Err` unless `name` is a token's name: 1 to 64 letters, digits, `.`, `_` and `-`.
+pub(super) fn check_token_name(name: &str) -> Result<(), InputError> {
+    check_len("the token name", name, limits::TOKEN_NAME)?;
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || !name.chars().all(allowed) {
+        return Err(InputError::Invalid {
+            field: "the token name",
+            reason: format!(
+                "{:?}: use 1 to {} letters, digits, '.', '_' and '-'",
+                truncated(name, QUOTED_MAX),
+                limits::TOKEN_NAME
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// `Silence`: hold back a rule's or a run's alerts for a while.

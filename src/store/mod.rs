@@ -17,6 +17,7 @@ mod runs;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -29,6 +30,7 @@ pub use metrics::MetricsLog;
 #[cfg(test)]
 pub use runs::TEST_USER;
 pub use runs::{AttemptEnd, NewAttempt, NewRun, Transition};
+pub use tokens::NewTokenRow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -181,6 +181,24 @@ ALTER TABLE runs ADD COLUMN run_user TEXT;
     r#"
 ALTER TABLE step_attempts ADD COLUMN log_cut TEXT;
 "#,
+    // Bearer tokens of the HTTP door: the SHA-256 of each secret, never the secret.
+    r#"
+CREATE TABLE tokens (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    name        TEXT NOT NULL,
+    hash        TEXT NOT NULL UNIQUE,
+    uid         INTEGER NOT NULL,
+    user        TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    created_by  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER,
+    revoked_at  INTEGER,
+    revoked_by  TEXT
+);
+-- A name belongs to one token until it is revoked.
+CREATE UNIQUE INDEX tokens_live_name ON tokens(name) WHERE revoked_at IS NULL;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
