@@ -133,6 +133,7 @@ pub fn router(state: HttpState, hosts: security::AllowedHosts) -> Router {
             Arc::new(hosts),
             security::check_host,
         ))
+        .layer(axum::middleware::from_fn(security::no_store_for_api))
         .layer(axum::middleware::from_fn(security::security_headers))
 }
 

@@ -106,7 +106,7 @@ pub fn description() -> utoipa::openapi::OpenApi {
     routes().into_openapi()
 }
 
-/// The API's routes with their state, the body limit and `Cache-Control: no-store`.
+/// The API's routes with their state and the body limit.
 pub fn router(ops: Ops) -> axum::Router {
     let (router, openapi) = routes().split_for_parts();
     let openapi = openapi
@@ -114,7 +114,6 @@ pub fn router(ops: Ops) -> axum::Router {
         .unwrap_or_else(|e| format!("{{\"error\": \"the description does not render: {e}\"}}"));
     router
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn(security::no_store))
         .with_state(RestState {
             ops,
             openapi: openapi.into(),

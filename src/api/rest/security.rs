@@ -121,12 +121,16 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
-/// API replies are about live state, some of it private: never stored by a cache.
-pub async fn no_store(request: Request, next: Next) -> Response {
+/// API replies (refusals included) are about live state, some of it private: never
+/// stored by a cache.
+pub async fn no_store_for_api(request: Request, next: Next) -> Response {
+    let api = request.uri().path().starts_with(super::PREFIX);
     let mut response = next.run(request).await;
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if api {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     response
 }
 
