@@ -71,7 +71,7 @@ impl Problem {
 }
 
 /// The HTTP status of each kind: one table for every route.
-pub fn status_of(kind: ErrorKind) -> StatusCode {
+fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
         ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
