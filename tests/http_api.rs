@@ -147,6 +147,87 @@ fn tokens_admit_their_user_with_their_role_and_everything_else_is_refused() {
     );
     assert_eq!(me["role"], "operator", "nobody's own role caps the token's");
 
+    // Tokens over HTTP: nobody's operator token makes nobody a viewer token, not one above
+    // its role nor anyone else's; it lists and revokes nobody's own only.
+    let made = ok(
+        &call(
+            &agent,
+            Some(&operator),
+            "POST",
+            "/api/v1/tokens",
+            Some(r#"{"name": "made-over-http", "role": "viewer", "expires": "1h"}"#),
+        ),
+        201,
+    );
+    assert_eq!(
+        made["record"]["created_by"],
+        "uid 65534 (nobody) via http (token ci)"
+    );
+    let secret = made["token"].as_str().expect("the secret").to_owned();
+    let me = ok(
+        &call(&agent, Some(&secret), "GET", "/api/v1/whoami", None),
+        200,
+    );
+    assert_eq!(
+        (me["role"].as_str(), me["token"].as_str()),
+        (Some("viewer"), Some("made-over-http"))
+    );
+    for body in [
+        r#"{"name": "up", "role": "admin"}"#,
+        r#"{"name": "theirs", "role": "viewer", "user": "root"}"#,
+    ] {
+        problem(
+            &call(
+                &agent,
+                Some(&operator),
+                "POST",
+                "/api/v1/tokens",
+                Some(body),
+            ),
+            403,
+            "PermissionDenied",
+        );
+    }
+    let listed = ok(
+        &call(&agent, Some(&operator), "GET", "/api/v1/tokens", None),
+        200,
+    );
+    let mut names: Vec<&str> = listed
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .map(|t| t["name"].as_str().expect("name"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ci", "made-over-http", "too-high", "watcher"]);
+    problem(
+        &call(
+            &agent,
+            Some(&operator),
+            "DELETE",
+            "/api/v1/tokens/root-admin",
+            None,
+        ),
+        403,
+        "PermissionDenied",
+    );
+    let revoked = ok(
+        &call(
+            &agent,
+            Some(&operator),
+            "DELETE",
+            "/api/v1/tokens/made-over-http",
+            None,
+        ),
+        200,
+    );
+    assert!(revoked["revoked_at"].is_string(), "{revoked}");
+    problem(
+        &call(&agent, Some(&secret), "GET", "/api/v1/whoami", None),
+        401,
+        "Unauthenticated",
+    );
+
     // 401 without a token, with a malformed or unknown one, each saying how to authenticate.
     let unknown = format!("drover_{}", "0".repeat(64));
     for (header, what) in [
