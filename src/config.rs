@@ -74,7 +74,7 @@ pub struct Config {
     pub alerts: AlertsConfig,
 }
 
-/// `[http]`: the agent's HTTP listener (`/metrics`, `/healthz`). Defined here, not by
+/// `[http]`: the agent's HTTP listener (`/metrics`, `/healthz`, the API). Defined here, not by
 /// `api::http`: the doors sit above the config that `reload` reads, so a section of theirs
 /// defined in `api` would tie `config` to them in a circle.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +85,11 @@ pub struct HttpConfig {
     pub listen: std::net::SocketAddr,
     /// `false` turns the listener off.
     pub enabled: bool,
+    /// Host names (or IP addresses) a request's `Host` header may name besides `localhost`,
+    /// `127.0.0.1`, `[::1]` and the listen address: anything else is refused, so a page
+    /// whose name was rebound to this host's address (DNS rebinding) reaches nothing.
+    #[serde(deserialize_with = "host_names")]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -92,8 +97,33 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 7878)),
             enabled: true,
+            allowed_hosts: Vec::new(),
         }
     }
+}
+
+/// Names as a `Host` header carries them, without a port, lowercased: `drover.example`,
+/// `10.0.0.5`, `[fd00::5]`.
+fn host_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    for name in &names {
+        let bracketed_ipv6 = name
+            .strip_prefix('[')
+            .and_then(|n| n.strip_suffix(']'))
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        let plain = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        if !(bracketed_ipv6 || plain) {
+            return Err(serde::de::Error::custom(format!(
+                "{:?} is not a host name: give names such as \"drover.example\", \"10.0.0.5\" or \"[fd00::5]\", without a port",
+                crate::quantity::truncated(name, crate::quantity::QUOTED_MAX)
+            )));
+        }
+    }
+    Ok(names.into_iter().map(|n| n.to_ascii_lowercase()).collect())
 }
 
 /// `IP:PORT`; std's own message ("invalid socket address syntax") does not say what the
@@ -250,6 +280,11 @@ mod tests {
                 "drover.toml:2:11:",
                 "expected a boolean",
             ),
+            (
+                "[http]\nallowed_hosts = [\"evil.example:80\"]\n",
+                "drover.toml:2:17:",
+                "without a port",
+            ),
         ];
         for (text, location, reason) in cases {
             let err = refused(text);
@@ -258,9 +293,11 @@ mod tests {
         }
         let good = load(
             "state_dir = \"/srv/drover\"\n[http]\nlisten = \"[::1]:9000\"\n\
+             allowed_hosts = [\"Drover.Example\", \"[fd00::5]\"]\n\
              [alerts]\nwebhook = \"http://127.0.0.1:9/hook\"\n[rules]\nrole = \"admin\"\n",
         )
         .expect("a good config loads");
+        assert_eq!(good.http.allowed_hosts, ["drover.example", "[fd00::5]"]);
         assert_eq!(good.rules.role, Role::Admin);
         assert_eq!(good.http.listen.port(), 9000);
     }

@@ -134,7 +134,7 @@ fn metrics_of_a_running_run_pass_promtool_and_escape_labels() {
 }
 
 #[test]
-fn healthz_answers_and_the_listener_is_read_only() {
+fn healthz_answers_and_metrics_and_healthz_are_read_only() {
     let agent = TestAgent::start();
     let addr = agent.http_addr();
     let (status, body) = http(addr, "GET", "/healthz");
@@ -153,9 +153,9 @@ fn healthz_answers_and_the_listener_is_read_only() {
     }
     assert_eq!(http(addr, "GET", "/nothing").0, 404);
     assert!(
-        agent
-            .agent_log()
-            .contains(&format!("serving /metrics and /healthz on http://{addr}")),
+        agent.agent_log().contains(&format!(
+            "serving /metrics, /healthz and /api/v1 on http://{addr}"
+        )),
         "the address is not logged:\n{}",
         agent.agent_log()
     );

@@ -15,6 +15,7 @@ mod failures;
 mod history;
 mod hostile_input;
 mod http;
+mod http_api;
 mod kill;
 mod least_privilege;
 mod monitor;

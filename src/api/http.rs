@@ -1,9 +1,13 @@
-//! The agent's HTTP listener: `/metrics` (Prometheus text format) and `/healthz`. Read-only:
-//! nothing here changes a run, so it needs no authorisation beyond who can reach the
-//! address, which is loopback unless the operator configures otherwise (`[http] listen`).
+//! The agent's HTTP listener: `/metrics` (Prometheus text format), `/healthz` and the HTTP
+//! API (`/api/v1`, [`super::rest`]). `/metrics` and `/healthz` are read-only and need no
+//! token: who can reach the address may read them, and that is loopback unless the
+//! operator configures otherwise (`[http] listen`). The API needs a bearer token. Every
+//! request's `Host` is checked and every response carries the security headers
+//! ([`super::rest::security`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -12,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::prometheus::{self, Snapshot};
+use super::rest::{self, problem, security};
 use crate::config::HttpConfig;
 use crate::ops::{Health, Ops, Scrape};
 use crate::selfmetrics::{self, SelfMetrics};
@@ -24,7 +29,7 @@ pub const ADDR_FILE: &str = "http.addr";
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error(
-        "cannot listen on {addr} for HTTP (/metrics, /healthz; `[http] listen` in the config): {source}"
+        "cannot listen on {addr} for HTTP (/metrics, /healthz, /api/v1; `[http] listen` in the config): {source}"
     )]
     Bind {
         addr: SocketAddr,
@@ -95,8 +100,9 @@ pub async fn start(
         path: addr_file.clone(),
         source,
     })?;
+    let hosts = security::AllowedHosts::new(config, bound);
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router(state)).await {
+        if let Err(e) = axum::serve(listener, router(state, hosts)).await {
             tracing::error!(
                 drover_event = "http-failed",
                 "HTTP listener on {bound} stopped: {e}"
@@ -105,17 +111,30 @@ pub async fn start(
     });
     tracing::info!(
         drover_event = "http-listening",
-        "serving /metrics and /healthz on http://{bound}"
+        "serving /metrics, /healthz and /api/v1 on http://{bound}"
     );
     Ok(Some(bound))
 }
 
-/// The routes; every one is a GET (others get 405): this listener changes nothing.
-pub fn router(state: HttpState) -> Router {
+/// The routes: `/metrics` and `/healthz` (GET only), and the API. Anything else, and every
+/// refusal, is a problem (`application/problem+json`).
+pub fn router(state: HttpState, hosts: security::AllowedHosts) -> Router {
+    let api = rest::router(state.ops.clone());
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(state)
+        .merge(api)
+        .fallback(problem::no_route)
+        // After the merge: it reaches every route registered before it.
+        .method_not_allowed_fallback(problem::wrong_method)
+        // The last layer is the outermost: a refused Host gets the headers too.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(hosts),
+            security::check_host,
+        ))
+        .layer(axum::middleware::from_fn(security::no_store_for_api))
+        .layer(axum::middleware::from_fn(security::security_headers))
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {

@@ -1,10 +1,12 @@
 //! The agent's doors to the outside: the D-Bus service `org.drover.Drover1` (and the client
-//! proxy generated from it, which the CLI uses) and the HTTP listener. Each is an adapter
-//! over the operations (`ops`); only this module and the CLI know the wire formats.
+//! proxy generated from it, which the CLI uses), the HTTP listener (`http`: `/metrics`,
+//! `/healthz`) and the HTTP API it serves (`rest`: `/api/v1`). Each is an adapter over the
+//! operations (`ops`); only this module and the CLI know the wire formats.
 
 pub mod dbus;
 pub mod http;
 pub mod prometheus;
+pub mod rest;
 
 pub use dbus::{DroverProxy, RunChangedStream};
 

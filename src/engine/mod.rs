@@ -37,6 +37,7 @@ pub mod shim;
 mod step;
 mod wakeups;
 
+pub use crate::store::RunQuery;
 pub use kill::KillRequest;
 pub use logs::LogRequest;
 pub use restart::ActionRequest;
@@ -395,6 +396,15 @@ impl Engine {
     /// Every run, newest first.
     pub fn runs(&self) -> Result<Vec<Run>> {
         self.runs_ended_since(None)
+    }
+
+    /// A page of runs, newest first (`store::RunQuery`).
+    pub fn runs_page(&self, query: &RunQuery<'_>) -> Result<Vec<Run>> {
+        let runs = self.inner.store().runs_page(query)?;
+        Ok(runs
+            .into_iter()
+            .map(|run| self.inner.with_live_output(run))
+            .collect())
     }
 
     /// The unfinished runs and those that ended at `since` or later (every run for `None`),

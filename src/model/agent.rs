@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// What one `claude -p --output-format stream-json --verbose` run printed, as far as it got.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, utoipa::ToSchema)]
 pub struct StreamReport {
     /// From `system`/`init` (or, failing that, the first event that names one).
     pub session_id: Option<String>,
@@ -25,7 +25,7 @@ pub struct StreamReport {
 }
 
 /// The `result` event that ends a run.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, utoipa::ToSchema)]
 pub struct ResultEvent {
     /// `success`, `error_max_turns`, `error_during_execution`, …; an API failure after
     /// exhausted retries still says `success` (with `is_error` and `api_error_status` set).

@@ -6,7 +6,7 @@ use super::{FailureClass, StreamReport, Timestamp};
 
 /// A step attempt's place in its life: `starting` (shim spawned, scope being created) →
 /// `running` (start gate opened) → `succeeded | failed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StepState {
     Pending,
@@ -38,7 +38,7 @@ impl StepState {
 }
 
 /// The latest attempt of one step (or the step not yet started, with `attempt` 0).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepAttempt {
     pub name: String,
     pub index: u32,
@@ -107,7 +107,7 @@ impl StepAttempt {
 }
 
 /// How much a step wrote, and when it last wrote (to tell a busy step from a stuck one).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepOutput {
     pub bytes: u64,
     pub lines: u64,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::Timestamp;
 
 /// One kill: who asked and why, and what each phase did. Stored as the audit trail.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KillRecord {
     pub id: i64,
     pub run: String,
@@ -36,7 +36,7 @@ pub struct KillRecord {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KillResult {
     /// Requested, not finished yet.
@@ -102,7 +102,7 @@ impl KillResult {
 }
 
 /// One phase of a kill, timed from the request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KillPhase {
     /// "critical-wait", "sigterm-main", "sigterm", "sigkill", "verify", "cleanup".
     pub name: String,
@@ -114,7 +114,7 @@ pub struct KillPhase {
 }
 
 /// How long a critical section held the kill off, and how that ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CriticalWait {
     /// "step" for a `critical = true` step, else the labels of the open spans.
     pub labels: Vec<String>,
@@ -124,7 +124,7 @@ pub struct CriticalWait {
 }
 
 /// One cleanup action after the processes ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CleanupAction {
     pub action: String,
     pub ok: bool,

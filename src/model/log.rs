@@ -7,7 +7,7 @@ use super::{RunState, StepState};
 
 /// Where a chunk of a step attempt's log stands. Every door returns this (as JSON) beside
 /// the bytes, which need not be UTF-8.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogMeta {
     pub run: String,
     pub step: String,

@@ -1,7 +1,8 @@
 //! The records every part shares: runs, step attempts, kills, checkpoints, alerts, metrics
-//! and failures. These are also the JSON shapes `Get`/`List` return, so renaming a field is
-//! a wire change. A leaf: nothing here imports from the rest of the crate (a test in
-//! `lib.rs` checks), so every part may use it without an import circle.
+//! and failures. These are also the JSON shapes `Get`/`List` and the HTTP API return (their
+//! `ToSchema` makes the API's OpenAPI description), so renaming a field is a wire change. A
+//! leaf: nothing here imports from the rest of the crate (`src/layering.rs` checks), so
+//! every part may use it without an import circle.
 
 use std::fmt;
 use std::str::FromStr;
@@ -58,7 +59,7 @@ pub use history::{History, HistoryDay};
 pub use kill::{CleanupAction, CriticalWait, KillPhase, KillRecord, KillResult};
 pub use log::{LogChunk, LogMeta};
 pub use metrics::{AgentLive, MetricsMinute, MetricsReport, RunMetrics, Sample};
-pub use requester::Requester;
-pub use run::{RestartPoint, Run, RunState, RunUser};
+pub use requester::{Identity, Requester};
+pub use run::{RestartPoint, Run, RunPage, RunState, RunUser};
 pub use time::Timestamp;
 pub use token::{NewToken, Token};

@@ -12,3 +12,18 @@ pub struct Requester {
     /// "dbus", "rules", "signal" (and the doors to come: "http", "slack", "mcp").
     pub channel: String,
 }
+
+/// A caller as the agent sees it (`whoami`): the user, the role held now (the lesser of the
+/// token's and the user's), the door, and the token it came with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Identity {
+    /// As the audit trail names the caller: "uid 65534 (nobody) via http (token ci)".
+    pub caller: String,
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    /// "viewer", "operator" or "admin"; `None`: no role (every call but this is refused).
+    pub role: Option<String>,
+    pub channel: String,
+    /// The bearer token's name.
+    pub token: Option<String>,
+}

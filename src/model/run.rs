@@ -8,7 +8,7 @@ use super::{FailureClass, KillRecord, StepAttempt, Timestamp};
 
 /// A run's place in its life: `pending → running → succeeded | failed`, and on a kill
 /// `→ stopping → killing → killed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
     Pending,
@@ -50,7 +50,7 @@ impl RunState {
 }
 
 /// One run of a workflow, with the latest attempt of each of its steps.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Run {
     pub id: String,
     pub workflow: String,
@@ -91,8 +91,16 @@ pub struct Run {
     pub failure_class: Option<FailureClass>,
 }
 
+/// A page of runs, newest first, and where the next page starts (`None`: this is the last).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunPage {
+    pub runs: Vec<Run>,
+    /// Opaque: pass it back as `cursor` for the runs after these.
+    pub next_cursor: Option<String>,
+}
+
 /// A run's account, as recorded when it was submitted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunUser {
     pub uid: u32,
     pub name: String,
@@ -100,7 +108,7 @@ pub struct RunUser {
 
 /// What a restart from a checkpoint restored: the steps before `next_step` are done (by
 /// the checkpoint), and for the others only attempts from `first_attempts[index]` on count.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RestartPoint {
     /// The checkpoint restored, or `None` for a run without checkpoints, restarted at its
     /// first unfinished step.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::Timestamp;
 
 /// A token as listed: everything but its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Token {
     pub name: String,
     /// The account the token's caller acts as: its runs run as this user.
@@ -37,7 +37,7 @@ impl Token {
 }
 
 /// A token just created: its secret, shown this once, and its record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewToken {
     pub token: String,
     pub record: Token,

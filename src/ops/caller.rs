@@ -8,7 +8,7 @@ use std::fmt;
 use nix::unistd::{Uid, User};
 
 use crate::auth::{Authorizer, Denied, Role};
-use crate::model::{Requester, Token};
+use crate::model::{Identity, Requester, Token};
 
 /// The door a request came in by, as the audit trail names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +121,22 @@ impl Caller {
         match &self.who {
             Who::User { uid, .. } => Some(*uid),
             Who::Agent(_) => None,
+        }
+    }
+
+    /// The caller as it is shown to itself (`whoami`).
+    pub fn identity(&self) -> Identity {
+        let (uid, user) = match &self.who {
+            Who::User { uid, name, .. } => (Some(*uid), name.clone()),
+            Who::Agent(_) => (None, None),
+        };
+        Identity {
+            caller: self.to_string(),
+            uid,
+            user,
+            role: self.role.map(|r| r.to_string()),
+            channel: self.channel.as_str().to_owned(),
+            token: self.token_name().map(str::to_owned),
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::error::InputError;
-use crate::model::Severity;
+use crate::model::{RunState, Severity};
 use crate::quantity::{QUOTED_MAX, bounded_duration, truncated};
 
 /// The bounds of what a caller may send, in bytes unless said otherwise. A request beyond
@@ -48,6 +48,13 @@ pub mod limits {
     pub const TOKEN_SECRET: usize = 256;
     /// A user's name, as the password database would have it.
     pub const USER: usize = 256;
+    /// Runs in one page of a list: when the caller names no number, and the most.
+    pub const PAGE_DEFAULT: u32 = 100;
+    pub const PAGE_MAX: u32 = 500;
+    /// A page's cursor, as the agent hands it out (a creation time and a run id).
+    pub const CURSOR: usize = 128;
+    /// States named in one filter (there are eight).
+    pub const STATES: usize = 8;
 }
 
 /// `Err` when `text`, the caller's `field`, is longer than `limit`.
@@ -161,6 +168,46 @@ impl KillArgs {
         check_run_id(&self.run)?;
         check_len("the reason", &self.reason, limits::REASON)?;
         self.grace.map_or(Ok(()), |g| check_duration("grace", g))
+    }
+}
+
+/// A page of the runs list: filters, how many, and where the last page ended.
+#[derive(Debug, Clone, Default)]
+pub struct RunsArgs {
+    /// Runs in any of these states; every state when empty.
+    pub states: Vec<RunState>,
+    /// Runs of this workflow (by name) only.
+    pub workflow: Option<String>,
+    /// `None`: [`limits::PAGE_DEFAULT`].
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the page before.
+    pub cursor: Option<String>,
+}
+
+impl RunsArgs {
+    /// The number of runs to return, once the arguments are within bounds.
+    pub(super) fn check(&self) -> Result<usize, InputError> {
+        if self.states.len() > limits::STATES {
+            return Err(InputError::TooMany {
+                field: "states",
+                count: self.states.len(),
+                limit: limits::STATES,
+            });
+        }
+        if let Some(workflow) = &self.workflow {
+            check_len("the workflow", workflow, limits::WORKFLOW)?;
+        }
+        if let Some(cursor) = &self.cursor {
+            check_len("the cursor", cursor, limits::CURSOR)?;
+        }
+        match self.limit {
+            None => Ok(limits::PAGE_DEFAULT as usize),
+            Some(n @ 1..=limits::PAGE_MAX) => Ok(n as usize),
+            Some(n) => Err(InputError::Invalid {
+                field: "the limit",
+                reason: format!("is {n}: ask for 1 to {} runs", limits::PAGE_MAX),
+            }),
+        }
     }
 }
 

@@ -29,7 +29,7 @@ pub use history::CreatedRun;
 pub use metrics::MetricsLog;
 #[cfg(test)]
 pub use runs::TEST_USER;
-pub use runs::{AttemptEnd, NewAttempt, NewRun, Transition};
+pub use runs::{AttemptEnd, NewAttempt, NewRun, RunQuery, Transition};
 pub use tokens::NewTokenRow;
 
 #[derive(Debug, thiserror::Error)]

@@ -70,6 +70,17 @@ pub struct Transition {
     pub reason: Option<String>,
 }
 
+/// A page of runs, newest first (`created_at`, then `id`, both descending): the runs in
+/// one of `states` (any state when empty), of `workflow` (any when `None`), after the run
+/// `after` (its creation time and id: where the last page ended), at most `limit`.
+#[derive(Debug, Clone, Copy)]
+pub struct RunQuery<'a> {
+    pub states: &'a [RunState],
+    pub workflow: Option<&'a str>,
+    pub after: Option<(Timestamp, &'a str)>,
+    pub limit: usize,
+}
+
 /// The columns `run_row` reads, in its order.
 macro_rules! run_columns {
     () => {
@@ -410,6 +421,36 @@ impl StoreReader {
                  ORDER BY created_at DESC, id"
             ),
             [since.map(|t| t.0)],
+        )
+    }
+
+    /// The runs `query` selects, with their steps and kills: one indexed query for the
+    /// page (a keyset on `created_at, id`, so a deep page costs what the first does), never
+    /// every run.
+    pub fn runs_page(&self, query: &RunQuery<'_>) -> Result<Vec<Run>> {
+        let states: Vec<&str> = query.states.iter().map(|s| s.as_str()).collect();
+        // A list of strings always serialises.
+        let states = (!states.is_empty())
+            .then(|| serde_json::to_string(&states).unwrap_or_else(|_| "[]".into()));
+        let (after_at, after_id) = query
+            .after
+            .map_or((None, None), |(at, id)| (Some(at.0), Some(id)));
+        self.query_runs(
+            concat!(
+                run_columns!(),
+                " WHERE (?1 IS NULL OR state IN (SELECT value FROM json_each(?1)))
+                   AND (?2 IS NULL OR workflow = ?2)
+                   AND (?3 IS NULL OR created_at < ?3 OR (created_at = ?3 AND id < ?4))
+                 ORDER BY created_at DESC, id DESC
+                 LIMIT ?5"
+            ),
+            params![
+                states,
+                query.workflow,
+                after_at,
+                after_id,
+                i64::try_from(query.limit).unwrap_or(i64::MAX)
+            ],
         )
     }
 

@@ -199,6 +199,10 @@ CREATE TABLE tokens (
 -- A name belongs to one token until it is revoked.
 CREATE UNIQUE INDEX tokens_live_name ON tokens(name) WHERE revoked_at IS NULL;
 "#,
+    // The HTTP API's pages of runs, newest first, with a keyset cursor on (created_at, id).
+    r#"
+CREATE INDEX runs_newest ON runs(created_at, id);
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 
 use super::*;
 use crate::model::{
-    ActionRecord, FailureClass, MetricsMinute, RestartPoint, RunState, Severity, StepOutput,
+    ActionRecord, FailureClass, MetricsMinute, RestartPoint, Run, RunState, Severity, StepOutput,
     StepState, Timestamp,
 };
 
@@ -307,4 +307,77 @@ fn a_reader_queries_and_cannot_write() {
     assert_eq!(reader.unfinished_runs().unwrap(), ["r1"]);
     let write = reader.conn.execute("DELETE FROM runs", []);
     assert!(write.is_err(), "a reader's connection is query-only");
+}
+
+#[test]
+fn runs_are_paged_newest_first_by_a_keyset_filtered_in_sql() {
+    let (_dir, mut store) = temp_store();
+    let params = BTreeMap::new();
+    // Seven runs; several are made within one millisecond, so the id breaks the ties.
+    for (n, workflow) in ["a", "b", "a", "a", "b", "a", "a"].iter().enumerate() {
+        let id = format!("r{n}");
+        store
+            .create_run(&NewRun {
+                id: &id,
+                workflow,
+                workflow_file: "/w.toml",
+                spec_json: "{}",
+                params: &params,
+                requested_by: "uid 0 (root)",
+                user: &TEST_USER,
+            })
+            .unwrap();
+    }
+    for id in ["r1", "r4"] {
+        store
+            .set_run_state(id, &[RunState::Pending], RunState::Running, "drover", None)
+            .unwrap();
+    }
+    let everything: Vec<String> = store.runs().unwrap().into_iter().map(|r| r.id).collect();
+    let page = |states: &[RunState], workflow, after: Option<&Run>, limit| {
+        store
+            .runs_page(&RunQuery {
+                states,
+                workflow,
+                after: after.map(|r| (r.created_at, r.id.as_str())),
+                limit,
+            })
+            .unwrap()
+    };
+    let mut paged = Vec::new();
+    let mut last: Option<Run> = None;
+    loop {
+        let runs = page(&[], None, last.as_ref(), 3);
+        if runs.is_empty() {
+            break;
+        }
+        paged.extend(runs.iter().map(|r| r.id.clone()));
+        last = runs.last().cloned();
+    }
+    assert_eq!(paged.len(), 7, "{paged:?}");
+    let mut newest_first = paged.clone();
+    newest_first.sort_by_key(|id| {
+        let run = store.run(id).unwrap().unwrap().0;
+        (std::cmp::Reverse(run.created_at), std::cmp::Reverse(run.id))
+    });
+    assert_eq!(paged, newest_first);
+    let mut sorted = everything.clone();
+    sorted.sort();
+    let mut seen = paged.clone();
+    seen.sort();
+    assert_eq!(seen, sorted, "every run once");
+
+    let running: Vec<String> = page(&[RunState::Running], None, None, 10)
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(running.len(), 2);
+    assert!(running.contains(&"r1".into()) && running.contains(&"r4".into()));
+    let b_pending = page(&[RunState::Pending, RunState::Killed], Some("b"), None, 10);
+    assert_eq!(
+        b_pending.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        Vec::<&str>::new(),
+        "b's runs are both running"
+    );
+    assert_eq!(page(&[], Some("a"), None, 10).len(), 5);
 }
