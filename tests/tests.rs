@@ -9,6 +9,7 @@ mod api;
 mod automation;
 mod claude;
 mod config;
+mod dashboard;
 mod dbus_policy;
 mod disk_full;
 mod failures;

@@ -1,7 +1,8 @@
-//! The agent's HTTP listener: `/metrics` (Prometheus text format), `/healthz` and the HTTP
-//! API (`/api/v1`, [`super::rest`]). `/metrics` and `/healthz` are read-only and need no
-//! token: who can reach the address may read them, and that is loopback unless the
-//! operator configures otherwise (`[http] listen`). The API needs a bearer token. Every
+//! The agent's HTTP listener: `/metrics` (Prometheus text format), `/healthz`, the HTTP
+//! API (`/api/v1`, [`super::rest`]) and the dashboard (`/`, [`super::web`]). `/metrics`
+//! and `/healthz` are read-only and need no token: who can reach the address may read
+//! them, and that is loopback unless the operator configures otherwise (`[http] listen`).
+//! The API, and so the dashboard's data, needs a bearer token. Every
 //! request's `Host` is checked and every response carries the security headers
 //! ([`super::rest::security`]).
 
@@ -17,6 +18,7 @@ use axum::routing::get;
 
 use super::prometheus::{self, Snapshot};
 use super::rest::{self, problem, security};
+use super::web;
 use crate::config::HttpConfig;
 use crate::ops::{Health, Ops, Scrape};
 use crate::selfmetrics::{self, SelfMetrics};
@@ -111,8 +113,14 @@ pub async fn start(
     });
     tracing::info!(
         drover_event = "http-listening",
-        "serving /metrics, /healthz and /api/v1 on http://{bound}"
+        "serving /metrics, /healthz, /api/v1 and the dashboard on http://{bound}"
     );
+    if !web::built() {
+        tracing::warn!(
+            drover_event = "dashboard-not-built",
+            "this drover was built without its dashboard (web/dist): / says how to build it"
+        );
+    }
     Ok(Some(bound))
 }
 
@@ -125,6 +133,7 @@ pub fn router(state: HttpState, hosts: security::AllowedHosts) -> Router {
         .route("/healthz", get(healthz))
         .with_state(state)
         .merge(api)
+        .merge(web::routes())
         .fallback(problem::no_route)
         // After the merge: it reaches every route registered before it.
         .method_not_allowed_fallback(problem::wrong_method)

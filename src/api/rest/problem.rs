@@ -189,6 +189,11 @@ where
 
 /// No route has this path.
 pub async fn no_route(uri: axum::http::Uri) -> Problem {
+    not_found(&uri)
+}
+
+/// Nothing is served at `uri`'s path (no route, or no such dashboard asset).
+pub fn not_found(uri: &axum::http::Uri) -> Problem {
     Problem::http(
         StatusCode::NOT_FOUND,
         format!(
