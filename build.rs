@@ -3,5 +3,11 @@
 //! `web/dist` built after a build that found none.
 
 fn main() {
-    println!("cargo::rerun-if-changed=web/dist");
+    // Cargo takes a path that does not exist as always changed, so without `web/dist` it
+    // watches `web/` (which holds it once built) rather than rebuild drover every time.
+    if std::path::Path::new("web/dist").is_dir() {
+        println!("cargo::rerun-if-changed=web/dist");
+    } else {
+        println!("cargo::rerun-if-changed=web");
+    }
 }

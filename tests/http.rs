@@ -154,7 +154,7 @@ fn healthz_answers_and_metrics_and_healthz_are_read_only() {
     assert_eq!(http(addr, "GET", "/nothing").0, 404);
     assert!(
         agent.agent_log().contains(&format!(
-            "serving /metrics, /healthz and /api/v1 on http://{addr}"
+            "serving /metrics, /healthz, /api/v1 and the dashboard on http://{addr}"
         )),
         "the address is not logged:\n{}",
         agent.agent_log()
