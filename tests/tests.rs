@@ -11,6 +11,7 @@ mod claude;
 mod config;
 mod dbus_policy;
 mod disk_full;
+mod events;
 mod failures;
 mod history;
 mod hostile_input;

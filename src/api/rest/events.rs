@@ -75,11 +75,10 @@ pub async fn events(
     headers: HeaderMap,
     QueryArgs(query): QueryArgs<EventsQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
-    let last_event_id = match headers.get(LAST_EVENT_ID) {
-        // Not text: no id this agent gave, so it is answered with a reset.
-        Some(value) => Some(value.to_str().unwrap_or("-").to_owned()),
-        None => None,
-    };
+    // A value that is not text is no id this agent gave: it is answered with a reset.
+    let last_event_id = headers
+        .get(LAST_EVENT_ID)
+        .map(|value| value.to_str().unwrap_or("-").to_owned());
     let logs = query
         .logs
         .as_deref()
