@@ -30,6 +30,9 @@ use crate::sync::lock;
 
 /// How many events are kept for clients that reconnect.
 pub const HISTORY: usize = 10_000;
+/// The most bytes of data they hold together (a tick of many runs is large): the oldest go
+/// first when either bound is reached.
+pub const HISTORY_BYTES: usize = 32 << 20;
 /// How far a client may fall behind the newest event before it is dropped (with a final
 /// `dropped` event; it reconnects with its last id and resumes from the history).
 pub const CLIENT_BUFFER: usize = 1024;
@@ -73,6 +76,8 @@ pub(super) struct EventHub {
 
 struct HubState {
     history: VecDeque<Arc<Event>>,
+    /// The bytes of data `history` holds.
+    bytes: usize,
     next: u64,
 }
 
@@ -104,6 +109,7 @@ impl EventHub {
         let hub = Arc::new(EventHub {
             state: Mutex::new(HubState {
                 history: VecDeque::with_capacity(HISTORY),
+                bytes: 0,
                 next: base + 1,
             }),
             live: broadcast::channel(CLIENT_BUFFER).0,
@@ -137,10 +143,14 @@ impl EventHub {
             log_of,
         });
         state.next += 1;
-        if state.history.len() == HISTORY {
-            state.history.pop_front();
-        }
+        state.bytes += event.data.len();
         state.history.push_back(event.clone());
+        while state.history.len() > HISTORY || state.bytes > HISTORY_BYTES {
+            match state.history.pop_front() {
+                Some(old) => state.bytes -= old.data.len(),
+                None => break,
+            }
+        }
         // Sent under the lock, so a client subscribing sees each event once: in its
         // replay or live.
         let _ = self.live.send(event);
@@ -164,7 +174,7 @@ impl EventHub {
             .and_then(|e| e.id)
             .unwrap_or(state.next);
         let last = state.next - 1;
-        if after >= self.base && after + 1 >= first && after <= last {
+        if after >= self.base && after >= first.saturating_sub(1) && after <= last {
             let replay = state
                 .history
                 .iter()
@@ -548,6 +558,7 @@ mod tests {
         EventHub {
             state: Mutex::new(HubState {
                 history: VecDeque::new(),
+                bytes: 0,
                 next: 1001,
             }),
             live: broadcast::channel(CLIENT_BUFFER).0,
@@ -573,7 +584,11 @@ mod tests {
         assert!(replay.is_empty());
         let (replay, _) = hub.subscribe(Some(1005));
         assert_eq!(replay.len(), HISTORY);
-        for stale in [1004, 999, 11_006] {
+        assert_eq!(
+            lock(&hub.state).bytes,
+            replay.iter().map(|e| e.data.len()).sum::<usize>()
+        );
+        for stale in [1004, 999, 11_006, u64::MAX] {
             let (replay, _) = hub.subscribe(Some(stale));
             assert_eq!(ids(&replay), [(Some(11_005), "reset")], "after {stale}");
         }
