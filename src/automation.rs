@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::alerts::Alerts;
 use crate::auth::Role;
 use crate::engine::Engine;
-use crate::model::{Severity, Timestamp};
+use crate::model::{EngineEvent, Severity, Timestamp};
 use crate::monitor::Monitor;
 use crate::ops::types::{CheckpointArgs, KillArgs, RestartArgs};
 use crate::ops::{Caller, Ops};
@@ -199,7 +199,7 @@ async fn resolve_ended_runs(engine: Engine, alerts: Alerts) {
     let mut events = engine.subscribe();
     loop {
         match events.recv().await {
-            Ok(event) if event.state.is_terminal() => {
+            Ok(EngineEvent::Run(event)) if event.state.is_terminal() => {
                 if let Err(e) = alerts.resolve_run(&event.run) {
                     tracing::warn!(drover_run = %event.run, "cannot resolve the run's alerts: {e}");
                 }

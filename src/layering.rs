@@ -38,6 +38,7 @@ const RULES: &[(&str, &[&str])] = &[
             "history",
             "model",
             "quantity",
+            "sync",
             "tokens",
         ],
     ),

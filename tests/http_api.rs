@@ -12,7 +12,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use drover::model::{ActionRecord, KillRecord, KillResult, RunState};
 
-use crate::support::{HttpReply, TEST_CONFIG, TestAgent, http, http_send, wait_for, wait_until};
+use crate::support::{
+    HttpReply, SseClient, TEST_CONFIG, TestAgent, http, http_send, wait_for, wait_until,
+};
 
 const NOBODY: u32 = 65534;
 
@@ -934,6 +936,7 @@ fn the_openapi_description_lists_every_route_the_router_serves() {
         "/api/v1/runs/{id}/logs",
         "/api/v1/tokens",
         "/api/v1/tokens/{name}",
+        "/api/v1/events",
     ] {
         assert!(
             described.iter().any(|p| p == path),
@@ -954,6 +957,17 @@ fn the_openapi_description_lists_every_route_the_router_serves() {
             .map(|m| m.to_ascii_uppercase())
             .collect();
         for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            if path == "/api/v1/events" && method == "GET" {
+                // A stream that does not end: its head is what tells.
+                let auth = format!("Bearer {admin}");
+                let stream =
+                    SseClient::connect(agent.http_addr(), path, &[("Authorization", &auth)]);
+                assert_eq!(stream.status, 200, "{}", stream.head);
+                assert!(item["get"]["security"].is_array(), "{path}");
+                let anonymous = SseClient::connect(agent.http_addr(), path, &[]);
+                assert_eq!(anonymous.status, 401, "{}", anonymous.head);
+                continue;
+            }
             let body = (method != "GET" && method != "DELETE").then_some("{}");
             let reply = call(&agent, Some(&admin), method, &concrete, body);
             let router_refused = reply.header("content-type") == Some("application/problem+json")
@@ -990,6 +1004,12 @@ fn the_openapi_description_lists_every_route_the_router_serves() {
         "Problem",
         "Identity",
         "Token",
+        "RunTransition",
+        "StepChange",
+        "LogLines",
+        "MetricsTick",
+        "AlertChange",
+        "StreamNotice",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),

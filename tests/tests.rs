@@ -12,6 +12,7 @@ mod config;
 mod dashboard;
 mod dbus_policy;
 mod disk_full;
+mod events;
 mod failures;
 mod history;
 mod hostile_input;

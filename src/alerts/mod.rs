@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    ActionRecord, Alert, AlertUpdate, Firing, Requester, Severity, Silence, Timestamp,
+    ActionRecord, Alert, AlertChange, AlertUpdate, Firing, Requester, Severity, Silence, Timestamp,
 };
 use crate::store::{NewAlert, Store, StoreError};
 use crate::sync::lock;
@@ -78,6 +78,9 @@ struct Inner {
     sinks: Vec<Arc<dyn Sink>>,
     /// Wakes the outbox task when rows are queued.
     wake: tokio::sync::Notify,
+    /// Every firing and resolution, sent once the state DB holds it (silenced ones too:
+    /// a silence holds back the sinks, not the agent's own views).
+    changes: tokio::sync::broadcast::Sender<AlertChange>,
 }
 
 impl Alerts {
@@ -94,6 +97,7 @@ impl Alerts {
                 store: Mutex::new(store),
                 sinks,
                 wake: tokio::sync::Notify::new(),
+                changes: tokio::sync::broadcast::channel(256).0,
             }),
         }
     }
@@ -244,6 +248,11 @@ impl Alerts {
         Ok(silence)
     }
 
+    /// Every alert that fires or resolves from now on, as the state DB records it.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AlertChange> {
+        self.inner.changes.subscribe()
+    }
+
     /// Firing alerts (or every alert with `all`), newest first.
     pub fn alerts(&self, all: bool) -> Result<Vec<Alert>> {
         Ok(self.store().alerts(all, Timestamp::now())?)
@@ -266,6 +275,12 @@ impl Alerts {
             self.inner.wake.notify_one();
         }
         for update in &updates {
+            if let Some(change) = update.change {
+                let _ = self.inner.changes.send(AlertChange {
+                    change,
+                    alert: update.alert.clone(),
+                });
+            }
             if let (Some(change), false) = (update.change, update.queued) {
                 // Held back by a silence: kept in the DB, said only at debug level.
                 tracing::debug!(

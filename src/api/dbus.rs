@@ -13,6 +13,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, OwnedVariant, Variant, interface};
 
 use super::OBJECT_PATH;
+use crate::model::EngineEvent;
 use crate::ops::types::{
     CheckpointArgs, CriticalArgs, HistoryArgs, KillArgs, LogsArgs, RaiseAlertArgs, RestartArgs,
     RollbackArgs, RunArgs, SilenceArgs, TokenArgs,
@@ -661,7 +662,10 @@ pub async fn serve(conn: &Connection, ops: Ops) -> zbus::Result<()> {
     tokio::spawn(async move {
         loop {
             match events.recv().await {
-                Ok(event) => {
+                // Step starts and ends are the event stream's (HTTP); the signal keeps to
+                // run transitions.
+                Ok(EngineEvent::Step(_)) => {}
+                Ok(EngineEvent::Run(event)) => {
                     if let Err(e) =
                         Manager::run_changed(&emitter, &event.run, event.state.as_str()).await
                     {

@@ -305,7 +305,7 @@ impl Inner {
                 "killed by {} via {}: {}",
                 record.requested_by, record.channel, record.reason
             );
-            self.record_killed_attempt(&run.id, attempt, step, signalled, &killed_by)?;
+            self.record_killed_attempt(&run, &workflow.name, attempt, step, signalled, &killed_by)?;
 
             let started = Instant::now();
             let left = workflow
@@ -450,13 +450,14 @@ impl Inner {
     /// signal (a critical step that finished in time), which is then recorded as such.
     fn record_killed_attempt(
         &self,
-        run: &str,
+        run: &Run,
+        workflow: &str,
         attempt: &StepAttempt,
         step: &Step,
         signalled: bool,
         killed_by: &str,
     ) -> Result<()> {
-        let files = AttemptFiles::of(self, run, &step.name, attempt.attempt);
+        let files = AttemptFiles::of(self, &run.id, &step.name, attempt.attempt);
         let exit = shim::read_exit_file(&files.exit).ok().flatten();
         let (state, result) = match &exit {
             Some(exit) if !signalled => step::classify(exit, None),
@@ -474,7 +475,7 @@ impl Inner {
         let output = lock(&follower.output).clone();
         let log_cut = exit.as_ref().and_then(shim::StepExit::log_cut_note);
         self.store().end_attempt(
-            run,
+            &run.id,
             attempt.index,
             attempt.attempt,
             &AttemptEnd {
@@ -488,6 +489,14 @@ impl Inner {
                 log_cut: log_cut.as_deref(),
             },
         )?;
+        self.announce_step(
+            &run.id,
+            workflow,
+            (attempt.index, &step.name),
+            attempt.attempt,
+            state,
+            Some(result),
+        );
         Ok(())
     }
 }

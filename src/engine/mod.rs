@@ -53,7 +53,10 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use crate::credentials::{self, Account, CredentialsError, ReadError};
-use crate::model::{Run, RunState, RunUser, StepOutput, Timestamp};
+use crate::model::{
+    EngineEvent, Run, RunState, RunTransition, RunUser, StepChange, StepOutput, StepState,
+    Timestamp,
+};
 use crate::recovery;
 use crate::snapshot::SnapshotError;
 use crate::spec::{self, Workflow};
@@ -197,13 +200,6 @@ pub struct Submission {
     pub account: Account,
 }
 
-/// A run reached a new state; sent only after the state DB holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunEvent {
-    pub run: String,
-    pub state: RunState,
-}
-
 /// Where the engine keeps its files, and how it starts shims.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -225,7 +221,8 @@ struct Inner {
     live_output: Mutex<HashMap<String, Arc<Mutex<StepOutput>>>>,
     systemd: Systemd,
     config: EngineConfig,
-    events: broadcast::Sender<RunEvent>,
+    /// Run transitions and step starts and ends, each sent after the state DB holds it.
+    events: broadcast::Sender<EngineEvent>,
     /// Per-run locks for git work and operators' actions.
     locks: Mutex<HashMap<String, RunLocks>>,
     /// Which step scopes systemd has active, refreshed every second by one task for all
@@ -305,7 +302,8 @@ impl Engine {
         Ok(engine)
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
+    /// Every run transition and step start and end, in the order the state DB took them.
+    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
         self.inner.events.subscribe()
     }
 
@@ -586,10 +584,34 @@ impl Inner {
             "state",
             "run {run} ({workflow}) → {state} (by {who})"
         );
-        let _ = self.events.send(RunEvent {
+        let _ = self.events.send(EngineEvent::Run(RunTransition {
             run: run.to_owned(),
+            workflow: workflow.to_owned(),
             state,
-        });
+            by: who.to_owned(),
+        }));
+    }
+
+    /// Announces that attempt `attempt` of step `index` started (`running`) or ended;
+    /// called after the state DB holds it.
+    fn announce_step(
+        &self,
+        run: &str,
+        workflow: &str,
+        (index, step): (u32, &str),
+        attempt: u32,
+        state: StepState,
+        result: Option<&str>,
+    ) {
+        let _ = self.events.send(EngineEvent::Step(StepChange {
+            run: run.to_owned(),
+            workflow: workflow.to_owned(),
+            step: step.to_owned(),
+            index,
+            attempt,
+            state,
+            result: result.map(str::to_owned),
+        }));
     }
 
     fn load(&self, id: &str) -> Result<(Run, Workflow)> {

@@ -267,6 +267,14 @@ pub(super) async fn start(
                 log_cut: None,
             },
         )?;
+        inner.announce_step(
+            &run.id,
+            &workflow.name,
+            (index as u32, &step.name),
+            attempt,
+            StepState::Failed,
+            Some("start-failed"),
+        );
         return Err(e.into());
     }
     // The shim is inside the scope now: let it run the step there.
@@ -277,6 +285,14 @@ pub(super) async fn start(
     inner
         .store()
         .attempt_running(&run.id, index as u32, attempt, pid)?;
+    inner.announce_step(
+        &run.id,
+        &workflow.name,
+        (index as u32, &step.name),
+        attempt,
+        StepState::Running,
+        None,
+    );
     run_event!(
         info,
         run = run.id,
@@ -373,6 +389,15 @@ pub(super) fn refuse(
             log_cut: None,
         },
     )?;
+    drop(store);
+    inner.announce_step(
+        &run.id,
+        &workflow.name,
+        (index as u32, &step.name),
+        attempt,
+        StepState::Failed,
+        Some("dependency"),
+    );
     run_event!(
         warn,
         run = run.id,
@@ -468,6 +493,14 @@ pub(super) async fn await_end(
             log_cut: log_cut.as_deref(),
         },
     )?;
+    inner.announce_step(
+        &run.id,
+        &workflow.name,
+        (index as u32, &step.name),
+        attempt,
+        state,
+        Some(result),
+    );
     if let Some(cause) = external {
         let record = KillRecord::external(
             &run.id,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{RunState, Timestamp};
 
 /// One sample of a running step (its scope) and its run, taken by the monitor.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Sample {
     pub at: Option<Timestamp>,
     /// Percent of one core over the last interval (from CPU-time deltas).
@@ -40,7 +40,7 @@ pub struct Sample {
 }
 
 /// A Claude Code step as it runs.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentLive {
     pub turns: u64,
     pub tokens_in: u64,
@@ -53,7 +53,7 @@ pub struct AgentLive {
 }
 
 /// A run's live metrics: its latest sample and the step it belongs to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunMetrics {
     pub run: String,
     pub workflow: String,

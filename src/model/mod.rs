@@ -36,6 +36,7 @@ mod agent;
 mod alert;
 mod attempt;
 mod checkpoint;
+mod event;
 mod failure;
 mod history;
 mod kill;
@@ -54,6 +55,9 @@ pub use alert::{
 };
 pub use attempt::{StepAttempt, StepOutput, StepState};
 pub use checkpoint::{CheckpointRecord, CheckpointState};
+pub use event::{
+    AlertChange, EngineEvent, LogLines, MetricsTick, RunTransition, StepChange, StreamNotice,
+};
 pub use failure::{Failure, FailureClass, UnknownFailureClass};
 pub use history::{History, HistoryDay};
 pub use kill::{CleanupAction, CriticalWait, KillPhase, KillRecord, KillResult};

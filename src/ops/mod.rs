@@ -13,6 +13,7 @@ mod caller;
 mod checkpoint;
 mod critical;
 mod error;
+mod events;
 mod history;
 mod kill;
 mod logs;
@@ -32,11 +33,13 @@ use std::sync::Arc;
 
 pub use caller::{Caller, Channel};
 pub use error::{ErrorKind, InputError, OpsError};
+pub use events::EventStream;
 pub use scrape::{Health, Scrape};
 
 use crate::alerts::Alerts;
 use crate::auth::{Authorizer, Role};
-use crate::engine::{ActionRequest, Engine, RunEvent};
+use crate::engine::{ActionRequest, Engine};
+use crate::model::EngineEvent;
 use crate::monitor::Monitor;
 use crate::reload::Reloader;
 use crate::tokens::Tokens;
@@ -53,9 +56,12 @@ pub struct Ops {
     reloader: Arc<Reloader>,
     tokens: Arc<Tokens>,
     refusals: Arc<refusals::RefusalRate>,
+    events: Arc<events::EventHub>,
 }
 
 impl Ops {
+    /// The operations over these parts; starts the event hub's tasks (on the current tokio
+    /// runtime).
     pub fn new(
         engine: Engine,
         alerts: Alerts,
@@ -64,7 +70,11 @@ impl Ops {
         reloader: Arc<Reloader>,
         tokens: Arc<Tokens>,
     ) -> Ops {
+        // The event hub listens from the start, so a stream resumed later misses nothing
+        // that happened meanwhile.
+        let events = events::EventHub::start(&engine, &monitor, &alerts);
         Ops {
+            events,
             engine,
             alerts,
             auth,
@@ -81,9 +91,9 @@ impl Ops {
         Caller::user(uid, channel, &self.auth)
     }
 
-    /// Every run's transitions, as they are recorded (for the doors that announce them:
-    /// D-Bus `RunChanged`).
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RunEvent> {
+    /// Every run's transitions and step starts and ends, as they are recorded (for the
+    /// doors that announce them: D-Bus `RunChanged`).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<EngineEvent> {
         self.engine.subscribe()
     }
 

@@ -416,3 +416,32 @@ mod tests {
         );
     }
 }
+
+/// `Events`: where a client resumes and whose logs it follows.
+#[derive(Debug, Clone, Default)]
+pub struct EventsArgs {
+    /// The last event id the client saw (`Last-Event-ID`), as it sent it.
+    pub last_event_id: Option<String>,
+    /// Runs whose log lines the client wants, at most [`super::events::MAX_LOG_RUNS`].
+    pub logs: Vec<String>,
+}
+
+impl EventsArgs {
+    /// The id to resume after. One that is no number is no id this agent gave: it is
+    /// resumed as the oldest possible, which the hub answers with a reset.
+    pub(super) fn check(&self) -> Result<Option<u64>, InputError> {
+        if self.logs.len() > super::events::MAX_LOG_RUNS {
+            return Err(InputError::TooMany {
+                field: "runs to follow the logs of",
+                count: self.logs.len(),
+                limit: super::events::MAX_LOG_RUNS,
+            });
+        }
+        Ok(self
+            .last_event_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(|id| id.parse().unwrap_or(0)))
+    }
+}

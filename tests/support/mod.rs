@@ -430,3 +430,176 @@ pub fn http_send(
         body: body.to_owned(),
     }
 }
+
+/// One Server-Sent Event as [`SseClient`] read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("not JSON ({e}): {self:#?}"))
+    }
+
+    /// The id as a number; panics when there is none.
+    pub fn num(&self) -> u64 {
+        self.id
+            .as_deref()
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("no numeric id: {self:#?}"))
+    }
+}
+
+/// A streaming `GET` read event by event (chunked transfer decoded, SSE frames parsed),
+/// every read bounded by a deadline.
+pub struct SseClient {
+    stream: TcpStream,
+    pub status: u16,
+    pub head: String,
+    raw: Vec<u8>,
+    body: Vec<u8>,
+    /// Comments (`:` lines, the keep-alives) seen so far.
+    pub comments: usize,
+}
+
+impl SseClient {
+    /// Connects and reads the response's head; the body is read by [`SseClient::next`].
+    pub fn connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> SseClient {
+        let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        let mut head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("Accept: text/event-stream\r\n\r\n");
+        stream.write_all(head.as_bytes()).expect("send request");
+        let mut client = SseClient {
+            stream,
+            status: 0,
+            head: String::new(),
+            raw: Vec::new(),
+            body: Vec::new(),
+            comments: 0,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let end = loop {
+            if let Some(end) = client.raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end;
+            }
+            assert!(client.fill(deadline), "no response head from {path}");
+        };
+        client.head = String::from_utf8_lossy(&client.raw[..end]).into_owned();
+        client.raw.drain(..end + 4);
+        client.status = client
+            .head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {:?}", client.head));
+        client
+    }
+
+    /// Reads more bytes before `deadline`; false at the deadline or the end of the stream.
+    fn fill(&mut self, deadline: Instant) -> bool {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        self.stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .expect("timeout");
+        let mut buf = [0; 16 * 1024];
+        match self.stream.read(&mut buf) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.raw.extend_from_slice(&buf[..n]);
+                true
+            }
+        }
+    }
+
+    /// Moves the complete chunks of the raw bytes into the body.
+    fn dechunk(&mut self) {
+        loop {
+            let Some(line_end) = self.raw.windows(2).position(|w| w == b"\r\n") else {
+                return;
+            };
+            let size = std::str::from_utf8(&self.raw[..line_end])
+                .ok()
+                .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+                .unwrap_or_else(|| panic!("bad chunk size in {:?}", self.raw));
+            if self.raw.len() < line_end + 2 + size + 2 {
+                return;
+            }
+            let start = line_end + 2;
+            self.body.extend_from_slice(&self.raw[start..start + size]);
+            self.raw.drain(..start + size + 2);
+        }
+    }
+
+    /// The next event within `timeout`, or None (timed out or the stream ended).
+    pub fn next(&mut self, timeout: Duration) -> Option<SseEvent> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.dechunk();
+            while let Some(end) = self.body.windows(2).position(|w| w == b"\n\n") {
+                let frame = String::from_utf8_lossy(&self.body[..end]).into_owned();
+                self.body.drain(..end + 2);
+                let mut event = SseEvent {
+                    id: None,
+                    event: "message".into(),
+                    data: String::new(),
+                };
+                let mut fields = 0;
+                for line in frame.lines() {
+                    if line.starts_with(':') {
+                        self.comments += 1;
+                        continue;
+                    }
+                    let (name, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    fields += 1;
+                    match name {
+                        "id" => event.id = Some(value.to_owned()),
+                        "event" => event.event = value.to_owned(),
+                        "data" if event.data.is_empty() => event.data = value.to_owned(),
+                        "data" => event.data = format!("{}\n{value}", event.data),
+                        _ => {}
+                    }
+                }
+                if fields > 0 {
+                    return Some(event);
+                }
+            }
+            if !self.fill(deadline) {
+                return None;
+            }
+        }
+    }
+
+    /// Events until one satisfies `last` (included), each within what is left of `timeout`;
+    /// panics with those read when it does not come.
+    pub fn until(
+        &mut self,
+        timeout: Duration,
+        mut last: impl FnMut(&SseEvent) -> bool,
+    ) -> Vec<SseEvent> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left) {
+                Some(event) => {
+                    let done = last(&event);
+                    seen.push(event);
+                    if done {
+                        return seen;
+                    }
+                }
+                None => panic!("the awaited event did not come within {timeout:?}; got {seen:#?}"),
+            }
+        }
+    }
+}

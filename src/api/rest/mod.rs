@@ -6,6 +6,7 @@
 //! - `whoami` — the caller as the agent sees it;
 //! - `runs` — list (filtered, paged), get, start, kill;
 //! - `logs` — a chunk of a step attempt's log;
+//! - `events` — the live event stream (Server-Sent Events);
 //! - `tokens` — the caller's bearer tokens: list, create, revoke.
 //!
 //! [`routes`] is the one list of handlers: utoipa-axum's `OpenApiRouter` makes the axum
@@ -14,6 +15,7 @@
 //! security headers).
 
 mod auth;
+mod events;
 mod logs;
 pub mod problem;
 mod runs;
@@ -54,14 +56,25 @@ pub struct RestState {
 #[openapi(
     info(
         title = "drover",
-        description = "The drover agent's HTTP API: runs, their logs, kills, and bearer tokens. \
+        description = "The drover agent's HTTP API: runs, their logs, kills, bearer tokens, and \
+            the live event stream (`GET /api/v1/events`, Server-Sent Events). \
             Every route but this description needs `Authorization: Bearer <token>` \
             (`drover token create`); errors are application/problem+json (RFC 9457)."
     ),
     modifiers(&BearerAuth),
+    // The event stream's data: text/event-stream has no schema of its own in OpenAPI 3.1.
+    components(schemas(
+        crate::model::RunTransition,
+        crate::model::StepChange,
+        crate::model::LogLines,
+        crate::model::MetricsTick,
+        crate::model::AlertChange,
+        crate::model::StreamNotice
+    )),
     tags(
         (name = "runs", description = "Workflow runs: list, read, start, kill, logs"),
         (name = "tokens", description = "Bearer tokens of the caller's user"),
+        (name = "events", description = "The live event stream"),
         (name = "meta", description = "The caller and the API itself")
     )
 )]
@@ -96,6 +109,7 @@ fn routes() -> OpenApiRouter<RestState> {
             .routes(routes!(runs::get))
             .routes(routes!(runs::kill))
             .routes(routes!(logs::logs))
+            .routes(routes!(events::events))
             .routes(routes!(tokens::list, tokens::create))
             .routes(routes!(tokens::revoke)),
     )
@@ -172,6 +186,7 @@ mod tests {
             })
             .collect();
         let expected = [
+            ("/api/v1/events", vec!["get"]),
             ("/api/v1/openapi.json", vec!["get"]),
             ("/api/v1/runs", vec!["get", "post"]),
             ("/api/v1/runs/{id}", vec!["get"]),
@@ -197,6 +212,13 @@ mod tests {
             "LogMeta",
             "Problem",
             "Identity",
+            "RunTransition",
+            "StepChange",
+            "LogLines",
+            "MetricsTick",
+            "RunMetrics",
+            "AlertChange",
+            "StreamNotice",
         ] {
             assert!(
                 json["components"]["schemas"][schema].is_object(),
