@@ -1,8 +1,10 @@
 //! The dashboard in a real browser: the agent serves the built front end at `/` (under the
 //! listener's CSP), and `tests/web/overview.mjs` drives Debian's headless Chromium through
 //! it with playwright-core — the token, the runs and their states, paging, a filter that
-//! survives a reload, a failed run's page (why it failed, steps, log) — and saves the
-//! screenshots in `docs/`. Missing Chromium, node modules or built assets fail the test,
+//! survives a reload, a failed run's page (why it failed, steps, log) — and saves
+//! screenshots of the overview and a run page: in the test's temporary directory, or where
+//! `DROVER_SCREENSHOTS` names (`DROVER_SCREENSHOTS=docs` refreshes the README's), so that a
+//! test run leaves the work tree as it was. Missing Chromium, node modules or built assets fail the test,
 //! saying how to install them.
 
 use std::path::Path;
@@ -118,7 +120,11 @@ run = "echo never"
         .env("FAILED_RUN", &failed)
         .env("SUCCEEDED_RUN", &succeeded)
         .env("RUNNING_RUN", &running)
-        .env("SCREENSHOTS", root.join("docs"))
+        .env(
+            "SCREENSHOTS",
+            std::env::var_os("DROVER_SCREENSHOTS")
+                .map_or_else(|| env!("CARGO_TARGET_TMPDIR").into(), |dir| root.join(dir)),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
