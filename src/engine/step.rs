@@ -252,29 +252,7 @@ pub(super) async fn start(
     if let Err(e) = inner.systemd.start_scope(&unit, &[pid], &props).await {
         // Dropping the gate unopened makes the shim exit without running the step.
         drop(gate);
-        inner.store().end_attempt(
-            &run.id,
-            index as u32,
-            attempt,
-            &AttemptEnd {
-                state: StepState::Failed,
-                exit_code: None,
-                signal: None,
-                result: "start-failed",
-                output: &StepOutput::default(),
-                failure: None,
-                agent: None,
-                log_cut: None,
-            },
-        )?;
-        inner.announce_step(
-            &run.id,
-            &workflow.name,
-            (index as u32, &step.name),
-            attempt,
-            StepState::Failed,
-            Some("start-failed"),
-        );
+        end_unstarted(inner, run, workflow, index, attempt, "start-failed", None)?;
         return Err(e.into());
     }
     // The shim is inside the scope now: let it run the step there.
@@ -349,6 +327,44 @@ fn claude_session(
     (SessionStart::Resume(id), note)
 }
 
+/// Records that an attempt ended without running (`result` "start-failed" or
+/// "dependency"), then announces it.
+fn end_unstarted(
+    inner: &Arc<Inner>,
+    run: &Run,
+    workflow: &Workflow,
+    index: usize,
+    attempt: u32,
+    result: &str,
+    failure: Option<&Failure>,
+) -> Result<()> {
+    inner.store().end_attempt(
+        &run.id,
+        index as u32,
+        attempt,
+        &AttemptEnd {
+            state: StepState::Failed,
+            exit_code: None,
+            signal: None,
+            result,
+            output: &StepOutput::default(),
+            failure,
+            agent: None,
+            log_cut: None,
+        },
+    )?;
+    let step = &workflow.steps[index];
+    inner.announce_step(
+        &run.id,
+        &workflow.name,
+        (index as u32, &step.name),
+        attempt,
+        StepState::Failed,
+        Some(result),
+    );
+    Ok(())
+}
+
 /// Records an attempt that did not start because the step's requirements are not met.
 pub(super) fn refuse(
     inner: &Arc<Inner>,
@@ -360,8 +376,7 @@ pub(super) fn refuse(
 ) -> Result<()> {
     let step = &workflow.steps[index];
     let files = AttemptFiles::of(inner, &run.id, &step.name, attempt);
-    let mut store = inner.store();
-    store.start_attempt(&NewAttempt {
+    inner.store().start_attempt(&NewAttempt {
         run: &run.id,
         index: index as u32,
         name: &step.name,
@@ -371,33 +386,19 @@ pub(super) fn refuse(
         session_id: None,
         note: Some("requirements checked before the start"),
     })?;
-    store.end_attempt(
-        &run.id,
-        index as u32,
+    let failure = Failure {
+        class: FailureClass::Dependency,
+        evidence: evidence.to_owned(),
+    };
+    end_unstarted(
+        inner,
+        run,
+        workflow,
+        index,
         attempt,
-        &AttemptEnd {
-            state: StepState::Failed,
-            exit_code: None,
-            signal: None,
-            result: "dependency",
-            output: &StepOutput::default(),
-            failure: Some(&Failure {
-                class: FailureClass::Dependency,
-                evidence: evidence.to_owned(),
-            }),
-            agent: None,
-            log_cut: None,
-        },
+        "dependency",
+        Some(&failure),
     )?;
-    drop(store);
-    inner.announce_step(
-        &run.id,
-        &workflow.name,
-        (index as u32, &step.name),
-        attempt,
-        StepState::Failed,
-        Some("dependency"),
-    );
     run_event!(
         warn,
         run = run.id,
