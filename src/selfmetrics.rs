@@ -217,7 +217,9 @@ impl SelfMetrics {
 
     pub fn observe_db_write(&self, took: Duration) {
         self.db_write_seconds.observe_duration(took);
-        if self.db_writes_failing.swap(false, Ordering::Relaxed)
+        // Read before the swap: a commit, the hot path, then writes nothing shared.
+        if self.db_writes_failing.load(Ordering::Relaxed)
+            && self.db_writes_failing.swap(false, Ordering::Relaxed)
             && let Some(failure) = lock(&self.db_write_failure).take()
         {
             tracing::info!(

@@ -178,10 +178,11 @@ impl Inner {
         error: crate::store::StoreError,
     ) -> Result<KillRecord> {
         self.abort_driver(&run.id);
+        let requested = Instant::now();
         let clock = Clock {
-            requested: Instant::now(),
+            requested,
             grace,
-            deadline: Instant::now() + workflow.kill.budget.saturating_sub(CLEANUP_RESERVE),
+            deadline: requested + workflow.kill.budget.saturating_sub(CLEANUP_RESERVE),
         };
         let mut processes_left = 0;
         if let Some(attempt) = running_attempt(run) {

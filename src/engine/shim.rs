@@ -146,6 +146,7 @@ pub fn main(spec_path: &Path) -> i32 {
 fn write_exit_file_patiently(spec: &ShimSpec, exit: &StepExit) -> i32 {
     let started = std::time::Instant::now();
     let mut wait = Duration::from_millis(100);
+    let mut told = false;
     loop {
         let Err(e) = write_exit_file(&spec.exit_file, exit) else {
             return 0;
@@ -155,22 +156,30 @@ fn write_exit_file_patiently(spec: &ShimSpec, exit: &StepExit) -> i32 {
             spec.exit_file.display()
         );
         if started.elapsed() >= EXIT_FILE_PATIENCE {
-            eprintln!("{message}; giving up");
+            journal_event(
+                &spec.journal_fields,
+                "exit-file-lost",
+                &format!("{message}; giving up"),
+            );
             return 125;
         }
-        if wait == Duration::from_millis(100) {
-            eprintln!("{message}; trying again until it can be written");
-            let _ = journal_send(
-                Priority::Error,
-                &format!("{message}; trying again until it can be written"),
-                spec.journal_fields
-                    .iter()
-                    .chain([(&"DROVER_EVENT".to_owned(), &"exit-file-retry".to_owned())]),
-            );
+        if !told {
+            let message = format!("{message}; trying again until it can be written");
+            journal_event(&spec.journal_fields, "exit-file-retry", &message);
+            told = true;
         }
         std::thread::sleep(wait);
         wait = (wait * 2).min(RETRY_MAX);
     }
+}
+
+/// Tells the journal (with the step's fields and `DROVER_EVENT`) and the shim's stderr
+/// something went wrong; neither failing can stop the shim.
+fn journal_event(fields: &BTreeMap<String, String>, event: &str, message: &str) {
+    let event = ("DROVER_EVENT".to_owned(), event.to_owned());
+    let fields = fields.iter().chain([(&event.0, &event.1)]);
+    let _ = journal_send(Priority::Error, message, fields);
+    let _ = writeln!(io::stderr(), "{message}");
 }
 
 fn supervise(spec: &ShimSpec) -> StepExit {
@@ -180,10 +189,11 @@ fn supervise(spec: &ShimSpec) -> StepExit {
         .append(true)
         .open(&spec.log);
     if let Err(e) = reserve_exit_file(&spec.exit_file) {
-        eprintln!(
+        let message = format!(
             "drover shim: cannot set space aside for {}: {e}",
             spec.exit_file.display()
         );
+        journal_event(&spec.journal_fields, "exit-file-reserve-failed", &message);
     }
     let mut gate = [0u8; 1];
     if !matches!(io::stdin().read(&mut gate), Ok(1)) {
@@ -360,14 +370,12 @@ impl StepLog {
             if self.cut.is_none() {
                 // Where the log ends now, with any part of the line that was written.
                 let at = self.file.metadata().map_or(0, |m| m.len());
-                let _ = journal_send(
-                    Priority::Error,
+                journal_event(
+                    &self.journal_fields,
+                    "log-cut",
                     &format!(
                         "drover: output of this step could not be written to its log: {e}; it still goes to the journal"
                     ),
-                    self.journal_fields
-                        .iter()
-                        .chain([(&"DROVER_EVENT".to_owned(), &"log-cut".to_owned())]),
                 );
                 self.cut = Some(LogCut {
                     at,

@@ -91,6 +91,14 @@ impl Caller {
         caller
     }
 
+    /// The user's name, as the password database had it when the caller was identified.
+    pub fn user_name(&self) -> Option<&str> {
+        match &self.who {
+            Who::User { name, .. } => name.as_deref(),
+            Who::Agent(_) => None,
+        }
+    }
+
     /// The name of the token the caller came with, if any.
     pub fn token_name(&self) -> Option<&str> {
         match &self.who {
@@ -126,14 +134,10 @@ impl Caller {
 
     /// The caller as it is shown to itself (`whoami`).
     pub fn identity(&self) -> Identity {
-        let (uid, user) = match &self.who {
-            Who::User { uid, name, .. } => (Some(*uid), name.clone()),
-            Who::Agent(_) => (None, None),
-        };
         Identity {
             caller: self.to_string(),
-            uid,
-            user,
+            uid: self.uid(),
+            user: self.user_name().map(str::to_owned),
             role: self.role.map(|r| r.to_string()),
             channel: self.channel.as_str().to_owned(),
             token: self.token_name().map(str::to_owned),

@@ -185,6 +185,7 @@ impl Ops {
 }
 
 /// How the action audit trail names a refused call.
+#[derive(Clone, Copy)]
 pub(super) struct Audited<'a> {
     /// "run", "enter-critical", "raise-alert", "restart", …
     pub action: &'static str,

@@ -17,9 +17,9 @@ impl Ops {
     pub fn create_token(&self, caller: &Caller, args: TokenArgs) -> Result<NewToken> {
         let input = args.check();
         let for_other = args.user.as_deref().is_some_and(|user| {
-            caller.uid().is_none_or(|uid| {
-                user != uid.to_string() && Some(user) != caller_name(caller).as_deref()
-            })
+            caller
+                .uid()
+                .is_none_or(|uid| user != uid.to_string() && Some(user) != caller.user_name())
         });
         let (needed, asks) = if for_other {
             (
@@ -110,11 +110,6 @@ impl Ops {
             return Err(OpsError::NoSuchToken(format!("no live token named {name}")));
         };
         if Some(live.uid) != caller.uid() {
-            let audited = Audited {
-                action: "token-revoke",
-                run: "",
-                about: name,
-            };
             self.admit_action(
                 caller,
                 Role::Admin,
@@ -154,14 +149,6 @@ impl Ops {
             .map_err(|e| OpsError::Unauthenticated(format!("the token's role: {e}")))?;
         Ok(Caller::token(&token, role, channel, &self.auth))
     }
-}
-
-/// The caller's user name, as the audit trail shows it.
-fn caller_name(caller: &Caller) -> Option<String> {
-    caller
-        .uid()
-        .and_then(|uid| Account::of_uid(uid).ok())
-        .map(|account| account.name)
 }
 
 /// A user named by name or uid.
